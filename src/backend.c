@@ -1,0 +1,218 @@
+/*
+ * Reaching the backend: a name resolved with evdns (never blocking the
+ * loop), a non-blocking connect, and for tls = "implicit" a TLS filter
+ * over the connected socket, verified against the CA, the host name and
+ * the pins before the backend sees a byte of the client's data.
+ */
+#include "autoconfig.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "config.h"
+#include "log.h"
+#include "server.h"
+#include "session.h"
+#include "tlsctx.h"
+
+static void	backend_eventcb(struct bufferevent *, short, void *);
+
+static void
+backend_start(struct session *s, const struct sockaddr *sa, socklen_t len)
+{
+	struct bufferevent	*sock;
+	char			 why[128];
+
+	addr_format(sa, len, s->backend_addr, sizeof(s->backend_addr));
+	if ((sock = bufferevent_socket_new(s->w->base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+		session_backend_failed(s, "internal", "cannot allocate the backend connection");
+		return;
+	}
+	s->backend.sock = s->backend.bev = sock;
+	relay_attach(&s->backend);
+	bufferevent_setcb(sock, session_backend_readcb, NULL, backend_eventcb, s);
+	s->bstate = BACKEND_CONNECTING;
+	log_debug("session %llu: connecting to %s", (unsigned long long)s->id, s->backend_addr);
+	if (bufferevent_socket_connect(sock, sa, (int)len) == -1) {
+		snprintf(why, sizeof(why), "cannot connect to %s: %s", s->backend_addr,
+		    strerror(errno));
+		session_backend_failed(s, "backend-unreachable", why);
+	}
+}
+
+static void
+backend_resolved(int err, struct evutil_addrinfo *res, void *arg)
+{
+	struct session	*s = arg;
+	char		 why[ADDR_HOST_MAX + 96];
+
+	if (err == EVUTIL_EAI_CANCEL)
+		return;
+	s->dns = NULL;
+	if (s->dead) {
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		return;
+	}
+	if (err != 0 || res == NULL) {
+		snprintf(why, sizeof(why), "cannot resolve %s: %s",
+		    s->lc->backend.address.host, evutil_gai_strerror(err));
+		session_backend_failed(s, "backend-unreachable", why);
+		return;
+	}
+	backend_start(s, res->ai_addr, res->ai_addrlen);
+	evutil_freeaddrinfo(res);
+}
+
+void
+backend_connect(struct session *s)
+{
+	const struct addr		*a = &s->lc->backend.address;
+	struct evutil_addrinfo		 hints;
+	struct evdns_getaddrinfo_request *req;
+	char				 port[8];
+
+	s->connect_deadline = now_ms() + s->lc->timeouts.connect * 1000ULL;
+	session_arm(s);
+	if (a->kind != ADDR_NAME) {
+		backend_start(s, (const struct sockaddr *)&a->ss, a->sslen);
+		return;
+	}
+	snprintf(s->backend_addr, sizeof(s->backend_addr), "%s:%u", a->host, a->port);
+	snprintf(port, sizeof(port), "%u", a->port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
+	s->bstate = BACKEND_RESOLVING;
+	/* may answer at once (from /etc/hosts), calling backend_resolved first */
+	req = evdns_getaddrinfo(s->w->dns, a->host, port, &hints, backend_resolved, s);
+	if (req != NULL && s->bstate == BACKEND_RESOLVING && !s->dead)
+		s->dns = req;
+}
+
+void
+backend_cancel(struct session *s)
+{
+	struct evdns_getaddrinfo_request *req = s->dns;
+
+	if (req != NULL) {
+		s->dns = NULL;
+		evdns_getaddrinfo_cancel(req);
+	}
+}
+
+static void
+backend_tls_start(struct session *s)
+{
+	const struct backend_conf	*b = &s->lc->backend;
+	struct bufferevent		*f;
+	SSL				*ssl;
+
+	ssl = tls_client_ssl(s->lc->tls_backend,
+	    b->address.kind == ADDR_UNIX ? NULL : b->address.host);
+	if (ssl == NULL) {
+		session_backend_failed(s, "internal", "cannot create a TLS session for the backend");
+		return;
+	}
+	f = bufferevent_openssl_filter_new(s->w->base, s->backend.sock, ssl,
+	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	if (f == NULL) {
+		s->backend.sock = s->backend.bev = NULL;
+		session_backend_failed(s, "internal", "cannot create a TLS filter for the backend");
+		return;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
+	s->backend.bev = f;
+	s->backend.ssl = ssl;
+	s->bstate = BACKEND_HANDSHAKE;
+	bufferevent_setcb(f, session_backend_readcb, NULL, backend_eventcb, s);
+	/* reading stays off until the backend is verified; the handshake runs below us */
+	bufferevent_enable(f, EV_WRITE);
+}
+
+static void
+backend_tls_failed(struct session *s)
+{
+	long	 v = SSL_get_verify_result(s->backend.ssl);
+	char	 why[320], words[256];
+
+	if (v != X509_V_OK) {
+		snprintf(why, sizeof(why), "backend %s certificate rejected: %s",
+		    s->backend_addr, X509_verify_cert_error_string(v));
+		session_backend_failed(s, "backend-verify-failed", why);
+		return;
+	}
+	relay_error_words(&s->backend, "backend", true, words, sizeof(words));
+	snprintf(why, sizeof(why), "TLS with backend %s failed: %s", s->backend_addr, words);
+	session_backend_failed(s, "backend-tls-failed", why);
+}
+
+static void
+backend_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session	*s = arg;
+	char		 why[320];
+
+	if (s->dead)
+		return;
+	if (s->bstate == BACKEND_UP) {
+		session_backend_event(s, what);
+		return;
+	}
+	if (what & BEV_EVENT_CONNECTED) {
+		if (s->bstate == BACKEND_CONNECTING) {
+			if (s->lc->backend.address.kind != ADDR_UNIX) {
+				int one = 1;
+
+				(void)setsockopt(bufferevent_getfd(s->backend.sock),
+				    IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+			}
+			if (s->lc->backend.tls != BACKEND_TLS_NONE) {
+				backend_tls_start(s);
+				return;
+			}
+		} else if (s->bstate == BACKEND_HANDSHAKE) {
+			char pinwhy[256];
+
+			if (tls_client_check_pins(s->lc->tls_backend, s->backend.ssl,
+			    pinwhy, sizeof(pinwhy)) == -1) {
+				snprintf(why, sizeof(why), "backend %s refused: %s",
+				    s->backend_addr, pinwhy);
+				session_backend_failed(s, "backend-verify-failed", why);
+				return;
+			}
+			s->backend.tls_up = true;
+			log_debug("session %llu: backend TLS %s %s", (unsigned long long)s->id,
+			    tls_version_name(s->backend.ssl), tls_cipher_name(s->backend.ssl));
+		}
+		session_backend_up(s);
+		return;
+	}
+	if (s->bstate == BACKEND_HANDSHAKE) {
+		backend_tls_failed(s);
+		return;
+	}
+	snprintf(why, sizeof(why), "cannot connect to %s: %s", s->backend_addr,
+	    (what & BEV_EVENT_EOF) ? "connection closed" :
+	    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	session_backend_failed(s, "backend-unreachable", why);
+}

@@ -1,0 +1,175 @@
+/*
+ * The configuration: libconfig text in, an immutable, validated struct
+ * config out.  Nothing here opens a socket or loads a certificate; the
+ * TLS material is loaded by tlsctx.c from what this file validated.
+ *
+ * A struct config is reference counted: the running daemon holds one
+ * reference, and every session holds one for its whole life, so a reload
+ * never changes the settings under an open session.
+ */
+#ifndef STP_CONFIG_H
+#define STP_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "log.h"
+#include "util.h"
+
+struct proto;
+struct tls_server;
+struct tls_client;
+struct listener_stats;
+
+enum client_tls {
+	CLIENT_TLS_STARTTLS,
+	CLIENT_TLS_IMPLICIT,
+	CLIENT_TLS_NONE,
+};
+
+enum backend_tls {
+	BACKEND_TLS_NONE,
+	BACKEND_TLS_IMPLICIT,
+	BACKEND_TLS_STARTTLS,
+};
+
+enum verify_client {
+	VERIFY_CLIENT_NONE,
+	VERIFY_CLIENT_OPTIONAL,
+	VERIFY_CLIENT_REQUIRE,
+};
+
+enum proxy_proto_version {
+	PROXY_PROTO_NONE,
+	PROXY_PROTO_V1,
+	PROXY_PROTO_V2,
+};
+
+#define CONFIG_DEFAULT_MAX_CONNECTIONS	10000
+#define CONFIG_DEFAULT_SHUTDOWN_TIMEOUT	30
+#define CONFIG_DEFAULT_HIGH_WATERMARK	262144
+#define CONFIG_DEFAULT_LOW_WATERMARK	65536
+#define CONFIG_DEFAULT_TIMEOUT_CONNECT	10
+#define CONFIG_DEFAULT_TIMEOUT_HANDSHAKE 15
+#define CONFIG_DEFAULT_TIMEOUT_CLEARTEXT 60
+#define CONFIG_DEFAULT_TIMEOUT_IDLE	300
+#define CONFIG_WATERMARK_MIN		1024
+#define CONFIG_WATERMARK_MAX		(64 * 1024 * 1024)
+#define CONFIG_TIMEOUT_MAX		86400
+#define CONFIG_LINE_TEXT_MAX		512
+#define CONFIG_MAX_CONNECTIONS_MAX	1000000
+
+struct cert_conf {
+	char		*cert;
+	char		*key;
+	char		*passphrase_file;	/* NULL: the key is not encrypted */
+	char		*where;			/* "file:line: path" for errors */
+};
+
+struct tls_conf {
+	struct cert_conf *certs;		/* [0] is the default */
+	size_t		 ncerts;
+	int		 min_version;		/* TLS1_2_VERSION or TLS1_3_VERSION */
+	char		*ciphers;		/* NULL: our default */
+	char		*ciphersuites;		/* NULL: OpenSSL's default */
+	char		*client_ca;
+	enum verify_client verify_client;
+	char		*where;
+};
+
+struct backend_conf {
+	bool		 has_address;
+	struct addr	 address;
+	enum backend_tls tls;
+	char		*ca;			/* NULL: the system store */
+	bool		 verify;
+	char		*server_name;		/* NULL: the host in address */
+	char		**pins;
+	size_t		 npins;
+	char		*cert;
+	char		*key;
+	enum proxy_proto_version proxy_protocol;
+	char		*where;
+};
+
+struct timeouts_conf {
+	unsigned	 connect;
+	unsigned	 handshake;
+	unsigned	 cleartext;
+	unsigned	 idle;
+};
+
+struct line_conf {
+	char		*command;
+	char		*reply;			/* "" means no reply */
+	char		*refusal;
+};
+
+struct http_conf {
+	char		**connect_allow;
+	size_t		 nconnect_allow;
+};
+
+struct listener_conf {
+	char		*name;
+	struct addr	*listen;
+	size_t		 nlisten;
+	const struct proto *proto;
+	enum client_tls	 client_tls;
+	bool		 require_tls;
+	bool		 accept_proxy_protocol;
+	unsigned	 max_connections;
+	size_t		 high_watermark;
+	size_t		 low_watermark;
+	struct timeouts_conf timeouts;
+	bool		 has_tls;
+	struct tls_conf	 tls;
+	struct backend_conf backend;
+	struct line_conf line;
+	struct http_conf http;
+	char		*where;
+
+	/* Filled in when the configuration is loaded for use. */
+	struct tls_server *tls_server;		/* NULL when client_tls is none */
+	struct tls_client *tls_backend;		/* NULL when backend tls is none */
+	struct listener_stats *stats;
+};
+
+struct config {
+	atomic_uint	 refs;
+	char		*path;
+	char		*user;
+	char		*group;
+	char		*pidfile;
+	bool		 log_target_set;
+	enum log_target	 log_target;
+	enum log_level	 log_level;
+	unsigned	 workers;
+	unsigned	 max_connections;
+	unsigned	 shutdown_timeout;
+	struct listener_conf *listeners;
+	size_t		 nlisteners;
+};
+
+/*
+ * Problems found while loading, each one line "file:line: path: text".
+ */
+struct config_errors {
+	char		**lines;
+	size_t		 count;
+};
+
+struct config *config_load_file(const char *path, struct config_errors *);
+struct config *config_load_string(const char *text, const char *name,
+		    struct config_errors *);
+void		 config_errors_add(struct config_errors *, const char *, ...)
+		    PRINTFLIKE(2, 3);
+void		 config_errors_clear(struct config_errors *);
+
+struct config	*config_ref(struct config *);
+void		 config_unref(struct config *);
+
+const char	*client_tls_name(enum client_tls);
+
+#endif

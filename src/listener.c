@@ -1,0 +1,320 @@
+/*
+ * Listening sockets: bind, accept, the connection limits, and pausing the
+ * accept loop when descriptors run out, so that it never spins.
+ *
+ * A reload keeps every socket whose address is still configured (so that
+ * no connection is refused while it happens, and so that a daemon that
+ * dropped its privileges keeps its low ports), binds the new ones, and
+ * closes the others; if a new one cannot be bound, nothing changes.
+ */
+#include "autoconfig.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "config.h"
+#include "log.h"
+#include "proto.h"
+#include "server.h"
+#include "session.h"
+
+#define LISTEN_BACKLOG		1024
+#define ACCEPT_PAUSE_MS		250	/* after EMFILE/ENFILE/ENOBUFS/ENOMEM */
+
+struct listener_stats *
+listener_stats_get(struct worker *w, const char *name)
+{
+	struct listener_stats	*st;
+
+	for (st = w->stats; st != NULL; st = st->next)
+		if (strcmp(st->name, name) == 0)
+			return st;
+	if ((st = calloc(1, sizeof(*st))) == NULL)
+		return NULL;
+	snprintf(st->name, sizeof(st->name), "%s", name);
+	st->next = w->stats;
+	w->stats = st;
+	return st;
+}
+
+/*
+ * Past max_connections: the protocol's busy reply, if it has one and the
+ * client speaks cleartext first, then close.  One write, never blocking.
+ */
+static void
+listener_refuse(struct worker *w, const struct listener_conf *lc, int fd,
+    const char *peer, const char *what, unsigned limit)
+{
+	unsigned long	 suppressed;
+
+	if (lc->client_tls != CLIENT_TLS_IMPLICIT && lc->proto->busy != NULL) {
+		struct evbuffer	*reply = w->to_client;
+		size_t		 n;
+
+		lc->proto->busy(reply);
+		n = evbuffer_get_length(reply);
+		(void)send(fd, evbuffer_pullup(reply, -1), n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		evbuffer_drain(reply, n);
+	}
+	close(fd);
+	lc->stats->refused++;
+	if (log_ratelimit_pass(&w->rl_busy, time(NULL), &suppressed))
+		log_warnx("listener %s: refused %s: %s max_connections (%u) reached%s",
+		    lc->name, peer, what, limit,
+		    suppressed ? " (more refusals not logged)" : "");
+}
+
+static void
+listener_accept_cb(struct evconnlistener *ev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct listen_sock	*ls = arg;
+	struct worker		*w = ls->w;
+	const struct listener_conf *lc = ls->lc;
+	char			 peer[SESSION_PEER_MAX];
+
+	if (w->nsessions >= w->cfg->max_connections ||
+	    lc->stats->active >= lc->max_connections) {
+		bool global = w->nsessions >= w->cfg->max_connections;
+
+		addr_format(sa, (socklen_t)salen, peer, sizeof(peer));
+		listener_refuse(w, lc, fd, peer, global ? "the global" : "the listener's",
+		    global ? w->cfg->max_connections : lc->max_connections);
+		return;
+	}
+	session_accept(w, ls, fd, sa, (socklen_t)salen);
+}
+
+static void
+listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	listener_resume(arg);
+}
+
+int
+listener_init(struct worker *w)
+{
+	w->accept_resume = evtimer_new(w->base, listener_resume_cb, w);
+	return w->accept_resume == NULL ? -1 : 0;
+}
+
+/* Accepting again, after descriptors ran out. */
+void
+listener_resume(struct worker *w)
+{
+	if (!w->accept_paused || w->draining)
+		return;
+	w->accept_paused = false;
+	event_del(w->accept_resume);
+	for (size_t i = 0; i < w->nsocks; i++)
+		evconnlistener_enable(w->socks[i]->ev);
+}
+
+/*
+ * accept() failed for want of a resource (EMFILE above all).  The pending
+ * connection keeps the socket readable, so accepting again at once would
+ * spin: stop every listener for a moment, and say so at most once a second.
+ */
+static void
+listener_error_cb(struct evconnlistener *ev, void *arg)
+{
+	struct listen_sock	*ls = arg;
+	struct worker		*w = ls->w;
+	int			 err = EVUTIL_SOCKET_ERROR();
+	unsigned long		 suppressed;
+	struct timeval		 tv = { 0, ACCEPT_PAUSE_MS * 1000 };
+
+	if (log_ratelimit_pass(&w->rl_accept, time(NULL), &suppressed))
+		log_warnx("listener %s: cannot accept: %s; open sessions go on, accepting paused%s",
+		    ls->lc->name, strerror(err),
+		    suppressed ? " (repeated)" : "");
+	w->accept_paused = true;
+	for (size_t i = 0; i < w->nsocks; i++)
+		evconnlistener_disable(w->socks[i]->ev);
+	event_add(w->accept_resume, &tv);
+}
+
+static int
+listener_socket(const struct addr *a, char *why, size_t len)
+{
+	int	 fd, one = 1;
+
+	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(why, len, "socket: %s", strerror(errno));
+		return -1;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* [::]:port must not also take 0.0.0.0:port, which may be listed too */
+	if (a->ss.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->sslen) == -1) {
+		snprintf(why, len, "cannot listen on %s:%u: %s", a->host, a->port,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, LISTEN_BACKLOG) == -1) {
+		snprintf(why, len, "listen on %s:%u: %s", a->host, a->port, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static struct listen_sock *
+listen_sock_new(struct worker *w, const struct addr *a, char *why, size_t len)
+{
+	struct listen_sock	*ls;
+	int			 fd;
+
+	if ((fd = listener_socket(a, why, len)) == -1)
+		return NULL;
+	if ((ls = calloc(1, sizeof(*ls))) == NULL) {
+		snprintf(why, len, "out of memory");
+		close(fd);
+		return NULL;
+	}
+	ls->w = w;
+	ls->addr = *a;
+	ls->fd = fd;
+	ls->ev = evconnlistener_new(w->base, listener_accept_cb, ls,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0, fd);
+	if (ls->ev == NULL) {
+		snprintf(why, len, "cannot watch the listening socket");
+		close(fd);
+		free(ls);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(ls->ev, listener_error_cb);
+	return ls;
+}
+
+static void
+listen_sock_free(struct listen_sock *ls)
+{
+	evconnlistener_free(ls->ev);
+	free(ls);
+}
+
+static struct listen_sock *
+listen_sock_find(struct worker *w, const struct addr *a)
+{
+	for (size_t i = 0; i < w->nsocks; i++)
+		if (w->socks[i] != NULL &&
+		    addr_sockaddr_equal((const struct sockaddr *)&w->socks[i]->addr.ss,
+		    w->socks[i]->addr.sslen, (const struct sockaddr *)&a->ss, a->sslen))
+			return w->socks[i];
+	return NULL;
+}
+
+/*
+ * Make the listening sockets those of cfg.  Either every address of cfg is
+ * listened on afterwards, or nothing has changed and errs says why.
+ */
+int
+listener_sync(struct worker *w, struct config *cfg, struct config_errors *errs)
+{
+	struct listen_sock	**socks;
+	bool			*reused;
+	size_t			 total = 0, k = 0;
+	char			 why[256];
+
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		total += cfg->listeners[i].nlisten;
+	socks = calloc(total, sizeof(*socks));
+	reused = calloc(total ? total : 1, sizeof(*reused));
+	if (socks == NULL || reused == NULL) {
+		free(socks);
+		free(reused);
+		config_errors_add(errs, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct listener_conf *lc = &cfg->listeners[i];
+
+		for (size_t j = 0; j < lc->nlisten; j++, k++) {
+			struct listen_sock *ls = listen_sock_find(w, &lc->listen[j]);
+
+			if (ls != NULL) {
+				socks[k] = ls;
+				reused[k] = true;
+			} else if ((socks[k] = listen_sock_new(w, &lc->listen[j], why,
+			    sizeof(why))) == NULL) {
+				config_errors_add(errs, "%s.listen: %s", lc->where, why);
+				goto rollback;
+			}
+		}
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct listener_conf *lc = &cfg->listeners[i];
+
+		if ((lc->stats = listener_stats_get(w, lc->name)) == NULL) {
+			config_errors_add(errs, "%s: out of memory", lc->where);
+			goto rollback;
+		}
+	}
+
+	/* commit: close what is no longer configured, point the rest at cfg */
+	for (size_t i = 0; i < w->nsocks; i++) {
+		bool keep = false;
+
+		for (size_t j = 0; j < total; j++)
+			if (socks[j] == w->socks[i])
+				keep = true;
+		if (!keep) {
+			log_info("listener %s: no longer listening on %s:%u",
+			    w->socks[i]->lc->name, w->socks[i]->addr.host, w->socks[i]->addr.port);
+			listen_sock_free(w->socks[i]);
+		}
+	}
+	k = 0;
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++, k++) {
+			socks[k]->lc = &cfg->listeners[i];
+			if (!reused[k])
+				log_info("listener %s: listening on %s:%u (%s, client_tls %s)",
+				    cfg->listeners[i].name, socks[k]->addr.host,
+				    socks[k]->addr.port, cfg->listeners[i].proto->name,
+				    client_tls_name(cfg->listeners[i].client_tls));
+			if (!w->accept_paused && !w->draining)
+				evconnlistener_enable(socks[k]->ev);
+		}
+	}
+	free(w->socks);
+	free(reused);
+	w->socks = socks;
+	w->nsocks = total;
+	return 0;
+
+rollback:
+	for (size_t i = 0; i < total; i++)
+		if (socks[i] != NULL && !reused[i])
+			listen_sock_free(socks[i]);
+	free(socks);
+	free(reused);
+	return -1;
+}
+
+/* Stop accepting: every listening socket is closed. */
+void
+listener_close_all(struct worker *w)
+{
+	for (size_t i = 0; i < w->nsocks; i++)
+		listen_sock_free(w->socks[i]);
+	free(w->socks);
+	w->socks = NULL;
+	w->nsocks = 0;
+}

@@ -1,0 +1,75 @@
+/*
+ * The protocol interface.  A protocol module sees the cleartext (and, after
+ * the upgrade, the decrypted) conversation through evbuffers and answers
+ * with a verdict; it never touches sockets, bufferevents or the session's
+ * life, so that teardown stays in session.c.  The parsing itself lives in
+ * pure files (smtp_parse.c, ber.c, ...) that the modules call.
+ *
+ * The session calls:
+ *   session_new        once, when the client is accepted
+ *   client_input       whenever client bytes are buffered and the module
+ *                      is parsing (not after PROTO_TRANSPARENT)
+ *   backend_input      likewise for backend bytes
+ *   tls_ready          when the client's TLS handshake has completed
+ *   backend_failed     when the backend cannot be reached: queue the
+ *                      protocol's error reply (the session then closes)
+ *   busy               past max_connections: the protocol's busy reply
+ *   session_free       once, at close
+ */
+#ifndef STP_PROTO_H
+#define STP_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+
+struct evbuffer;
+
+enum proto_verdict {
+	PROTO_CONTINUE,		/* keep going */
+	PROTO_HOLD,		/* stop reading the client until the backend answers */
+	PROTO_UPGRADE,		/* the verb was answered: start TLS on the client side */
+	PROTO_TRANSPARENT,	/* nothing left to enforce: relay without parsing */
+	PROTO_CLOSE,		/* flush what is queued to the client, then close */
+};
+
+/* What a module works on; the session fills it for each call. */
+struct proto_io {
+	void			*state;		/* from session_new */
+	const struct listener_conf *conf;
+	bool			 client_tls;	/* client side is in TLS */
+	struct evbuffer		*in;		/* input of the side being handled */
+	struct evbuffer		*to_client;
+	struct evbuffer		*to_backend;
+	const char		*end;		/* set with PROTO_CLOSE: end= in the log */
+	const char		*reason;	/* and why, in words */
+	size_t			 refused;	/* requests answered by the proxy so far */
+};
+
+struct proto {
+	const char	*name;
+	enum client_tls	 default_client_tls;
+	bool		 default_require_tls;
+	bool		 has_upgrade;		/* has a cleartext upgrade verb */
+	bool		 connect_early;		/* connect the backend before any client byte */
+	const char	*block;			/* its own settings group, or NULL */
+
+	void		*(*session_new)(const struct listener_conf *);
+	void		 (*session_free)(void *);
+	enum proto_verdict (*client_input)(struct proto_io *);
+	enum proto_verdict (*backend_input)(struct proto_io *);
+	enum proto_verdict (*tls_ready)(struct proto_io *);
+	void		 (*backend_failed)(struct proto_io *);
+	void		 (*busy)(struct evbuffer *to_client);
+};
+
+const struct proto *proto_lookup(const char *name);
+/* "smtp, ldap, http, line, tcp", for error messages. */
+const char	*proto_names(void);
+/* The table, NULL-terminated. */
+extern const struct proto *const proto_table[];
+
+extern const struct proto proto_tcp;
+
+#endif

@@ -1,0 +1,224 @@
+/*
+ * The relay: moving bytes from one side's input to the other side's
+ * output without copying (evbuffer_add_buffer), watermark backpressure, and
+ * passing an EOF on as a half-close.
+ *
+ * Backpressure with TLS filters: a filter moves what it encrypts straight
+ * into the output of the socket bufferevent under it (libevent issue #690,
+ * sslsplit issue #303), so the filter's own output stays near empty while
+ * the socket's grows.  What is queued towards a side is therefore the sum
+ * of both outputs, and the callback that notices it drain sits on the
+ * socket's output evbuffer: the socket bufferevent's own callbacks belong
+ * to the filter once it is wrapped.
+ */
+#include "autoconfig.h"
+
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "log.h"
+#include "session.h"
+#include "tlsctx.h"
+
+/* Bytes queued towards a side and not yet written to its socket. */
+size_t
+relay_pending(const struct side *sd)
+{
+	size_t	 n;
+
+	if (sd->bev == NULL)
+		return 0;
+	n = evbuffer_get_length(bufferevent_get_output(sd->bev));
+	if (sd->sock != sd->bev)
+		n += evbuffer_get_length(bufferevent_get_output(sd->sock));
+	return n;
+}
+
+/*
+ * Called on every change to a side's socket output.  Only drains matter;
+ * the work itself runs from the session's timer event, never from inside
+ * libevent's write path.
+ */
+static void
+relay_drain_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct side	*sd = arg;
+	struct session	*s = sd->s;
+	unsigned	 work = 0;
+	size_t		 left;
+
+	if (info->n_deleted == 0 || s->dead)
+		return;
+	left = relay_pending(sd);
+	if (sd->full && left <= s->lc->low_watermark)
+		work |= SESSION_WORK_RESUME;
+	if (left == 0) {
+		if (sd == &s->client && s->state == SESSION_UPGRADING)
+			work |= SESSION_WORK_WRAP;
+		if (sd == &s->client && s->state == SESSION_CLOSING)
+			work |= SESSION_WORK_CLOSE;
+		if ((sd->want_shut && !sd->shut) || (sd->shut && !sd->fin_sent))
+			work |= SESSION_WORK_SHUT;
+	}
+	if (work != 0)
+		session_schedule(s, work);
+}
+
+/* Watch a side's socket output; the socket bufferevent outlives any filter. */
+void
+relay_attach(struct side *sd)
+{
+	evbuffer_add_cb(bufferevent_get_output(sd->sock), relay_drain_cb, sd);
+}
+
+void
+relay_forward(struct session *s, struct side *from, struct side *to)
+{
+	struct evbuffer	*in;
+	size_t		 n;
+
+	if (from->bev == NULL || s->dead)
+		return;
+	in = bufferevent_get_input(from->bev);
+	if ((n = evbuffer_get_length(in)) == 0)
+		return;
+	if (to == &s->backend && s->bstate != BACKEND_UP) {
+		/* kept in the client's input until the backend is up */
+		session_update_reading(s);
+		return;
+	}
+	if (to->bev == NULL || to->shut)
+		return;
+	evbuffer_add_buffer(bufferevent_get_output(to->bev), in);
+	if (from == &s->client)
+		s->bytes_in += n;
+	else
+		s->bytes_out += n;
+	if (!to->full && relay_pending(to) >= s->lc->high_watermark) {
+		to->full = true;
+		session_update_reading(s);
+	}
+}
+
+/* One side's input ended: pass the EOF on once what it sent is delivered. */
+void
+relay_eof(struct session *s, struct side *sd)
+{
+	struct side	*other = sd == &s->client ? &s->backend : &s->client;
+
+	if (sd->eof)
+		return;
+	sd->eof = true;
+	if (s->first_eof == NULL)
+		s->first_eof = sd == &s->client ? "client-closed" : "backend-closed";
+	log_debug("session %llu: EOF from the %s", (unsigned long long)s->id,
+	    sd == &s->client ? "client" : "backend");
+
+	if (sd == &s->backend && s->state != SESSION_RELAY) {
+		/* the backend left before the protocol was done: say goodbye */
+		session_finish(s, "backend-closed", NULL);
+		return;
+	}
+	if (s->state == SESSION_RELAY)
+		relay_forward(s, sd, other);
+	if (s->dead)
+		return;
+	other->want_shut = true;
+	session_update_reading(s);
+	if (other == &s->backend && s->bstate != BACKEND_UP) {
+		if (s->bstate == BACKEND_IDLE)
+			session_close(s, "client-closed", NULL);
+		return;		/* applied by session_backend_up() */
+	}
+	relay_try_shut(s, other);
+}
+
+/*
+ * Half-close towards a side: once its output is empty, a close_notify
+ * (TLS) and then, once that is written too, shutdown(SHUT_WR).  The
+ * session ends when both directions have ended and been passed on.
+ */
+void
+relay_try_shut(struct session *s, struct side *sd)
+{
+	if (s->dead || sd->bev == NULL)
+		return;
+	if (sd->want_shut && !sd->shut && relay_pending(sd) == 0) {
+		sd->shut = true;
+		if (sd->ssl != NULL && sd->tls_up) {
+			SSL_shutdown(sd->ssl);
+			ERR_clear_error();
+		}
+	}
+	if (sd->shut && !sd->fin_sent &&
+	    evbuffer_get_length(bufferevent_get_output(sd->sock)) == 0) {
+		sd->fin_sent = true;
+		(void)shutdown(bufferevent_getfd(sd->sock), SHUT_WR);
+	}
+	if (s->client.eof && s->backend.eof && s->client.fin_sent &&
+	    s->backend.fin_sent)
+		session_close(s, s->first_eof, NULL);
+}
+
+/*
+ * Before a bufferevent is freed: a close_notify if none was sent, and one
+ * non-blocking attempt to write what is still queued, since libevent
+ * drops a bufferevent's output when it is freed.
+ */
+void
+relay_flush_final(struct side *sd)
+{
+	struct evbuffer	*out;
+
+	if (sd->sock == NULL)
+		return;
+	if (sd->ssl != NULL && sd->tls_up && !sd->shut &&
+	    evbuffer_get_length(bufferevent_get_output(sd->bev)) == 0) {
+		sd->shut = true;
+		SSL_shutdown(sd->ssl);
+		ERR_clear_error();
+	}
+	out = bufferevent_get_output(sd->sock);
+	if (evbuffer_get_length(out) > 0 && bufferevent_getfd(sd->sock) >= 0)
+		(void)evbuffer_write(out, bufferevent_getfd(sd->sock));
+}
+
+/* Why a side's bufferevent reported an error, in words. */
+void
+relay_error_words(struct side *sd, const char *peer, bool handshake, char *buf, size_t len)
+{
+	unsigned long	 errs[8];
+	size_t		 n = 0;
+	unsigned long	 e;
+	int		 saved = errno;
+
+	if (sd->ssl != NULL) {
+		while ((e = bufferevent_get_openssl_error(sd->bev)) != 0)
+			if (n < sizeof(errs) / sizeof(errs[0]))
+				errs[n++] = e;
+		for (size_t i = 0; i < n; i++)
+			if (handshake || ERR_GET_LIB(errs[i]) != 0) {
+				tls_failure_words(errs, n, sd->ssl, peer, buf, len);
+				return;
+			}
+		if (handshake) {
+			tls_failure_words(errs, 0, sd->ssl, peer, buf, len);
+			return;
+		}
+	}
+	if (saved != 0 && saved != EAGAIN)
+		snprintf(buf, len, "%s connection: %s", peer, strerror(saved));
+	else
+		snprintf(buf, len, "%s connection failed", peer);
+}

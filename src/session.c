@@ -1,0 +1,784 @@
+/*
+ * Sessions: accept, the protocol module's verdicts, the client-side TLS
+ * upgrade, timeouts, and the single close path with its log line.
+ *
+ * The order of an upgrade (RFC 3207 section 4.2, CVE-2011-0411):
+ * the module answers the verb; reading stops on both sides; whatever the
+ * client sent behind the verb, up to the first byte that can start a TLS
+ * record, is discarded and counted; the answer is flushed; only then is
+ * the client's socket bufferevent wrapped in a TLS filter, so that no
+ * cleartext byte ever reaches the TLS layer or the backend after the verb.
+ */
+#include "autoconfig.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+
+#include <openssl/err.h>
+
+#include "config.h"
+#include "log.h"
+#include "proto.h"
+#include "server.h"
+#include "session.h"
+#include "tlsctx.h"
+
+static void	session_tick(evutil_socket_t, short, void *);
+static void	session_client_readcb(struct bufferevent *, void *);
+static void	session_client_eventcb(struct bufferevent *, short, void *);
+static void	session_client_tls(struct session *);
+static void	session_free(struct session *);
+static void	session_parse(struct session *, struct side *);
+
+uint64_t
+now_ms(void)
+{
+	struct timespec	 ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+set_nodelay(int fd)
+{
+	int	 one = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static const char *
+state_name(enum session_state st)
+{
+	switch (st) {
+	case SESSION_CLEARTEXT:	return "cleartext";
+	case SESSION_UPGRADING:	return "upgrading";
+	case SESSION_HANDSHAKE:	return "handshake";
+	case SESSION_TLS:	return "tls";
+	case SESSION_RELAY:	return "relay";
+	case SESSION_CLOSING:	return "closing";
+	}
+	return "?";
+}
+
+static void
+session_enter(struct session *s, enum session_state st)
+{
+	if (log_debug_enabled())
+		log_debug("session %llu: %s -> %s", (unsigned long long)s->id,
+		    state_name(s->state), state_name(st));
+	s->state = st;
+}
+
+void
+session_accept(struct worker *w, struct listen_sock *ls, int fd,
+    const struct sockaddr *sa, socklen_t salen)
+{
+	const struct listener_conf	*lc = ls->lc;
+	struct session			*s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		log_warn("listener %s: cannot allocate a session", lc->name);
+		close(fd);
+		return;
+	}
+	s->magic = SESSION_MAGIC;
+	s->id = ++w->next_id;
+	s->w = w;
+	s->cfg = config_ref(w->cfg);
+	s->lc = lc;
+	s->stats = lc->stats;
+	s->proto = lc->proto;
+	s->client.s = s;
+	s->backend.s = s;
+	s->upgraded = "none";
+	s->start_ms = s->last_ms = now_ms();
+	addr_format(sa, salen, s->client_addr, sizeof(s->client_addr));
+	snprintf(s->backend_addr, sizeof(s->backend_addr), "-");
+	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
+	w->nsessions++;
+	s->stats->active++;
+	s->stats->accepted++;
+
+	if (sa->sa_family != AF_UNIX)
+		set_nodelay(fd);
+	s->timer = event_new(w->base, -1, 0, session_tick, s);
+	s->client.sock = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (s->client.sock == NULL)
+		close(fd);
+	if (s->timer == NULL || s->client.sock == NULL ||
+	    (s->proto->session_new != NULL &&
+	    (s->proto_state = s->proto->session_new(lc)) == NULL)) {
+		session_close(s, "internal", "out of memory");
+		return;
+	}
+	s->client.bev = s->client.sock;
+	relay_attach(&s->client);
+	bufferevent_setcb(s->client.sock, session_client_readcb, NULL,
+	    session_client_eventcb, s);
+	bufferevent_enable(s->client.sock, EV_WRITE);
+
+	log_debug("session %llu: listener %s accepted %s", (unsigned long long)s->id,
+	    lc->name, s->client_addr);
+
+	switch (lc->client_tls) {
+	case CLIENT_TLS_IMPLICIT:
+		session_client_tls(s);
+		break;
+	case CLIENT_TLS_STARTTLS:
+		s->state = SESSION_CLEARTEXT;
+		if (lc->require_tls)
+			s->phase_deadline = s->start_ms + lc->timeouts.cleartext * 1000ULL;
+		break;
+	case CLIENT_TLS_NONE:
+		s->state = s->proto->client_input ? SESSION_CLEARTEXT : SESSION_RELAY;
+		break;
+	}
+	if (s->dead)
+		return;
+	if (s->proto->connect_early || lc->client_tls == CLIENT_TLS_NONE)
+		backend_connect(s);
+	if (s->dead)
+		return;
+	session_update_reading(s);
+	session_arm(s);
+}
+
+/*
+ * Which side may read now.  The one place that decides it, from the
+ * state: the module's hold, the watermarks and EOFs.
+ */
+void
+session_update_reading(struct session *s)
+{
+	struct side	*c = &s->client, *b = &s->backend;
+	bool		 parsing = s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS;
+	bool		 cr, br;
+
+	if (s->dead)
+		return;
+	cr = (parsing || s->state == SESSION_RELAY || s->state == SESSION_HANDSHAKE) &&
+	    !s->held && !b->full && !c->eof;
+	if (cr && s->bstate != BACKEND_UP) {
+		size_t queued = s->pending ? evbuffer_get_length(s->pending) : 0;
+
+		if (c->bev != NULL)
+			queued += evbuffer_get_length(bufferevent_get_input(c->bev));
+		if (queued >= s->lc->high_watermark)
+			cr = false;
+	}
+	br = s->bstate == BACKEND_UP && (parsing || s->state == SESSION_RELAY) &&
+	    !c->full && !b->eof;
+
+	if (c->bev != NULL && c->reading != cr) {
+		c->reading = cr;
+		if (cr)
+			bufferevent_enable(c->bev, EV_READ);
+		else
+			bufferevent_disable(c->bev, EV_READ);
+	}
+	if (b->bev != NULL && b->reading != br) {
+		b->reading = br;
+		if (br)
+			bufferevent_enable(b->bev, EV_READ);
+		else
+			bufferevent_disable(b->bev, EV_READ);
+	}
+}
+
+/* Run deferred work from the timer event, outside any I/O callback. */
+void
+session_schedule(struct session *s, unsigned work)
+{
+	s->work |= work;
+	event_active(s->timer, EV_TIMEOUT, 1);
+}
+
+void
+session_arm(struct session *s)
+{
+	uint64_t	 now = now_ms(), next, d;
+	struct timeval	 tv;
+
+	if (s->dead)
+		return;
+	next = s->last_ms + s->lc->timeouts.idle * 1000ULL;
+	if (s->phase_deadline != 0 && s->phase_deadline < next)
+		next = s->phase_deadline;
+	if (s->connect_deadline != 0 && s->connect_deadline < next)
+		next = s->connect_deadline;
+	d = next > now ? next - now : 0;
+	/* a coarse clock: never sleep less than its resolution */
+	if (d < 5)
+		d = 5;
+	tv.tv_sec = (time_t)(d / 1000);
+	tv.tv_usec = (suseconds_t)(d % 1000) * 1000;
+	event_add(s->timer, &tv);
+}
+
+static void
+session_deadlines(struct session *s)
+{
+	const struct timeouts_conf	*t = &s->lc->timeouts;
+	uint64_t			 now = now_ms();
+
+	if (s->phase_deadline != 0 && now >= s->phase_deadline) {
+		switch (s->state) {
+		case SESSION_CLOSING:
+			session_close(s, s->close_end, "%s%sthe client did not read the last reply",
+			    s->close_reason ? s->close_reason : "",
+			    s->close_reason ? "; " : "");
+			return;
+		case SESSION_HANDSHAKE:
+		case SESSION_UPGRADING:
+			session_close(s, "timeout-handshake",
+			    "no TLS handshake from the client within %u s", t->handshake);
+			return;
+		default:
+			session_close(s, "timeout-cleartext",
+			    "the client did not upgrade to TLS within %u s", t->cleartext);
+			return;
+		}
+	}
+	if (s->connect_deadline != 0 && now >= s->connect_deadline &&
+	    s->bstate != BACKEND_UP) {
+		char why[96];
+
+		snprintf(why, sizeof(why), "no connection to the backend within %u s", t->connect);
+		session_backend_failed(s, "backend-timeout", why);
+		return;
+	}
+	if (now >= s->last_ms + t->idle * 1000ULL)
+		session_close(s, "timeout-idle", "no data either way for %u s", t->idle);
+}
+
+static void
+session_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct session	*s = arg;
+	unsigned	 work = s->work;
+
+	if (s->dead) {
+		session_free(s);
+		return;
+	}
+	s->work = 0;
+	if ((work & SESSION_WORK_WRAP) && s->state == SESSION_UPGRADING &&
+	    relay_pending(&s->client) == 0)
+		session_client_tls(s);
+	if (!s->dead && (work & SESSION_WORK_RESUME)) {
+		for (struct side *sd = &s->client; sd != NULL;
+		    sd = sd == &s->client ? &s->backend : NULL)
+			if (sd->full && relay_pending(sd) <= s->lc->low_watermark)
+				sd->full = false;
+		session_update_reading(s);
+	}
+	if (!s->dead && (work & SESSION_WORK_SHUT)) {
+		relay_try_shut(s, &s->client);
+		if (!s->dead)
+			relay_try_shut(s, &s->backend);
+	}
+	if (!s->dead && (work & SESSION_WORK_CLOSE) && s->state == SESSION_CLOSING &&
+	    relay_pending(&s->client) == 0)
+		session_close(s, s->close_end, "%s", s->close_reason ? s->close_reason : "");
+	if (!s->dead)
+		session_deadlines(s);
+	if (!s->dead)
+		session_arm(s);
+}
+
+/* Move what a protocol module queued into the session's outputs. */
+static void
+session_flush_replies(struct session *s)
+{
+	struct worker	*w = s->w;
+	size_t		 n;
+
+	if ((n = evbuffer_get_length(w->to_client)) > 0) {
+		if (s->client.bev != NULL) {
+			s->bytes_out += n;
+			evbuffer_add_buffer(bufferevent_get_output(s->client.bev), w->to_client);
+		} else
+			evbuffer_drain(w->to_client, n);
+	}
+	if ((n = evbuffer_get_length(w->to_backend)) > 0) {
+		if (s->bstate == BACKEND_UP) {
+			evbuffer_add_buffer(bufferevent_get_output(s->backend.bev), w->to_backend);
+		} else {
+			if (s->pending == NULL && (s->pending = evbuffer_new()) == NULL) {
+				evbuffer_drain(w->to_backend, n);
+				session_close(s, "internal", "out of memory");
+				return;
+			}
+			evbuffer_add_buffer(s->pending, w->to_backend);
+		}
+	}
+}
+
+static void
+session_io(struct session *s, struct proto_io *io, struct evbuffer *in)
+{
+	*io = (struct proto_io){
+		.state = s->proto_state,
+		.conf = s->lc,
+		.client_tls = s->client.tls_up,
+		.in = in,
+		.to_client = s->w->to_client,
+		.to_backend = s->w->to_backend,
+	};
+}
+
+/*
+ * Discard what the client sent behind the upgrade verb, up to the first
+ * byte that may start a TLS record: a ClientHello sent at once is kept.
+ */
+static void
+session_discard_injection(struct session *s)
+{
+	struct evbuffer	*in = bufferevent_get_input(s->client.sock);
+	size_t		 len = evbuffer_get_length(in), keep_from;
+	unsigned long	 suppressed;
+
+	if (len == 0)
+		return;
+	keep_from = tls_record_start(evbuffer_pullup(in, -1), len);
+	if (keep_from == 0)
+		return;
+	evbuffer_drain(in, keep_from);
+	s->discarded += keep_from;
+	s->bytes_in += keep_from;
+	if (log_ratelimit_pass(&s->w->rl_inject, time(NULL), &suppressed))
+		log_warnx("listener %s client %s: discarded %zu bytes sent after the upgrade verb (STARTTLS command injection attempt)%s",
+		    s->lc->name, s->client_addr, keep_from,
+		    suppressed ? " (and others not logged)" : "");
+}
+
+static void
+session_upgrade(struct session *s)
+{
+	struct evbuffer	*bin;
+	size_t		 n;
+
+	if (s->lc->client_tls != CLIENT_TLS_STARTTLS || s->client.tls_up) {
+		session_close(s, "internal", "protocol module asked for a second upgrade");
+		return;
+	}
+	session_enter(s, SESSION_UPGRADING);
+	session_update_reading(s);
+	session_discard_injection(s);
+	/*
+	 * Backend bytes not yet delivered came before the upgrade: they must
+	 * never reach the client inside TLS as if they came after it.
+	 */
+	if (s->bstate == BACKEND_UP &&
+	    (n = evbuffer_get_length(bin = bufferevent_get_input(s->backend.bev))) > 0) {
+		evbuffer_drain(bin, n);
+		log_warnx("listener %s client %s: discarded %zu bytes the backend %s sent before the upgrade",
+		    s->lc->name, s->client_addr, n, s->backend_addr);
+	}
+	s->phase_deadline = now_ms() + s->lc->timeouts.handshake * 1000ULL;
+	session_schedule(s, SESSION_WORK_WRAP);
+}
+
+/* Act on a module's verdict. */
+static void
+session_verdict(struct session *s, enum proto_verdict v, struct proto_io *io)
+{
+	session_flush_replies(s);
+	if (s->dead)
+		return;
+	switch (v) {
+	case PROTO_CONTINUE:
+		s->held = false;
+		break;
+	case PROTO_HOLD:
+		s->held = true;
+		break;
+	case PROTO_UPGRADE:
+		s->held = false;
+		session_upgrade(s);
+		return;
+	case PROTO_TRANSPARENT:
+		s->held = false;
+		session_enter(s, SESSION_RELAY);
+		relay_forward(s, &s->client, &s->backend);
+		if (s->bstate == BACKEND_UP)
+			relay_forward(s, &s->backend, &s->client);
+		break;
+	case PROTO_CLOSE:
+		session_finish(s, io->end ? io->end : "protocol-error", io->reason);
+		return;
+	}
+	if (s->dead)
+		return;
+	if (!s->backend.full && s->bstate == BACKEND_UP &&
+	    relay_pending(&s->backend) >= s->lc->high_watermark)
+		s->backend.full = true;
+	if (!s->client.full && relay_pending(&s->client) >= s->lc->high_watermark)
+		s->client.full = true;
+	session_update_reading(s);
+}
+
+/* Hand the buffered input of one side to the protocol module. */
+static void
+session_parse(struct session *s, struct side *from)
+{
+	struct proto_io		 io;
+	struct evbuffer		*in = bufferevent_get_input(from->bev);
+	size_t			 before = evbuffer_get_length(in);
+	enum proto_verdict	 v;
+
+	if (from == &s->backend && s->held)
+		s->held = false;	/* the answer the module waited for may be here */
+	session_io(s, &io, in);
+	v = from == &s->client ? s->proto->client_input(&io) : s->proto->backend_input(&io);
+	if (from == &s->client)
+		s->bytes_in += before - evbuffer_get_length(in);
+	session_verdict(s, v, &io);
+	/* a backend answer may release client input the module held */
+	if (!s->dead && from == &s->backend && v == PROTO_CONTINUE &&
+	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS) &&
+	    evbuffer_get_length(bufferevent_get_input(s->client.bev)) > 0)
+		session_parse(s, &s->client);
+}
+
+static void
+session_client_readcb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	if (s->dead)
+		return;
+	s->last_ms = now_ms();
+	switch (s->state) {
+	case SESSION_RELAY:
+		relay_forward(s, &s->client, &s->backend);
+		break;
+	case SESSION_CLEARTEXT:
+	case SESSION_TLS:
+		if (!s->held)
+			session_parse(s, &s->client);
+		break;
+	default:
+		break;	/* kept until the state allows it */
+	}
+}
+
+void
+session_backend_readcb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	if (s->dead)
+		return;
+	s->last_ms = now_ms();
+	switch (s->state) {
+	case SESSION_RELAY:
+		relay_forward(s, &s->backend, &s->client);
+		break;
+	case SESSION_CLEARTEXT:
+	case SESSION_TLS:
+		session_parse(s, &s->backend);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Wrap the client's socket bufferevent in a server-side TLS filter. */
+static void
+session_client_tls(struct session *s)
+{
+	struct bufferevent	*f;
+	SSL			*ssl;
+
+	if ((ssl = tls_server_ssl(s->lc->tls_server)) == NULL) {
+		session_close(s, "internal", "cannot create a TLS session");
+		return;
+	}
+	f = bufferevent_openssl_filter_new(s->w->base, s->client.sock, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (f == NULL) {
+		/* libevent freed the SSL and may have freed the socket: forget both */
+		s->client.sock = s->client.bev = NULL;
+		session_close(s, "internal", "cannot create a TLS filter");
+		return;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
+	s->client.bev = f;
+	s->client.ssl = ssl;
+	s->client.reading = false;
+	bufferevent_setcb(f, session_client_readcb, NULL, session_client_eventcb, s);
+	bufferevent_enable(f, EV_WRITE);
+	session_enter(s, SESSION_HANDSHAKE);
+	s->phase_deadline = now_ms() + s->lc->timeouts.handshake * 1000ULL;
+	session_update_reading(s);
+	/*
+	 * A ClientHello that came in the same read as the verb is already in
+	 * the socket's input: make the filter look at it now rather than on
+	 * the next read from the network, which may never come.
+	 */
+	if (evbuffer_get_length(bufferevent_get_input(s->client.sock)) > 0)
+		bufferevent_trigger(s->client.sock, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void
+session_client_tls_ready(struct session *s)
+{
+	struct proto_io	 io;
+
+	s->client.tls_up = true;
+	s->phase_deadline = 0;
+	s->upgraded = s->lc->client_tls == CLIENT_TLS_IMPLICIT ? "implicit" : "starttls";
+	if (log_debug_enabled())
+		log_debug("session %llu: client TLS %s %s sni=%s", (unsigned long long)s->id,
+		    tls_version_name(s->client.ssl), tls_cipher_name(s->client.ssl),
+		    tls_sni_name(s->client.ssl));
+	if (s->proto->tls_ready != NULL) {
+		session_enter(s, SESSION_TLS);
+		session_io(s, &io, NULL);
+		session_verdict(s, s->proto->tls_ready(&io), &io);
+	} else {
+		session_enter(s, SESSION_RELAY);
+		session_update_reading(s);
+	}
+	if (s->dead)
+		return;
+	if (s->bstate == BACKEND_IDLE) {
+		backend_connect(s);
+		return;
+	}
+	/* what either side sent during the handshake */
+	if (evbuffer_get_length(bufferevent_get_input(s->client.bev)) > 0)
+		session_client_readcb(s->client.bev, s);
+	if (!s->dead && s->bstate == BACKEND_UP &&
+	    evbuffer_get_length(bufferevent_get_input(s->backend.bev)) > 0)
+		session_backend_readcb(s->backend.bev, s);
+}
+
+static void
+session_side_event(struct session *s, struct side *sd, short what)
+{
+	const char	*peer = sd == &s->client ? "client" : "backend";
+	char		 why[256];
+
+	if (what & BEV_EVENT_ERROR) {
+		/* after an EOF, a TLS filter may report the TCP FIN again */
+		if (sd->eof && (what & BEV_EVENT_READING))
+			return;
+		relay_error_words(sd, peer, false, why, sizeof(why));
+		session_close(s, sd == &s->client ? "client-error" : "backend-error", "%s", why);
+		return;
+	}
+	if (what & BEV_EVENT_EOF)
+		relay_eof(s, sd);
+}
+
+static void
+session_client_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session	*s = arg;
+	char		 why[256];
+
+	if (s->dead)
+		return;
+	if (what & BEV_EVENT_CONNECTED) {
+		session_client_tls_ready(s);
+		return;
+	}
+	if (s->state == SESSION_HANDSHAKE || s->state == SESSION_UPGRADING) {
+		if (what & BEV_EVENT_EOF)
+			snprintf(why, sizeof(why), "the client closed the connection during the TLS handshake");
+		else
+			relay_error_words(&s->client, "client", true, why, sizeof(why));
+		session_close(s, "handshake-failed", "%s", why);
+		return;
+	}
+	if (s->state == SESSION_CLOSING) {
+		session_close(s, s->close_end, "%s", s->close_reason ? s->close_reason : "");
+		return;
+	}
+	session_side_event(s, &s->client, what);
+}
+
+void
+session_backend_event(struct session *s, short what)
+{
+	if (s->dead)
+		return;
+	if (s->state == SESSION_CLOSING)
+		return;
+	session_side_event(s, &s->backend, what);
+}
+
+void
+session_backend_up(struct session *s)
+{
+	s->bstate = BACKEND_UP;
+	s->connect_deadline = 0;
+	s->backend.reading = false;
+	log_debug("session %llu: backend %s up", (unsigned long long)s->id, s->backend_addr);
+	if (s->pending != NULL) {
+		evbuffer_add_buffer(bufferevent_get_output(s->backend.bev), s->pending);
+		evbuffer_free(s->pending);
+		s->pending = NULL;
+	}
+	bufferevent_enable(s->backend.bev, EV_WRITE);
+	if (s->state == SESSION_RELAY)
+		relay_forward(s, &s->client, &s->backend);
+	if (s->dead)
+		return;
+	if (s->client.eof) {
+		s->backend.want_shut = true;
+		relay_try_shut(s, &s->backend);
+		if (s->dead)
+			return;
+	}
+	session_update_reading(s);
+}
+
+void
+session_backend_failed(struct session *s, const char *end, const char *why)
+{
+	struct proto_io	 io;
+
+	if (s->dead)
+		return;
+	backend_cancel(s);
+	if (s->proto->backend_failed != NULL &&
+	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
+		session_io(s, &io, NULL);
+		s->proto->backend_failed(&io);
+		session_flush_replies(s);
+	}
+	session_finish(s, end, why);
+}
+
+/* Flush what is queued to the client, then close. */
+void
+session_finish(struct session *s, const char *end, const char *reason)
+{
+	if (s->dead)
+		return;
+	if (s->client.bev == NULL || relay_pending(&s->client) == 0 ||
+	    s->state == SESSION_HANDSHAKE) {
+		session_close(s, end, "%s", reason ? reason : "");
+		return;
+	}
+	s->close_end = end;
+	free(s->close_reason);
+	s->close_reason = reason ? strdup(reason) : NULL;
+	session_enter(s, SESSION_CLOSING);
+	s->phase_deadline = now_ms() + SESSION_LINGER_MS;
+	session_update_reading(s);
+	session_arm(s);
+}
+
+static void
+session_log(struct session *s, const char *end, const char *reason)
+{
+	SSL	*ssl = s->client.tls_up ? s->client.ssl : NULL;
+	char	 extra[64] = "";
+
+	if (s->discarded > 0)
+		snprintf(extra, sizeof(extra), " discarded=%llu",
+		    (unsigned long long)s->discarded);
+	log_info("session listener=%s client=%s backend=%s tls=%s cipher=%s sni=%s "
+	    "upgraded=%s in=%llu out=%llu ms=%llu end=%s%s id=%llu%s%s%s",
+	    s->lc->name, s->client_addr, s->backend_addr,
+	    ssl ? tls_version_name(ssl) : "-", tls_cipher_name(ssl),
+	    tls_sni_name(ssl), s->upgraded,
+	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+	    (unsigned long long)(now_ms() - s->start_ms), end, extra,
+	    (unsigned long long)s->id,
+	    reason && *reason ? " reason=\"" : "", reason && *reason ? reason : "",
+	    reason && *reason ? "\"" : "");
+}
+
+/*
+ * The one way a session ends: log it, stop every callback, and free it
+ * from the timer event, outside whatever callback we are in.
+ */
+void
+session_close(struct session *s, const char *end, const char *fmt, ...)
+{
+	char	 reason[512];
+	va_list	 ap;
+
+	if (s->dead)
+		return;
+	s->dead = true;
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	/* libevent's error queues are per bufferevent; the thread's must not leak into the next session */
+	ERR_clear_error();
+	session_log(s, end, reason);
+	backend_cancel(s);
+	if (s->client.bev != NULL) {
+		bufferevent_setcb(s->client.bev, NULL, NULL, NULL, NULL);
+		bufferevent_disable(s->client.bev, EV_READ | EV_WRITE);
+		if (strcmp(end, "client-error") != 0 && strcmp(end, "handshake-failed") != 0)
+			relay_flush_final(&s->client);
+	}
+	if (s->backend.bev != NULL) {
+		bufferevent_setcb(s->backend.bev, NULL, NULL, NULL, NULL);
+		bufferevent_disable(s->backend.bev, EV_READ | EV_WRITE);
+		if (s->backend.tls_up && strcmp(end, "backend-error") != 0)
+			relay_flush_final(&s->backend);
+	}
+	if (s->timer != NULL)
+		event_active(s->timer, EV_TIMEOUT, 1);
+	else
+		session_free(s);
+}
+
+static void
+session_free(struct session *s)
+{
+	struct worker	*w = s->w;
+
+	if (s->proto_state != NULL)
+		s->proto->session_free(s->proto_state);
+	if (s->client.bev != NULL)
+		bufferevent_free(s->client.bev);	/* a filter frees its socket */
+	if (s->backend.bev != NULL)
+		bufferevent_free(s->backend.bev);
+	if (s->pending != NULL)
+		evbuffer_free(s->pending);
+	if (s->timer != NULL)
+		event_free(s->timer);
+	free(s->close_reason);
+	TAILQ_REMOVE(&w->sessions, s, entry);
+	w->nsessions--;
+	s->stats->active--;
+	config_unref(s->cfg);
+	s->magic = 0;
+	free(s);
+	server_session_gone(w);
+}
+
+/* At the end of a graceful shutdown: whatever is still open is closed. */
+void
+session_shutdown_all(struct worker *w)
+{
+	struct session	*s;
+
+	TAILQ_FOREACH(s, &w->sessions, entry)
+		session_close(s, "shutdown", "still open when shutdown_timeout ran out");
+}

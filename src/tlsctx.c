@@ -1,0 +1,670 @@
+/*
+ * TLS contexts for listeners (server side) and backends (client side).
+ */
+#include "autoconfig.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "config.h"
+#include "log.h"
+#include "tlsctx.h"
+#include "util.h"
+
+/* TLS 1.2: forward secrecy and AEAD only. */
+#define TLSCTX_DEFAULT_CIPHERS	"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
+#define PASSPHRASE_MAX		1024
+#define SNI_NAMES_MAX		64
+
+struct sni_entry {
+	SSL_CTX		*ctx;
+	char		**names;	/* DNS names, lower case; may start with "*." */
+	size_t		 nnames;
+};
+
+struct tls_server {
+	SSL_CTX		*ctx;		/* the default certificate */
+	struct sni_entry *entries;	/* one per certificate, [0] is ctx */
+	size_t		 nentries;
+};
+
+struct tls_client {
+	SSL_CTX			*ctx;
+	const struct backend_conf *conf;
+};
+
+/* The self-signed default, made once per process. */
+static EVP_PKEY	*selfsigned_key;
+static X509	*selfsigned_cert;
+static char	 selfsigned_fingerprint[32 * 3];
+
+/* The most useful OpenSSL error text for a message, and clear the queue. */
+static const char *
+openssl_reason(void)
+{
+	static char	 buf[256];
+	unsigned long	 e, last = 0;
+
+	while ((e = ERR_get_error()) != 0)
+		last = e;
+	if (last == 0)
+		return "unknown error";
+	const char *r = ERR_reason_error_string(last);
+	snprintf(buf, sizeof(buf), "%s", r ? r : "unknown error");
+	return buf;
+}
+
+static int
+add_ext(X509 *x, int nid, const char *value)
+{
+	X509V3_CTX	 v3;
+	X509_EXTENSION	*ext;
+
+	X509V3_set_ctx_nodb(&v3);
+	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+	if (ext == NULL)
+		return -1;
+	X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+	return 0;
+}
+
+static int
+selfsigned_make(void)
+{
+	char		 host[256], san[600];
+	unsigned char	 serial[16], md[EVP_MAX_MD_SIZE];
+	unsigned	 mdlen;
+	EVP_PKEY	*key;
+	X509		*x;
+	X509_NAME	*name;
+	BIGNUM		*bn;
+
+	if (selfsigned_cert != NULL)
+		return 0;
+	if (gethostname(host, sizeof(host)) == -1 || !hostname_valid(host))
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	if (strcmp(host, "localhost") == 0)
+		snprintf(san, sizeof(san), "DNS:localhost");
+	else
+		snprintf(san, sizeof(san), "DNS:%s,DNS:localhost", host);
+
+	if ((key = EVP_EC_gen("P-256")) == NULL)
+		return -1;
+	if ((x = X509_new()) == NULL) {
+		EVP_PKEY_free(key);
+		return -1;
+	}
+	RAND_bytes(serial, sizeof(serial));
+	serial[0] &= 0x7f;
+	bn = BN_bin2bn(serial, sizeof(serial), NULL);
+	BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x));
+	BN_free(bn);
+	X509_set_version(x, 2);
+	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(x), 365L * 24 * 3600);
+	X509_set_pubkey(x, key);
+	name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (unsigned char *)host, -1, -1, 0);
+	X509_set_issuer_name(x, name);
+	if (add_ext(x, NID_subject_alt_name, san) == -1 ||
+	    add_ext(x, NID_key_usage, "critical,digitalSignature") == -1 ||
+	    add_ext(x, NID_ext_key_usage, "serverAuth") == -1 ||
+	    X509_sign(x, key, EVP_sha256()) == 0) {
+		X509_free(x);
+		EVP_PKEY_free(key);
+		return -1;
+	}
+	X509_digest(x, EVP_sha256(), md, &mdlen);
+	for (unsigned i = 0; i < mdlen && i < 32; i++)	/* "AB:CD:..." */
+		snprintf(selfsigned_fingerprint + (i ? i * 3 - 1 : 0), 4, "%s%02X",
+		    i ? ":" : "", md[i]);
+	selfsigned_key = key;
+	selfsigned_cert = x;
+	return 0;
+}
+
+struct passphrase {
+	const char	*text;
+	bool		 asked;
+};
+
+static int
+passphrase_cb(char *buf, int size, int rwflag, void *arg)
+{
+	struct passphrase	*p = arg;
+	size_t			 len;
+
+	p->asked = true;
+	if (p->text == NULL)
+		return -1;
+	len = strlen(p->text);
+	if (len >= (size_t)size)
+		return -1;
+	memcpy(buf, p->text, len);
+	return (int)len;
+}
+
+/* The first line of the passphrase file, without its newline. */
+static int
+passphrase_read(const struct cert_conf *c, char *buf, size_t len,
+    struct config_errors *errs)
+{
+	FILE	*f = fopen(c->passphrase_file, "r");
+
+	if (f == NULL) {
+		config_errors_add(errs, "%s.passphrase_file: cannot read %s: %s",
+		    c->where, c->passphrase_file, strerror(errno));
+		return -1;
+	}
+	if (fgets(buf, (int)len, f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return 0;
+}
+
+static EVP_PKEY *
+key_load(const char *file, const char *pass, const char *where,
+    const char *setting, struct config_errors *errs)
+{
+	struct passphrase	 p = { .text = pass };
+	EVP_PKEY		*key;
+	BIO			*bio;
+
+	if ((bio = BIO_new_file(file, "r")) == NULL) {
+		ERR_clear_error();
+		config_errors_add(errs, "%s.%s: cannot read %s: %s", where, setting,
+		    file, strerror(errno));
+		return NULL;
+	}
+	key = PEM_read_bio_PrivateKey(bio, NULL, passphrase_cb, &p);
+	BIO_free(bio);
+	if (key != NULL)
+		return key;
+	if (p.asked && pass == NULL) {
+		ERR_clear_error();
+		config_errors_add(errs, "%s.%s: %s is encrypted (expected passphrase_file naming a file whose first line is the passphrase)",
+		    where, setting, file);
+	} else if (p.asked) {
+		ERR_clear_error();
+		config_errors_add(errs, "%s.passphrase_file: wrong passphrase for %s",
+		    where, file);
+	} else
+		config_errors_add(errs, "%s.%s: no private key in %s: %s (expected a PEM private key)",
+		    where, setting, file, openssl_reason());
+	return NULL;
+}
+
+static int
+cert_names(SSL_CTX *ctx, struct sni_entry *e)
+{
+	X509			*x = SSL_CTX_get0_certificate(ctx);
+	STACK_OF(GENERAL_NAME)	*sans;
+	char			*names[SNI_NAMES_MAX];
+	size_t			 n = 0;
+
+	if (x == NULL)
+		return 0;
+	sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && n < SNI_NAMES_MAX; i++) {
+		const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+		const unsigned char *d;
+		int len;
+
+		if (gn->type != GEN_DNS)
+			continue;
+		d = ASN1_STRING_get0_data(gn->d.dNSName);
+		len = ASN1_STRING_length(gn->d.dNSName);
+		if (len <= 0 || memchr(d, '\0', (size_t)len) != NULL)
+			continue;
+		if ((names[n] = strndup((const char *)d, (size_t)len)) != NULL)
+			n++;
+	}
+	GENERAL_NAMES_free(sans);
+	if (n == 0) {
+		char cn[256];
+
+		if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName,
+		    cn, sizeof(cn)) > 0 && (names[0] = strdup(cn)) != NULL)
+			n = 1;
+	}
+	e->names = calloc(n ? n : 1, sizeof(*e->names));
+	if (e->names == NULL) {
+		for (size_t i = 0; i < n; i++)
+			free(names[i]);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		for (char *c = names[i]; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		e->names[i] = names[i];
+	}
+	e->nnames = n;
+	return 0;
+}
+
+/* Exact, or "*.example.com" matching exactly one more label. */
+static bool
+sni_name_match(const char *pattern, const char *name)
+{
+	if (strncmp(pattern, "*.", 2) == 0) {
+		const char *dot = strchr(name, '.');
+
+		return dot != NULL && dot != name && strcasecmp(dot + 1, pattern + 2) == 0;
+	}
+	return strcasecmp(pattern, name) == 0;
+}
+
+static int
+servername_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct tls_server	*ts = arg;
+	const char		*name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+	if (name == NULL)
+		return SSL_TLSEXT_ERR_OK;
+	/* exact names first, then wildcards, in the order of the file */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < ts->nentries; i++) {
+			struct sni_entry *e = &ts->entries[i];
+
+			for (size_t k = 0; k < e->nnames; k++) {
+				bool wild = strncmp(e->names[k], "*.", 2) == 0;
+
+				if (wild != (pass == 1) || !sni_name_match(e->names[k], name))
+					continue;
+				if (e->ctx != ts->ctx)
+					SSL_set_SSL_CTX(ssl, e->ctx);
+				return SSL_TLSEXT_ERR_OK;
+			}
+		}
+	}
+	return SSL_TLSEXT_ERR_OK;	/* unknown name: the default certificate */
+}
+
+static SSL_CTX *
+server_ctx_base(const struct listener_conf *lc, struct config_errors *errs)
+{
+	const struct tls_conf	*t = &lc->tls;
+	const char		*where = t->where ? t->where : lc->where;
+	unsigned char		 sid[SHA256_DIGEST_LENGTH];
+	SSL_CTX			*ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		config_errors_add(errs, "%s: cannot create a TLS context: %s", where, openssl_reason());
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, t->min_version);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : TLSCTX_DEFAULT_CIPHERS) != 1) {
+		config_errors_add(errs, "%s.ciphers: no usable cipher: %s", where, openssl_reason());
+		goto fail;
+	}
+	if (t->ciphersuites != NULL && SSL_CTX_set_ciphersuites(ctx, t->ciphersuites) != 1) {
+		config_errors_add(errs, "%s.ciphersuites: %s", where, openssl_reason());
+		goto fail;
+	}
+	/* resumed sessions stay within one listener */
+	SHA256((const unsigned char *)lc->name, strlen(lc->name), sid);
+	SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid));
+	if (t->verify_client != VERIFY_CLIENT_NONE) {
+		STACK_OF(X509_NAME) *names;
+
+		if (SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1 ||
+		    (names = SSL_load_client_CA_file(t->client_ca)) == NULL) {
+			config_errors_add(errs, "%s.client_ca: cannot load CA certificates from %s: %s",
+			    where, t->client_ca, access(t->client_ca, R_OK) == -1 ?
+			    strerror(errno) : openssl_reason());
+			goto fail;
+		}
+		SSL_CTX_set_client_CA_list(ctx, names);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (t->verify_client == VERIFY_CLIENT_REQUIRE ?
+		    SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static int
+server_ctx_cert(SSL_CTX *ctx, const struct cert_conf *c, struct config_errors *errs)
+{
+	char		 pass[PASSPHRASE_MAX];
+	EVP_PKEY	*key;
+
+	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
+		if (access(c->cert, R_OK) == -1) {
+			ERR_clear_error();
+			config_errors_add(errs, "%s.cert: cannot read %s: %s", c->where,
+			    c->cert, strerror(errno));
+		} else
+			config_errors_add(errs, "%s.cert: no certificate in %s: %s (expected a PEM certificate chain)",
+			    c->where, c->cert, openssl_reason());
+		return -1;
+	}
+	if (c->passphrase_file != NULL &&
+	    passphrase_read(c, pass, sizeof(pass), errs) == -1)
+		return -1;
+	key = key_load(c->key, c->passphrase_file ? pass : NULL, c->where, "key", errs);
+	OPENSSL_cleanse(pass, sizeof(pass));
+	if (key == NULL)
+		return -1;
+	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+		config_errors_add(errs, "%s.key: the key in %s does not match the certificate in %s",
+		    c->where, c->key, c->cert);
+		ERR_clear_error();
+		EVP_PKEY_free(key);
+		return -1;
+	}
+	EVP_PKEY_free(key);
+	return 0;
+}
+
+static struct tls_server *
+tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
+{
+	struct tls_server	*ts;
+	size_t			 n = lc->tls.ncerts ? lc->tls.ncerts : 1;
+
+	if ((ts = calloc(1, sizeof(*ts))) == NULL ||
+	    (ts->entries = calloc(n, sizeof(*ts->entries))) == NULL) {
+		free(ts);
+		config_errors_add(errs, "%s: out of memory", lc->where);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct sni_entry *e = &ts->entries[i];
+
+		if ((e->ctx = server_ctx_base(lc, errs)) == NULL)
+			goto fail;
+		ts->nentries++;
+		if (lc->tls.ncerts == 0) {
+			if (selfsigned_make() == -1) {
+				config_errors_add(errs, "%s: cannot make a self-signed certificate: %s",
+				    lc->where, openssl_reason());
+				goto fail;
+			}
+			SSL_CTX_use_certificate(e->ctx, selfsigned_cert);
+			SSL_CTX_use_PrivateKey(e->ctx, selfsigned_key);
+		} else if (server_ctx_cert(e->ctx, &lc->tls.certs[i], errs) == -1)
+			goto fail;
+		if (cert_names(e->ctx, e) == -1)
+			goto fail;
+	}
+	ts->ctx = ts->entries[0].ctx;
+	if (ts->nentries > 1) {
+		SSL_CTX_set_tlsext_servername_callback(ts->ctx, servername_cb);
+		SSL_CTX_set_tlsext_servername_arg(ts->ctx, ts);
+	}
+	return ts;
+fail:
+	tls_server_free(ts);
+	return NULL;
+}
+
+void
+tls_server_free(struct tls_server *ts)
+{
+	if (ts == NULL)
+		return;
+	for (size_t i = 0; i < ts->nentries; i++) {
+		SSL_CTX_free(ts->entries[i].ctx);
+		for (size_t k = 0; k < ts->entries[i].nnames; k++)
+			free(ts->entries[i].names[k]);
+		free(ts->entries[i].names);
+	}
+	free(ts->entries);
+	free(ts);
+}
+
+SSL *
+tls_server_ssl(struct tls_server *ts)
+{
+	return SSL_new(ts->ctx);
+}
+
+static struct tls_client *
+tls_client_new(const struct backend_conf *b, struct config_errors *errs)
+{
+	struct tls_client	*tc;
+	SSL_CTX			*ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		config_errors_add(errs, "%s: cannot create a TLS context: %s", b->where, openssl_reason());
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (b->verify) {
+		int ok = b->ca ? SSL_CTX_load_verify_locations(ctx, b->ca, NULL) :
+		    SSL_CTX_set_default_verify_paths(ctx);
+
+		if (ok != 1) {
+			config_errors_add(errs, "%s.ca: cannot load CA certificates from %s: %s",
+			    b->where, b->ca ? b->ca : "the system store",
+			    b->ca && access(b->ca, R_OK) == -1 ? strerror(errno) : openssl_reason());
+			goto fail;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	}
+	if (b->cert != NULL) {
+		EVP_PKEY *key;
+
+		if (SSL_CTX_use_certificate_chain_file(ctx, b->cert) != 1) {
+			config_errors_add(errs, "%s.cert: cannot load a certificate from %s: %s",
+			    b->where, b->cert, access(b->cert, R_OK) == -1 ?
+			    strerror(errno) : openssl_reason());
+			goto fail;
+		}
+		if ((key = key_load(b->key, NULL, b->where, "key", errs)) == NULL)
+			goto fail;
+		if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+			config_errors_add(errs, "%s.key: the key in %s does not match the certificate in %s",
+			    b->where, b->key, b->cert);
+			ERR_clear_error();
+			EVP_PKEY_free(key);
+			goto fail;
+		}
+		EVP_PKEY_free(key);
+	}
+	if ((tc = calloc(1, sizeof(*tc))) == NULL)
+		goto fail;
+	tc->ctx = ctx;
+	tc->conf = b;
+	return tc;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+void
+tls_client_free(struct tls_client *tc)
+{
+	if (tc == NULL)
+		return;
+	SSL_CTX_free(tc->ctx);
+	free(tc);
+}
+
+SSL *
+tls_client_ssl(struct tls_client *tc, const char *host)
+{
+	const char	*name = tc->conf->server_name ? tc->conf->server_name : host;
+	SSL		*ssl;
+
+	if ((ssl = SSL_new(tc->ctx)) == NULL)
+		return NULL;
+	if (name == NULL)
+		return ssl;
+	if (!ip_literal(name))
+		SSL_set_tlsext_host_name(ssl, name);
+	if (tc->conf->verify) {
+		int ok = ip_literal(name) ?
+		    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) :
+		    SSL_set1_host(ssl, name);
+
+		if (ok != 1) {
+			SSL_free(ssl);
+			return NULL;
+		}
+	}
+	return ssl;
+}
+
+int
+tls_client_check_pins(struct tls_client *tc, SSL *ssl, char *why, size_t len)
+{
+	unsigned char	 digest[SHA256_DIGEST_LENGTH], *der = NULL;
+	X509		*peer;
+	int		 derlen;
+	bool		 ok;
+
+	if (tc->conf->npins == 0)
+		return 0;
+	if ((peer = SSL_get1_peer_certificate(ssl)) == NULL) {
+		snprintf(why, len, "the backend sent no certificate to check pin_sha256 against");
+		return -1;
+	}
+	derlen = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(peer), &der);
+	X509_free(peer);
+	if (derlen <= 0) {
+		snprintf(why, len, "cannot read the backend's public key");
+		return -1;
+	}
+	SHA256(der, (size_t)derlen, digest);
+	OPENSSL_free(der);
+	ok = pin_match(digest, (const char *const *)tc->conf->pins, tc->conf->npins);
+	if (!ok) {
+		unsigned char b64[64];
+
+		EVP_EncodeBlock(b64, digest, sizeof(digest));
+		snprintf(why, len, "the backend's key (pin %s) matches no pin_sha256", b64);
+		return -1;
+	}
+	return 0;
+}
+
+int
+tlsctx_prepare(struct config *cfg, struct config_errors *errs)
+{
+	size_t	 before = errs->count;
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct listener_conf *lc = &cfg->listeners[i];
+
+		if (lc->client_tls != CLIENT_TLS_NONE)
+			lc->tls_server = tls_server_new(lc, errs);
+		if (lc->backend.tls != BACKEND_TLS_NONE)
+			lc->tls_backend = tls_client_new(&lc->backend, errs);
+	}
+	return errs->count > before ? -1 : 0;
+}
+
+const char *
+tlsctx_selfsigned_fingerprint(void)
+{
+	return selfsigned_cert ? selfsigned_fingerprint : NULL;
+}
+
+static const char *
+verify_words(SSL *ssl)
+{
+	long	 v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+
+	return v == X509_V_OK ? "certificate verification failed" :
+	    X509_verify_cert_error_string(v);
+}
+
+void
+tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
+    const char *peer, char *buf, size_t len)
+{
+	unsigned long	 e = 0;
+	const char	*alert;
+
+	/* libevent also reports SSL_get_error() codes: skip those */
+	for (size_t i = 0; i < n; i++) {
+		if (ERR_GET_LIB(errs[i]) != 0) {
+			e = errs[i];
+			break;
+		}
+	}
+	if (e == 0) {
+		snprintf(buf, len, "%s closed the connection during the TLS handshake", peer);
+		return;
+	}
+	switch (ERR_GET_REASON(e)) {
+	case SSL_R_NO_SHARED_CIPHER:
+		snprintf(buf, len, "no shared cipher with the %s", peer);
+		return;
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_HTTP_REQUEST:
+	case SSL_R_HTTPS_PROXY_REQUEST:
+	case SSL_R_PACKET_LENGTH_TOO_LONG:
+	case SSL_R_RECORD_LENGTH_MISMATCH:
+	case SSL_R_UNEXPECTED_MESSAGE:
+	case SSL_R_UNEXPECTED_RECORD:
+		snprintf(buf, len, "plaintext from the %s where a TLS %s was expected",
+		    peer, strcmp(peer, "client") == 0 ? "ClientHello" : "ServerHello");
+		return;
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+		snprintf(buf, len, "the %s offered no TLS version we accept (see min_version)", peer);
+		return;
+	case SSL_R_CERTIFICATE_VERIFY_FAILED:
+		snprintf(buf, len, "%s certificate rejected: %s", peer, verify_words(ssl));
+		return;
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+		snprintf(buf, len, "the %s sent no certificate (verify_client = require)", peer);
+		return;
+	}
+	/* alerts from the peer: the reason strings are "sslv3 alert bad certificate" ... */
+	alert = ERR_reason_error_string(e);
+	if (alert != NULL && strstr(alert, "alert") != NULL &&
+	    (strstr(alert, "certificate") != NULL || strstr(alert, "unknown ca") != NULL))
+		snprintf(buf, len, "the %s rejected our certificate (%s)", peer, alert);
+	else
+		snprintf(buf, len, "TLS error with the %s: %s", peer, alert ? alert : "unknown");
+}
+
+const char *
+tls_version_name(SSL *ssl)
+{
+	return ssl ? SSL_get_version(ssl) : "-";
+}
+
+const char *
+tls_cipher_name(SSL *ssl)
+{
+	const char *c = ssl ? SSL_get_cipher_name(ssl) : NULL;
+
+	return c && strcmp(c, "(NONE)") != 0 ? c : "-";
+}
+
+const char *
+tls_sni_name(SSL *ssl)
+{
+	const char *n = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+
+	return n ? n : "-";
+}

@@ -1,0 +1,61 @@
+/*
+ * TLS contexts: the proxy as a TLS server towards clients (certificates,
+ * SNI, versions, ciphers, client certificates, the self-signed default) and
+ * as a TLS client towards backends (CA, host name check, SPKI pins, client
+ * certificate).  Built once per configuration, shared by its sessions.
+ */
+#ifndef STP_TLSCTX_H
+#define STP_TLSCTX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+struct config;
+struct config_errors;
+struct listener_conf;
+struct backend_conf;
+
+/* Build every TLS context that cfg needs; 0, or -1 with errs filled. */
+int		 tlsctx_prepare(struct config *cfg, struct config_errors *errs);
+
+struct tls_server;
+struct tls_client;
+
+void		 tls_server_free(struct tls_server *);
+void		 tls_client_free(struct tls_client *);
+
+/* A new server-side SSL for one client, or NULL (out of memory). */
+SSL		*tls_server_ssl(struct tls_server *);
+
+/*
+ * A new client-side SSL towards a backend.  host is the name (or address)
+ * from backend.address, used for SNI and the certificate check unless
+ * server_name overrides it.
+ */
+SSL		*tls_client_ssl(struct tls_client *, const char *host);
+
+/*
+ * After the backend handshake: 0 if the backend's key matches a pin (or no
+ * pins are configured), -1 with why filled otherwise.
+ */
+int		 tls_client_check_pins(struct tls_client *, SSL *, char *why, size_t len);
+
+/*
+ * A handshake or record failure in words, from the OpenSSL error codes
+ * that libevent collected: "no shared cipher", "plaintext where a
+ * ClientHello was expected", ...  peer is "client" or "backend".
+ */
+void		 tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
+		    const char *peer, char *buf, size_t len);
+
+/* The SHA-256 fingerprint of the self-signed default, or NULL if none was made. */
+const char	*tlsctx_selfsigned_fingerprint(void);
+
+/* "TLSv1.3" and the cipher name, or "-" when there is no session. */
+const char	*tls_version_name(SSL *);
+const char	*tls_cipher_name(SSL *);
+const char	*tls_sni_name(SSL *);
+
+#endif
