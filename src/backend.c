@@ -147,6 +147,12 @@ backend_tls_start(struct session *s)
 	bufferevent_setcb(f, session_backend_readcb, NULL, backend_eventcb, s);
 	/* reading stays off until the backend is verified; the handshake runs below us */
 	bufferevent_enable(f, EV_WRITE);
+	/*
+	 * The filter sends its ClientHello from the socket's write callback,
+	 * which a connected socket with nothing to write never calls: kick it.
+	 */
+	bufferevent_trigger(s->backend.sock, EV_WRITE,
+	    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 static void

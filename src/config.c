@@ -1011,7 +1011,10 @@ parse_global(struct walk *w, const config_setting_t *root, struct config *cfg)
 
 	check_members(w, root, "", global_keys);
 	get_nonempty(w, root, "", "user", &cfg->user);
-	get_nonempty(w, root, "", "group", &cfg->group);
+	if (get_nonempty(w, root, "", "group", &cfg->group) == 1 && cfg->user == NULL &&
+	    config_setting_get_member(root, "user") == NULL)
+		problem(w, config_setting_get_member(root, "group"), "group",
+		    "needs user: the group is set when dropping privileges to user");
 	get_nonempty(w, root, "", "pidfile", &cfg->pidfile);
 	if (get_enum(w, root, "", "log_target", targets, &i) == 1) {
 		cfg->log_target = i == 0 ? LOG_TARGET_SYSLOG : LOG_TARGET_STDERR;

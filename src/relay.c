@@ -60,6 +60,8 @@ relay_drain_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *
 
 	if (info->n_deleted == 0 || s->dead)
 		return;
+	/* bytes leaving for a slow reader are activity too: not idle */
+	s->last_ms = now_ms();
 	left = relay_pending(sd);
 	if (sd->full && left <= s->lc->low_watermark)
 		work |= SESSION_WORK_RESUME;
@@ -173,8 +175,9 @@ relay_try_shut(struct session *s, struct side *sd)
 
 /*
  * Before a bufferevent is freed: a close_notify if none was sent, and one
- * non-blocking attempt to write what is still queued, since libevent
- * drops a bufferevent's output when it is freed.
+ * non-blocking attempt to write what is still queued (a last reply, or the
+ * TLS alert that says why a handshake failed), since libevent drops a
+ * bufferevent's output when it is freed.
  */
 void
 relay_flush_final(struct side *sd)
@@ -190,8 +193,12 @@ relay_flush_final(struct side *sd)
 		ERR_clear_error();
 	}
 	out = bufferevent_get_output(sd->sock);
-	if (evbuffer_get_length(out) > 0 && bufferevent_getfd(sd->sock) >= 0)
+	if (evbuffer_get_length(out) > 0 && bufferevent_getfd(sd->sock) >= 0) {
+		/* a socket bufferevent keeps its output drain-frozen between its own writes */
+		evbuffer_unfreeze(out, 1);
 		(void)evbuffer_write(out, bufferevent_getfd(sd->sock));
+		evbuffer_freeze(out, 1);
+	}
 }
 
 /* Why a side's bufferevent reported an error, in words. */

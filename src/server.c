@@ -170,7 +170,7 @@ server_drain_timeout(evutil_socket_t fd, short what, void *arg)
 
 	log_info("shutdown_timeout reached: closing %u open session%s",
 	    w->nsessions, w->nsessions == 1 ? "" : "s");
-	session_shutdown_all(w);
+	session_shutdown_all(w, "still open when shutdown_timeout ran out");
 	/* the sessions are freed from their own events, on the next pass */
 }
 
@@ -181,7 +181,7 @@ server_drain(struct worker *w)
 
 	if (w->draining) {
 		log_info("second signal: closing every session now");
-		session_shutdown_all(w);
+		session_shutdown_all(w, "a second signal asked to stop at once");
 		return;
 	}
 	w->draining = true;
@@ -195,7 +195,7 @@ server_drain(struct worker *w)
 	}
 	w->drain_timer = evtimer_new(w->base, server_drain_timeout, w);
 	if (w->drain_timer == NULL || w->cfg->shutdown_timeout == 0)
-		session_shutdown_all(w);
+		session_shutdown_all(w, "shutdown_timeout is 0");
 	else
 		evtimer_add(w->drain_timer, &tv);
 }

@@ -723,9 +723,12 @@ session_close(struct session *s, const char *end, const char *fmt, ...)
 	if (s->dead)
 		return;
 	s->dead = true;
-	va_start(ap, fmt);
-	vsnprintf(reason, sizeof(reason), fmt, ap);
-	va_end(ap);
+	reason[0] = '\0';
+	if (fmt != NULL) {
+		va_start(ap, fmt);
+		vsnprintf(reason, sizeof(reason), fmt, ap);
+		va_end(ap);
+	}
 	/* libevent's error queues are per bufferevent; the thread's must not leak into the next session */
 	ERR_clear_error();
 	session_log(s, end, reason);
@@ -733,7 +736,7 @@ session_close(struct session *s, const char *end, const char *fmt, ...)
 	if (s->client.bev != NULL) {
 		bufferevent_setcb(s->client.bev, NULL, NULL, NULL, NULL);
 		bufferevent_disable(s->client.bev, EV_READ | EV_WRITE);
-		if (strcmp(end, "client-error") != 0 && strcmp(end, "handshake-failed") != 0)
+		if (strcmp(end, "client-error") != 0)
 			relay_flush_final(&s->client);
 	}
 	if (s->backend.bev != NULL) {
@@ -775,10 +778,10 @@ session_free(struct session *s)
 
 /* At the end of a graceful shutdown: whatever is still open is closed. */
 void
-session_shutdown_all(struct worker *w)
+session_shutdown_all(struct worker *w, const char *why)
 {
 	struct session	*s;
 
 	TAILQ_FOREACH(s, &w->sessions, entry)
-		session_close(s, "shutdown", "still open when shutdown_timeout ran out");
+		session_close(s, "shutdown", "%s", why);
 }

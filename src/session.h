@@ -122,7 +122,7 @@ void	 session_backend_event(struct session *, short what);
 void	 session_backend_readcb(struct bufferevent *, void *);
 void	 session_update_reading(struct session *);
 void	 session_arm(struct session *);
-void	 session_shutdown_all(struct worker *);
+void	 session_shutdown_all(struct worker *, const char *why);
 
 /* relay.c */
 void	 relay_attach(struct side *);

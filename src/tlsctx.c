@@ -178,9 +178,13 @@ passphrase_read(const struct cert_conf *c, char *buf, size_t len,
 	return 0;
 }
 
+/*
+ * A PEM private key.  pass is the passphrase, or NULL; can_have_pass says
+ * whether the setting has a passphrase_file, for the error text.
+ */
 static EVP_PKEY *
-key_load(const char *file, const char *pass, const char *where,
-    const char *setting, struct config_errors *errs)
+key_load(const char *file, const char *pass, bool can_have_pass,
+    const char *where, const char *setting, struct config_errors *errs)
 {
 	struct passphrase	 p = { .text = pass };
 	EVP_PKEY		*key;
@@ -198,8 +202,12 @@ key_load(const char *file, const char *pass, const char *where,
 		return key;
 	if (p.asked && pass == NULL) {
 		ERR_clear_error();
-		config_errors_add(errs, "%s.%s: %s is encrypted (expected passphrase_file naming a file whose first line is the passphrase)",
-		    where, setting, file);
+		if (!can_have_pass)
+			config_errors_add(errs, "%s.%s: %s is encrypted (expected an unencrypted PEM key for the backend client certificate)",
+			    where, setting, file);
+		else
+			config_errors_add(errs, "%s.%s: %s is encrypted (expected passphrase_file naming a file whose first line is the passphrase)",
+			    where, setting, file);
 	} else if (p.asked) {
 		ERR_clear_error();
 		config_errors_add(errs, "%s.passphrase_file: wrong passphrase for %s",
@@ -363,7 +371,7 @@ server_ctx_cert(SSL_CTX *ctx, const struct cert_conf *c, struct config_errors *e
 	if (c->passphrase_file != NULL &&
 	    passphrase_read(c, pass, sizeof(pass), errs) == -1)
 		return -1;
-	key = key_load(c->key, c->passphrase_file ? pass : NULL, c->where, "key", errs);
+	key = key_load(c->key, c->passphrase_file ? pass : NULL, true, c->where, "key", errs);
 	OPENSSL_cleanse(pass, sizeof(pass));
 	if (key == NULL)
 		return -1;
@@ -476,7 +484,7 @@ tls_client_new(const struct backend_conf *b, struct config_errors *errs)
 			    strerror(errno) : openssl_reason());
 			goto fail;
 		}
-		if ((key = key_load(b->key, NULL, b->where, "key", errs)) == NULL)
+		if ((key = key_load(b->key, NULL, false, b->where, "key", errs)) == NULL)
 			goto fail;
 		if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
 			config_errors_add(errs, "%s.key: the key in %s does not match the certificate in %s",

@@ -157,7 +157,7 @@ addr_parse(const char *text, int flags, struct addr *out, const char **why)
 		a.kind = ADDR_INET;
 	} else {
 		if (!(flags & ADDR_ALLOW_NAME)) {
-			*why = "expected a numeric IPv4 address or [IPv6]";
+			*why = "not a numeric address";
 			return -1;
 		}
 		if (!hostname_valid(a.host)) {

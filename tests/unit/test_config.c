@@ -1,1 +1,335 @@
-int main(void){return 0;}
+/*
+ * Unit tests for src/config.c: defaults, and the exact text of each
+ * validation error ("name:line: path: problem (expected ...)").
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "proto.h"
+
+#define MINIMAL \
+	"listeners = ( { name = \"a\"; listen = \"127.0.0.1:8443\"; protocol = \"tcp\";\n" \
+	"  backend = { address = \"127.0.0.1:8080\"; }; } );\n"
+
+static struct config_errors errs;
+
+static void
+teardown_errs(void)
+{
+	config_errors_clear(&errs);
+}
+
+/* Load text; expect failure and exactly this first error line. */
+static void
+expect_error(const char *text, const char *want)
+{
+	struct config	*cfg = config_load_string(text, "t.conf", &errs);
+
+	assert_null(cfg);
+	assert_true(errs.count >= 1);
+	for (size_t i = 0; i < errs.count; i++)
+		if (strcmp(errs.lines[i], want) == 0) {
+			teardown_errs();
+			return;
+		}
+	for (size_t i = 0; i < errs.count; i++)
+		fprintf(stderr, "got: %s\n", errs.lines[i]);
+	fprintf(stderr, "want: %s\n", want);
+	fail();
+}
+
+static void
+test_defaults(void **state)
+{
+	struct config		*cfg = config_load_string(MINIMAL, "t.conf", &errs);
+	struct listener_conf	*lc;
+
+	assert_non_null(cfg);
+	assert_int_equal(errs.count, 0);
+	assert_int_equal(cfg->workers, 1);
+	assert_int_equal(cfg->max_connections, 10000);
+	assert_int_equal(cfg->shutdown_timeout, 30);
+	assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
+	assert_false(cfg->log_target_set);
+	assert_int_equal(cfg->nlisteners, 1);
+	lc = &cfg->listeners[0];
+	assert_string_equal(lc->name, "a");
+	assert_ptr_equal(lc->proto, &proto_tcp);
+	assert_int_equal(lc->client_tls, CLIENT_TLS_IMPLICIT);
+	assert_false(lc->require_tls);
+	assert_int_equal(lc->max_connections, 10000);
+	assert_int_equal(lc->high_watermark, 262144);
+	assert_int_equal(lc->low_watermark, 65536);
+	assert_int_equal(lc->timeouts.connect, 10);
+	assert_int_equal(lc->timeouts.handshake, 15);
+	assert_int_equal(lc->timeouts.cleartext, 60);
+	assert_int_equal(lc->timeouts.idle, 300);
+	assert_int_equal(lc->tls.min_version, TLS1_2_VERSION);
+	assert_int_equal(lc->tls.ncerts, 0);
+	assert_int_equal(lc->backend.tls, BACKEND_TLS_NONE);
+	assert_false(lc->backend.verify);
+	assert_int_equal(lc->backend.address.port, 8080);
+	config_unref(cfg);
+}
+
+static void
+test_full_listener(void **state)
+{
+	const char *text =
+	    "max_connections = 50; log_level = \"debug\"; log_target = \"stderr\";\n"
+	    "listeners = ( { name = \"full\"; listen = [ \"127.0.0.1:1\", \"[::1]:1\" ];\n"
+	    "  protocol = \"tcp\"; client_tls = \"none\"; max_connections = 7;\n"
+	    "  high_watermark = 8192; low_watermark = 1024;\n"
+	    "  timeouts = { connect = 1; handshake = 2; cleartext = 3; idle = 4; };\n"
+	    "  backend = { address = \"mx.example:25\"; tls = \"implicit\"; server_name = \"mx.example\";\n"
+	    "    pin_sha256 = \"ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=\"; }; } );\n";
+	struct config		*cfg = config_load_string(text, "t.conf", &errs);
+	struct listener_conf	*lc;
+
+	assert_non_null(cfg);
+	lc = &cfg->listeners[0];
+	assert_int_equal(cfg->max_connections, 50);
+	assert_int_equal(cfg->log_level, LOG_LEVEL_DEBUG);
+	assert_int_equal(cfg->log_target, LOG_TARGET_STDERR);
+	assert_int_equal(lc->nlisten, 2);
+	assert_int_equal(lc->client_tls, CLIENT_TLS_NONE);
+	assert_int_equal(lc->max_connections, 7);
+	assert_int_equal(lc->high_watermark, 8192);
+	assert_int_equal(lc->timeouts.idle, 4);
+	assert_int_equal(lc->backend.address.kind, ADDR_NAME);
+	assert_true(lc->backend.verify);	/* on by default with TLS */
+	assert_int_equal(lc->backend.npins, 1);
+	config_unref(cfg);
+}
+
+static void
+test_syntax_error(void **state)
+{
+	expect_error("listeners = ( { name = = \"a\"; } );\n", "t.conf:1: syntax error");
+}
+
+static void
+test_unknown_settings(void **state)
+{
+	expect_error("listners = ();\n" MINIMAL,
+	    "t.conf:1: listners: unknown setting (did you mean \"listeners\"?)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  colour = \"blue\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].colour: unknown setting (expected one of name, listen, "
+	    "protocol, client_tls, require_tls, accept_proxy_protocol, max_connections, "
+	    "high_watermark, low_watermark, timeouts, tls, backend, line, http)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  timeouts = { idel = 3; };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].timeouts.idel: unknown setting (did you mean \"idle\"?)");
+}
+
+static void
+test_protocol_errors(void **state)
+{
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\";\n"
+	    "  protocol = \"tcpp\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].protocol: unknown protocol \"tcpp\" (expected one of tcp)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:1: listeners.[0]: protocol is required (expected one of tcp)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  client_tls = \"starttls\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].client_tls: protocol tcp has no upgrade verb (expected implicit or none)");
+}
+
+static void
+test_listener_errors(void **state)
+{
+	expect_error("listeners = ();\n", "t.conf:1: listeners: must hold at least one listener");
+	expect_error("user = \"x\";\n", "t.conf: listeners: is required (a list of listener groups)");
+	expect_error(
+	    "listeners = ( { listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:1: listeners.[0]: name is required (a unique name used in logs)");
+	expect_error(
+	    "listeners = ( { name = \"a b\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:1: listeners.[0].name: \"a b\" is not a valid name (expected 1 to 64 letters, digits, '-', '_' or '.')");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"localhost:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:1: listeners.[0].listen: \"localhost:1\": not a numeric address (expected 0.0.0.0:port, 127.0.0.1:port or [::]:port)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = 25; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:1: listeners.[0].listen: expected a string or a list of strings, found an integer");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\"; } );\n",
+	    "t.conf:1: listeners.[0]: backend is required (backend = { address = \"host:port\"; };)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; },\n"
+	    "  { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:3: listeners.[1].name: \"a\" is already the name of t.conf:1: listeners.[0]");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; },\n"
+	    "  { name = \"b\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:3: listeners.[1].listen: 127.0.0.1:1 is already listened on by t.conf:1: listeners.[0]");
+}
+
+static void
+test_number_errors(void **state)
+{
+	expect_error("max_connections = 0;\n" MINIMAL,
+	    "t.conf:1: max_connections: 0 is out of range (expected 1 to 1000000)");
+	expect_error("shutdown_timeout = \"30\";\n" MINIMAL,
+	    "t.conf:1: shutdown_timeout: expected an integer from 0 to 3600, found a string");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  high_watermark = 4096; low_watermark = 4096;\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].low_watermark: 4096 must be below high_watermark (4096)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  timeouts = { idle = 0; };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].timeouts.idle: 0 is out of range (expected 1 to 86400)");
+	expect_error("log_level = \"loud\";\n" MINIMAL,
+	    "t.conf:1: log_level: unknown level \"loud\" (expected one of error, warning, info, debug)");
+	expect_error("log_target = \"file\";\n" MINIMAL,
+	    "t.conf:1: log_target: unknown value \"file\" (expected one of syslog, stderr)");
+	expect_error("group = \"daemon\";\n" MINIMAL,
+	    "t.conf:1: group: needs user: the group is set when dropping privileges to user");
+}
+
+static void
+test_tls_errors(void **state)
+{
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  tls = { min_version = \"TLSv1.1\"; };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].tls.min_version: unknown value \"TLSv1.1\" (expected one of TLSv1.2, TLSv1.3)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  tls = { verify_client = \"require\"; };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].tls.verify_client: needs client_ca, the CA certificates that client certificates are checked against");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  tls = { ciphers = \"NOTHING-AT-ALL\"; };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].tls.ciphers: no usable cipher in \"NOTHING-AT-ALL\" (expected an OpenSSL cipher list, see ciphers(1))");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  tls = { certificates = ( { key = \"k.pem\"; } ); };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].tls.certificates.[0]: cert is required (a PEM file with the certificate chain)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\"; client_tls = \"none\";\n"
+	    "  tls = { };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].tls: client_tls is \"none\": this listener never speaks TLS to clients");
+}
+
+static void
+test_backend_errors(void **state)
+{
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1\"; }; } );\n",
+	    "t.conf:2: listeners.[0].backend.address: \"127.0.0.1\": missing :port (expected host:port, [v6]:port or unix:/path)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { }; } );\n",
+	    "t.conf:2: listeners.[0].backend: address is required (host:port, [v6]:port or unix:/path)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; tls = \"implicit\";\n"
+	    "    pin_sha256 = [ \"abc\" ]; }; } );\n",
+	    "t.conf:3: listeners.[0].backend.pin_sha256.[0]: \"abc\" is not a pin (expected the base64 of a SHA-256 digest, 44 characters)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\";\n"
+	    "    ca = \"/etc/ssl/certs/ca-certificates.crt\"; }; } );\n",
+	    "t.conf:3: listeners.[0].backend.ca: only applies with tls = \"implicit\" (the backend is reached in plaintext)");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"unix:/run/x\"; tls = \"implicit\"; }; } );\n",
+	    "t.conf:2: listeners.[0].backend.server_name: a TLS backend on a unix socket needs server_name (or pin_sha256, or verify = false) to check its certificate against");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; tls = \"tls\"; }; } );\n",
+	    "t.conf:2: listeners.[0].backend.tls: unknown value \"tls\" (expected one of none, implicit, starttls)");
+}
+
+/* What later releases implement is refused clearly, not ignored. */
+static void
+test_not_supported_yet(void **state)
+{
+	expect_error("workers = 2;\n" MINIMAL,
+	    "t.conf:1: workers: more than one worker is not supported yet");
+	expect_error("stats = { listen = \"127.0.0.1:9273\"; };\n" MINIMAL,
+	    "t.conf:1: stats: the statistics listener is not supported yet");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  accept_proxy_protocol = true;\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].accept_proxy_protocol: accepting the PROXY protocol is not supported yet");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; proxy_protocol = \"v2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].backend.proxy_protocol: sending the PROXY protocol is not supported yet");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  tls = { ticket_key_file = \"/k\"; };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].tls.ticket_key_file: sharing session tickets between instances is not supported yet");
+}
+
+/* Every problem is reported, not only the first. */
+static void
+test_all_errors_collected(void **state)
+{
+	const char *text =
+	    "workers = 2; max_connections = -1;\n"
+	    "listeners = ( { name = \"a\"; listen = \"x\"; protocol = \"y\";\n"
+	    "  backend = { address = \"z\"; }; } );\n";
+
+	assert_null(config_load_string(text, "t.conf", &errs));
+	assert_int_equal(errs.count, 5);
+	teardown_errs();
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_full_listener),
+		cmocka_unit_test(test_syntax_error),
+		cmocka_unit_test(test_unknown_settings),
+		cmocka_unit_test(test_protocol_errors),
+		cmocka_unit_test(test_listener_errors),
+		cmocka_unit_test(test_number_errors),
+		cmocka_unit_test(test_tls_errors),
+		cmocka_unit_test(test_backend_errors),
+		cmocka_unit_test(test_not_supported_yet),
+		cmocka_unit_test(test_all_errors_collected),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
