@@ -664,3 +664,44 @@ def test_daemonizes_writes_pidfile_and_drops_privileges(tmp_path, echo):
     finally:
         os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 10, "the daemon to exit")
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_descriptor_exhaustion_pauses_accepting_without_spinning(daemon, tmp_path, echo):
+    """With a low descriptor limit, accept() fails with EMFILE: open sessions
+    go on, the log says so at most once a second, the loop does not spin,
+    and accepting resumes when descriptors free up."""
+    import resource
+    port = free_port()
+    d = daemon(conf(port, f"127.0.0.1:{echo.port}", extra='client_tls = "none";'), start=False,
+               debug=False)
+    d.logf = open(d.logpath, "ab")
+    d.proc = subprocess.Popen(
+        [BIN, "-f", "-c", str(d.conf)], stdout=d.logf, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48)))
+    wait_for(lambda: "started" in d.log(), 10, "the daemon to start")
+    first = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert recv_until(first, b"\n") == b"hello from the backend\n"
+    clients = []
+    for _ in range(40):  # more than the descriptors allow: 2 per session
+        clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    d.wait_log("cannot accept: Too many open files")
+    cpu0, t0 = _cpu_seconds(d.pid), time.monotonic()
+    time.sleep(2)
+    cpu = (_cpu_seconds(d.pid) - cpu0) / (time.monotonic() - t0)
+    assert cpu < 0.2, f"the daemon used {cpu:.0%} of a CPU while out of descriptors"
+    warnings = d.log().count("cannot accept")
+    assert warnings <= 4, d.log()
+    first.sendall(b"still served\n")
+    assert recv_until(first, b"served\n") == b"still served\n"
+    for c in clients:
+        c.close()
+    first.close()
+    wait_for(lambda: d.open_fds() < 20, 10, "descriptors to free up")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        assert recv_until(c, b"\n") == b"hello from the backend\n"
