@@ -9,6 +9,8 @@
 #include "proto.h"
 
 const struct proto *const proto_table[] = {
+	&proto_smtp,
+	&proto_line,
 	&proto_tcp,
 	NULL
 };

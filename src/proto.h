@@ -70,6 +70,8 @@ const char	*proto_names(void);
 /* The table, NULL-terminated. */
 extern const struct proto *const proto_table[];
 
+extern const struct proto proto_smtp;
+extern const struct proto proto_line;
 extern const struct proto proto_tcp;
 
 #endif

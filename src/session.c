@@ -173,7 +173,9 @@ session_update_reading(struct session *s)
 		return;
 	cr = (parsing || s->state == SESSION_RELAY || s->state == SESSION_HANDSHAKE) &&
 	    !s->held && !b->full && !c->eof;
-	if (cr && s->bstate != BACKEND_UP) {
+	if (s->state == SESSION_CLOSING)
+		cr = !c->eof;	/* lingering: read and drop until the client closes */
+	if (cr && s->bstate != BACKEND_UP && s->state != SESSION_CLOSING) {
 		size_t queued = s->pending ? evbuffer_get_length(s->pending) : 0;
 
 		if (c->bev != NULL)
@@ -293,8 +295,15 @@ session_tick(evutil_socket_t fd, short what, void *arg)
 			relay_try_shut(s, &s->backend);
 	}
 	if (!s->dead && (work & SESSION_WORK_CLOSE) && s->state == SESSION_CLOSING &&
-	    relay_pending(&s->client) == 0)
-		session_close(s, s->close_end, "%s", s->close_reason ? s->close_reason : "");
+	    relay_pending(&s->client) == 0) {
+		/*
+		 * The last reply is out: half-close, and read (and drop) until
+		 * the client closes too, so that its unread bytes do not turn
+		 * our close into a reset that destroys the reply in flight.
+		 */
+		s->client.want_shut = true;
+		relay_try_shut(s, &s->client);
+	}
 	if (!s->dead)
 		session_deadlines(s);
 	if (!s->dead)
@@ -473,6 +482,13 @@ session_client_readcb(struct bufferevent *bev, void *arg)
 		if (!s->held)
 			session_parse(s, &s->client);
 		break;
+	case SESSION_CLOSING: {
+		struct evbuffer *in = bufferevent_get_input(bev);
+
+		s->bytes_in += evbuffer_get_length(in);
+		evbuffer_drain(in, evbuffer_get_length(in));
+		break;
+	}
 	default:
 		break;	/* kept until the state allows it */
 	}
@@ -582,7 +598,10 @@ session_side_event(struct session *s, struct side *sd, short what)
 		if (sd->eof && (what & BEV_EVENT_READING))
 			return;
 		relay_error_words(sd, peer, false, why, sizeof(why));
-		session_close(s, sd == &s->client ? "client-error" : "backend-error", "%s", why);
+		if (sd == &s->client)
+			session_close(s, "client-error", "%s", why);
+		else	/* the client is fine: what it is owed still goes out */
+			session_finish(s, "backend-error", why);
 		return;
 	}
 	if (what & BEV_EVENT_EOF)
@@ -675,8 +694,8 @@ session_finish(struct session *s, const char *end, const char *reason)
 {
 	if (s->dead)
 		return;
-	if (s->client.bev == NULL || relay_pending(&s->client) == 0 ||
-	    s->state == SESSION_HANDSHAKE) {
+	if (s->client.bev == NULL || s->client.fin_sent || s->state == SESSION_HANDSHAKE ||
+	    s->state == SESSION_UPGRADING) {
 		session_close(s, end, "%s", reason ? reason : "");
 		return;
 	}
@@ -686,7 +705,10 @@ session_finish(struct session *s, const char *end, const char *reason)
 	session_enter(s, SESSION_CLOSING);
 	s->phase_deadline = now_ms() + SESSION_LINGER_MS;
 	session_update_reading(s);
-	session_arm(s);
+	if (relay_pending(&s->client) == 0)
+		session_schedule(s, SESSION_WORK_CLOSE);
+	else
+		session_arm(s);
 }
 
 static void

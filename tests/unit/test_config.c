@@ -141,11 +141,11 @@ test_protocol_errors(void **state)
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\";\n"
 	    "  protocol = \"tcpp\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
-	    "t.conf:2: listeners.[0].protocol: unknown protocol \"tcpp\" (expected one of tcp)");
+	    "t.conf:2: listeners.[0].protocol: unknown protocol \"tcpp\" (expected one of smtp, line, tcp)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\";\n"
 	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
-	    "t.conf:1: listeners.[0]: protocol is required (expected one of tcp)");
+	    "t.conf:1: listeners.[0]: protocol is required (expected one of smtp, line, tcp)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  client_tls = \"starttls\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
@@ -276,6 +276,61 @@ test_backend_errors(void **state)
 	    "t.conf:2: listeners.[0].backend.tls: unknown value \"tls\" (expected one of none, implicit, starttls)");
 }
 
+static void
+test_protocol_defaults(void **state)
+{
+	const char *text =
+	    "listeners = ( { name = \"mail\"; listen = \"127.0.0.1:1\"; protocol = \"smtp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; },\n"
+	    "  { name = \"demo\"; listen = \"127.0.0.1:3\"; protocol = \"line\";\n"
+	    "  backend = { address = \"127.0.0.1:4\"; }; },\n"
+	    "  { name = \"custom\"; listen = \"127.0.0.1:5\"; protocol = \"line\"; require_tls = true;\n"
+	    "  line = { command = \"UPGRADE\"; reply = \"OK go\"; refusal = \"NO\"; };\n"
+	    "  backend = { address = \"127.0.0.1:6\"; }; } );\n";
+	struct config	*cfg = config_load_string(text, "t.conf", &errs);
+
+	assert_non_null(cfg);
+	assert_ptr_equal(cfg->listeners[0].proto, &proto_smtp);
+	assert_int_equal(cfg->listeners[0].client_tls, CLIENT_TLS_STARTTLS);
+	assert_true(cfg->listeners[0].require_tls);
+	assert_ptr_equal(cfg->listeners[1].proto, &proto_line);
+	assert_int_equal(cfg->listeners[1].client_tls, CLIENT_TLS_STARTTLS);
+	assert_false(cfg->listeners[1].require_tls);
+	assert_string_equal(cfg->listeners[1].line.command, "STARTTLS");
+	assert_string_equal(cfg->listeners[1].line.reply, "");
+	assert_string_equal(cfg->listeners[1].line.refusal, "ERR STARTTLS required");
+	assert_true(cfg->listeners[2].require_tls);
+	assert_string_equal(cfg->listeners[2].line.command, "UPGRADE");
+	assert_string_equal(cfg->listeners[2].line.reply, "OK go");
+	assert_string_equal(cfg->listeners[2].line.refusal, "NO");
+	config_unref(cfg);
+}
+
+static void
+test_protocol_block_errors(void **state)
+{
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"smtp\";\n"
+	    "  line = { command = \"GO\"; };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].line: only applies to listeners with protocol = \"line\"");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"line\";\n"
+	    "  line = { command = \"START TLS\"; };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].line.command: expected one word, such as \"STARTTLS\"");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"line\";\n"
+	    "  line = { reply = \"two\\nlines\"; };\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].line.reply: expected printable text of at most 512 characters, without CR or LF");
+	expect_error(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"smtp\";\n"
+	    "  client_tls = \"none\"; require_tls = true;\n"
+	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
+	    "t.conf:2: listeners.[0].require_tls: cannot be true with client_tls = \"none\"");
+}
+
 /* What later releases implement is refused clearly, not ignored. */
 static void
 test_not_supported_yet(void **state)
@@ -327,6 +382,8 @@ main(void)
 		cmocka_unit_test(test_number_errors),
 		cmocka_unit_test(test_tls_errors),
 		cmocka_unit_test(test_backend_errors),
+		cmocka_unit_test(test_protocol_defaults),
+		cmocka_unit_test(test_protocol_block_errors),
 		cmocka_unit_test(test_not_supported_yet),
 		cmocka_unit_test(test_all_errors_collected),
 	};

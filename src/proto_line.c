@@ -1,0 +1,133 @@
+/*
+ * line: the upgradeable line protocol (PING, PONG, STARTTLS, QUIT).
+ *
+ * Lines end in LF or CRLF.  A line equal to line.command (ignoring case)
+ * is answered with line.reply, if not empty, in the line ending the client
+ * used, and the client side is upgraded; it never reaches the backend.
+ * Under require_tls every other line before the upgrade gets
+ * line.refusal.  Each relayed line is taken to expect one reply line, so
+ * that an upgrade pipelined behind a line waits for that line's reply.
+ * After the upgrade the session is relayed transparently.
+ */
+#include "autoconfig.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "line_parse.h"
+#include "proto.h"
+
+struct line {
+	const struct listener_conf *conf;
+	size_t			 outstanding;	/* relayed lines not answered yet */
+};
+
+static void *
+line_new(const struct listener_conf *conf)
+{
+	struct line	*m = calloc(1, sizeof(*m));
+
+	if (m != NULL)
+		m->conf = conf;
+	return m;
+}
+
+static void
+line_free(void *m)
+{
+	free(m);
+}
+
+static void
+line_reply(struct proto_io *io, const char *text, bool crlf)
+{
+	evbuffer_add(io->to_client, text, strlen(text));
+	evbuffer_add(io->to_client, crlf ? "\r\n" : "\n", crlf ? 2 : 1);
+	io->refused++;
+}
+
+static enum proto_verdict
+line_client_input(struct proto_io *io)
+{
+	struct line		*m = io->state;
+	const struct line_conf	*lc = &m->conf->line;
+	size_t			 len, linelen, textlen;
+	const char		*p;
+
+	if (m->conf->client_tls != CLIENT_TLS_STARTTLS || io->client_tls)
+		return PROTO_TRANSPARENT;
+	while ((len = evbuffer_get_length(io->in)) > 0) {
+		p = (const char *)evbuffer_pullup(io->in,
+		    (ssize_t)(len < LINE_MAX_PRE_TLS ? len : LINE_MAX_PRE_TLS));
+		switch (line_next(p, len, LINE_MAX_PRE_TLS, &linelen, &textlen)) {
+		case PARSE_NEED_MORE:
+			return PROTO_CONTINUE;
+		case PARSE_OK:
+			break;
+		default:
+			evbuffer_drain(io->in, len);
+			io->end = "protocol-error";
+			io->reason = "a line longer than 8 KiB before TLS";
+			return PROTO_CLOSE;
+		}
+		if (line_equals(p, textlen, lc->command)) {
+			bool crlf = linelen > textlen + 1;
+
+			if (m->outstanding > 0)
+				return PROTO_HOLD;	/* answer in order */
+			evbuffer_drain(io->in, linelen);
+			if (lc->reply[0] != '\0')
+				line_reply(io, lc->reply, crlf);
+			return PROTO_UPGRADE;
+		}
+		if (m->conf->require_tls) {
+			bool crlf = linelen > textlen + 1;
+
+			evbuffer_drain(io->in, linelen);
+			line_reply(io, lc->refusal, crlf);
+			continue;
+		}
+		evbuffer_remove_buffer(io->in, io->to_backend, linelen);
+		m->outstanding++;
+	}
+	return PROTO_CONTINUE;
+}
+
+static enum proto_verdict
+line_backend_input(struct proto_io *io)
+{
+	struct line		*m = io->state;
+	struct evbuffer_iovec	 v[16];
+	size_t			 lines = 0;
+	int			 n;
+
+	/* count the reply lines; the bytes pass as they are */
+	n = evbuffer_peek(io->in, -1, NULL, v, 16);
+	for (int i = 0; i < n && i < 16; i++)
+		lines += line_count(v[i].iov_base, v[i].iov_len);
+	m->outstanding -= lines < m->outstanding ? lines : m->outstanding;
+	evbuffer_add_buffer(io->to_client, io->in);
+	return PROTO_CONTINUE;
+}
+
+static enum proto_verdict
+line_tls_ready(struct proto_io *io)
+{
+	return PROTO_TRANSPARENT;
+}
+
+const struct proto proto_line = {
+	.name = "line",
+	.default_client_tls = CLIENT_TLS_STARTTLS,
+	.default_require_tls = false,
+	.has_upgrade = true,
+	.connect_early = true,
+	.block = "line",
+	.session_new = line_new,
+	.session_free = line_free,
+	.client_input = line_client_input,
+	.backend_input = line_backend_input,
+	.tls_ready = line_tls_ready,
+};

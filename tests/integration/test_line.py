@@ -1,0 +1,191 @@
+"""protocol line: the upgradeable-stream demo (PING, PONG, STARTTLS, QUIT),
+driven by an asyncio client that upgrades with StreamWriter.start_tls, in
+front of a line server that answers PING with PONG."""
+import asyncio
+import socket
+import ssl
+import time
+
+import pytest
+
+from helpers import MemTLS, Server, client_ctx, free_port, recv_all, recv_until
+
+
+def line_server():
+    """PING -> PONG, QUIT -> BYE and close, anything else -> ECHO <line>."""
+    def handler(conn, srv):
+        buf = b""
+        while True:
+            while b"\n" not in buf:
+                d = conn.recv(4096)
+                if not d:
+                    return
+                buf += d
+            line, buf = buf.split(b"\n", 1)
+            srv.record(line + b"\n")
+            word = line.rstrip(b"\r")
+            if word == b"PING":
+                conn.sendall(b"PONG\r\n")
+            elif word == b"QUIT":
+                conn.sendall(b"BYE\r\n")
+                return
+            else:
+                conn.sendall(b"ECHO " + word + b"\r\n")
+    return Server(handler)
+
+
+def line_conf(port, backend, pki, line_block="", extra=""):
+    return f"""
+listeners = (
+  {{ name = "demo"; listen = "127.0.0.1:{port}"; protocol = "line";
+    {extra}
+    tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
+    {line_block}
+    backend = {{ address = "127.0.0.1:{backend}"; }};
+  }}
+);
+"""
+
+
+async def demo_client(port, ca, expect_reply=None):
+    """The asyncio demo: PING, PONG, STARTTLS, start_tls, PING, PONG, QUIT."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    transcript = []
+    writer.write(b"PING\r\n")
+    transcript.append(await asyncio.wait_for(reader.readline(), 10))
+    writer.write(b"STARTTLS\r\n")
+    await writer.drain()
+    if expect_reply is not None:
+        transcript.append(await asyncio.wait_for(reader.readline(), 10))
+    await asyncio.wait_for(writer.start_tls(client_ctx(ca), server_hostname="localhost"), 10)
+    writer.write(b"PING\r\n")
+    transcript.append(await asyncio.wait_for(reader.readline(), 10))
+    writer.write(b"QUIT\r\n")
+    transcript.append(await asyncio.wait_for(reader.readline(), 10))
+    transcript.append(await asyncio.wait_for(reader.read(), 10))
+    writer.close()
+    return transcript
+
+
+@pytest.fixture
+def backend():
+    srv = line_server()
+    yield srv
+    srv.close()
+
+
+def test_asyncio_demo_client_without_reply(daemon, pki, backend):
+    port = free_port()
+    d = daemon(line_conf(port, backend.port, pki))
+    t = asyncio.run(demo_client(port, pki.ca))
+    assert t == [b"PONG\r\n", b"PONG\r\n", b"BYE\r\n", b""]
+    assert bytes(backend.received) == b"PING\r\nPING\r\nQUIT\r\n"
+    line = d.wait_session()[0]
+    assert "upgraded=starttls" in line and "tls=TLSv1.3" in line
+
+
+def test_asyncio_demo_client_with_reply_ok(daemon, pki, backend):
+    port = free_port()
+    d = daemon(line_conf(port, backend.port, pki, 'line = { reply = "OK"; };'))
+    t = asyncio.run(demo_client(port, pki.ca, expect_reply=True))
+    assert t == [b"PONG\r\n", b"OK\r\n", b"PONG\r\n", b"BYE\r\n", b""]
+    assert b"STARTTLS" not in backend.received
+    d.wait_session()
+
+
+def test_lf_line_endings_and_custom_verb(daemon, pki, backend):
+    port = free_port()
+    daemon(line_conf(port, backend.port, pki, 'line = { command = "UPGRADE"; reply = "GO AHEAD"; };'))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"PING\n")
+        assert recv_until(c, b"\n") == b"PONG\r\n"
+        c.sendall(b"starttls\n")  # not the configured verb: relayed
+        assert recv_until(c, b"\n") == b"ECHO starttls\r\n"
+        c.sendall(b"upgrade\n")
+        assert recv_until(c, b"\n") == b"GO AHEAD\n"  # in the client's line ending
+        t = client_ctx(pki.ca).wrap_socket(c, server_hostname="localhost")
+        t.sendall(b"PING\n")
+        assert recv_until(t, b"\n") == b"PONG\r\n"
+
+
+def test_require_tls_refuses_lines_before_the_upgrade(daemon, pki, backend):
+    port = free_port()
+    daemon(line_conf(port, backend.port, pki, extra="require_tls = true;"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"PING\r\nQUIT\r\n")
+        assert recv_until(c, b"required\r\nERR STARTTLS required\r\n") == \
+            b"ERR STARTTLS required\r\nERR STARTTLS required\r\n"
+        c.sendall(b"STARTTLS\r\n")
+        t = client_ctx(pki.ca).wrap_socket(c, server_hostname="localhost")
+        t.sendall(b"PING\r\n")
+        assert recv_until(t, b"\n") == b"PONG\r\n"
+    assert bytes(backend.received) == b"PING\r\n"  # only the one sent inside TLS
+
+
+def test_client_hello_in_the_same_write_as_the_verb(daemon, pki, backend):
+    """A client with no reply to wait for sends its ClientHello at once:
+    it must be kept for the handshake, not discarded."""
+    port = free_port()
+    d = daemon(line_conf(port, backend.port, pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        t = MemTLS(c, client_ctx(pki.ca), "localhost")
+        try:
+            t.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        c.sendall(b"STARTTLS\r\n" + t.out.read())
+        t.handshake()
+        t.send(b"PING\r\n")
+        assert t.recv() == b"PONG\r\n"
+        t.close_notify()
+    line = d.wait_session()[0]
+    assert "discarded=" not in line and "upgraded=starttls" in line
+
+
+def test_injection_behind_the_verb_is_discarded(daemon, pki, backend):
+    port = free_port()
+    d = daemon(line_conf(port, backend.port, pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        t = MemTLS(c, client_ctx(pki.ca), "localhost")
+        try:
+            t.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        c.sendall(b"STARTTLS\r\nQUIT\r\n" + t.out.read())
+        t.handshake()
+        t.send(b"PING\r\n")
+        assert t.recv() == b"PONG\r\n"
+    assert bytes(backend.received) == b"PING\r\n"
+    assert "discarded=6" in d.wait_session()[0]
+
+
+def test_pipelined_ping_then_starttls_answers_in_order(daemon, pki, backend):
+    port = free_port()
+    daemon(line_conf(port, backend.port, pki, 'line = { reply = "OK"; };'))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"PING\r\nPING\r\nSTARTTLS\r\n")
+        assert recv_until(c, b"OK\r\n") == b"PONG\r\nPONG\r\nOK\r\n"
+        t = client_ctx(pki.ca).wrap_socket(c, server_hostname="localhost")
+        t.sendall(b"PING\r\n")
+        assert recv_until(t, b"\n") == b"PONG\r\n"
+
+
+def test_overlong_line_before_tls_closes(daemon, pki, backend):
+    port = free_port()
+    d = daemon(line_conf(port, backend.port, pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"x" * 9000)
+        assert recv_all(c) == b""
+    line = d.wait_session()[0]
+    assert "end=protocol-error" in line and "longer than 8 KiB" in line
+    assert backend.received == b""
+
+
+def test_after_the_upgrade_long_lines_pass_transparently(daemon, pki, backend):
+    port = free_port()
+    daemon(line_conf(port, backend.port, pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"STARTTLS\r\n")
+        t = client_ctx(pki.ca).wrap_socket(c, server_hostname="localhost")
+        t.sendall(b"y" * 20000 + b"\r\n")
+        assert recv_until(t, b"\n") == b"ECHO " + b"y" * 20000 + b"\r\n"

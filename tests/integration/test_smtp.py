@@ -1,0 +1,337 @@
+"""protocol smtp: swaks, openssl s_client -starttls smtp and Python's
+smtplib and ssl through the daemon to aiosmtpd (a real SMTP server)."""
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from helpers import (client_ctx, free_port, recv_all, recv_until, s_client, server_ctx,
+                     wait_for)
+from smtp_backend import SMTPBackend
+
+
+def smtp_conf(port, backend, extra="", backend_extra="", pki=None, glob=""):
+    tls = ""
+    if pki is not None:
+        tls = f'tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};'
+    return f"""
+{glob}
+listeners = (
+  {{ name = "submission"; listen = "127.0.0.1:{port}"; protocol = "smtp";
+    {extra}
+    {tls}
+    backend = {{ address = "{backend}"; {backend_extra} }};
+  }}
+);
+"""
+
+
+@pytest.fixture
+def mta(pki):
+    b = SMTPBackend(starttls_ctx=server_ctx(pki.backend_cert, pki.backend_key))
+    yield b
+    b.stop()
+
+
+def read_reply(sock, timeout=10):
+    """One whole SMTP reply (all its lines)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while True:
+        lines = buf.split(b"\r\n")
+        for line in lines[:-1]:
+            if len(line) >= 4 and line[3:4] == b" " or len(line) == 3:
+                return buf
+        chunk = sock.recv(4096)
+        if not chunk:
+            return buf
+        buf += chunk
+
+
+def starttls(sock, pki, name="localhost"):
+    sock.sendall(b"STARTTLS\r\n")
+    assert read_reply(sock).startswith(b"220 2.0.0")
+    return client_ctx(pki.ca).wrap_socket(sock, server_hostname=name)
+
+
+MESSAGE = (b"From: sender@example.org\r\nTo: rcpt@example.net\r\nSubject: through the proxy\r\n\r\n"
+           b"line one\r\n.a line that starts with a dot\r\n\r\n\xc3\xa9 eight bit\r\nlast line\r\n")
+
+
+def test_swaks_sends_a_message_byte_for_byte(daemon, pki, mta, tmp_path):
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    msg = tmp_path / "message.eml"
+    msg.write_bytes(MESSAGE[:-2])  # swaks ends the data with CRLF itself
+    r = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--tls", "--tls-verify",
+                        "--tls-ca-path", str(pki.ca), "--tls-sni", "localhost",
+                        "--from", "sender@example.org", "--to", "rcpt@example.net",
+                        "--data", str(msg)], capture_output=True, timeout=30)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert "<-  220 2.0.0 Ready to start TLS" in out
+    assert "<~  250 OK message accepted" in out
+    assert len(mta.messages) == 1
+    frm, rcpts, content = mta.messages[0]
+    assert (frm, rcpts) == ("sender@example.org", ["rcpt@example.net"])
+    assert content == MESSAGE
+    assert "STARTTLS" not in mta.verbs()
+    line = d.wait_session()[0]
+    assert "upgraded=starttls" in line and "tls=TLSv1.3" in line and "discarded=" not in line
+
+
+def test_openssl_s_client_starttls_verifies_the_chain(daemon, pki, mta):
+    port = free_port()
+    daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    r = s_client(port, ["-starttls", "smtp", "-CAfile", str(pki.ca), "-verify_return_error",
+                        "-servername", "localhost", "-ign_eof"], b"EHLO client.test\r\nQUIT\r\n")
+    out, err = r.stdout.decode(), r.stderr.decode()
+    assert r.returncode == 0, err
+    assert "Verification: OK" in err
+    assert "250-backend.test" in out and "221" in out
+    ehlo = out.split("250-backend.test", 1)[1].split("221", 1)[0]
+    assert "STARTTLS" not in ehlo  # removed inside TLS, though the backend offers it
+    assert "AUTH LOGIN PLAIN" in ehlo
+
+
+def test_cleartext_ehlo_advertises_starttls_hides_auth(daemon, pki, mta):
+    port = free_port()
+    daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert read_reply(c).startswith(b"220 ")
+        c.sendall(b"EHLO client.test\r\n")
+        ehlo = read_reply(c)
+    lines = ehlo.split(b"\r\n")[:-1]
+    assert lines[0] == b"250-backend.test"
+    assert lines[-1] == b"250 STARTTLS"
+    assert sum(b"STARTTLS" in l for l in lines) == 1
+    assert not any(b"AUTH" in l for l in lines)
+    assert b"250-SIZE 33554432" in lines
+
+
+def test_require_tls_refuses_mail_and_the_server_never_sees_it(daemon, pki, mta):
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        c.sendall(b"EHLO client.test\r\n")
+        read_reply(c)
+        for cmd in (b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>", b"DATA",
+                    b"AUTH PLAIN AGFsaWNlAHNlY3JldA==", b"VRFY root"):
+            c.sendall(cmd + b"\r\n")
+            assert read_reply(c) == b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+        c.sendall(b"NOOP\r\n")
+        assert read_reply(c).startswith(b"250")
+        c.sendall(b"QUIT\r\n")
+        assert read_reply(c).startswith(b"221")
+    d.wait_session()
+    assert mta.verbs() == ["EHLO", "NOOP", "QUIT"]
+
+
+def test_command_injected_behind_starttls_never_reaches_the_server(daemon, pki, mta):
+    """CVE-2011-0411: "STARTTLS\\r\\nRSET\\r\\n" in one write."""
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        c.sendall(b"EHLO client.test\r\n")
+        read_reply(c)
+        c.sendall(b"STARTTLS\r\nRSET\r\n")
+        c.settimeout(10)
+        got = b""
+        while b"\r\n" not in got:
+            got += c.recv(4096)
+        assert got == b"220 2.0.0 Ready to start TLS\r\n"
+        t = client_ctx(pki.ca).wrap_socket(c, server_hostname="localhost")
+        t.sendall(b"NOOP\r\n")
+        # the first reply inside TLS is the one to NOOP: nothing answers RSET
+        assert read_reply(t) == b"250 OK\r\n"
+        t.sendall(b"QUIT\r\n")
+        read_reply(t)
+    line = d.wait_session()[0]
+    assert "discarded=6" in line
+    assert "RSET" not in mta.verbs()
+    assert "command injection" in d.log()
+
+
+def test_starttls_waits_for_earlier_pipelined_reply(daemon, pki, mta):
+    port = free_port()
+    daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        c.sendall(b"EHLO client.test\r\nNOOP\r\nSTARTTLS\r\n")
+        buf = b""
+        c.settimeout(10)
+        while b"220 2.0.0" not in buf:
+            buf += c.recv(4096)
+        lines = buf.split(b"\r\n")
+        assert lines[-2] == b"220 2.0.0 Ready to start TLS"
+        assert lines[-3] == b"250 OK"  # NOOP's reply came first
+        assert lines[0] == b"250-backend.test"
+        t = client_ctx(pki.ca).wrap_socket(c, server_hostname="localhost")
+        t.sendall(b"QUIT\r\n")
+        assert read_reply(t).startswith(b"221")
+
+
+def test_pipelined_commands_keep_their_order_inside_tls(daemon, pki, mta):
+    port = free_port()
+    daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        t = starttls(c, pki)
+        t.sendall(b"EHLO client.test\r\n")
+        read_reply(t)
+        t.sendall(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n")
+        buf = b""
+        t.settimeout(10)
+        while b"354" not in buf:
+            buf += t.recv(4096)
+        assert buf.split(b"\r\n")[:4] == [b"250 OK", b"250 OK", b"250 OK",
+                                          b"354 End data with <CR><LF>.<CR><LF>"]
+        t.sendall(b"Subject: pipelined\r\n\r\nSTARTTLS\r\nQUIT\r\n.\r\nNOOP\r\n")
+        assert read_reply(t) == b"250 OK message accepted\r\n"
+        assert read_reply(t) == b"250 OK\r\n"
+        t.sendall(b"QUIT\r\n")
+        read_reply(t)
+    # DATA content is content: the "STARTTLS" and "QUIT" lines in it were not commands
+    assert mta.messages[0][2] == b"Subject: pipelined\r\n\r\nSTARTTLS\r\nQUIT\r\n"
+
+
+def test_second_starttls_inside_tls_is_refused(daemon, pki, mta):
+    port = free_port()
+    daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        t = starttls(c, pki)
+        t.sendall(b"EHLO client.test\r\n")
+        assert b"STARTTLS" not in read_reply(t)
+        t.sendall(b"STARTTLS\r\n")
+        assert read_reply(t) == b"503 5.5.1 TLS already active\r\n"
+        t.sendall(b"NOOP\r\n")
+        assert read_reply(t) == b"250 OK\r\n"
+    assert "STARTTLS" not in mta.verbs()
+
+
+def test_cleartext_transaction_is_forgotten_after_the_upgrade(daemon, pki, mta):
+    """Without require_tls a transaction may start in cleartext; after
+    STARTTLS the backend gets an RSET whose reply the client never sees."""
+    port = free_port()
+    daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki, extra="require_tls = false;"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        c.sendall(b"EHLO client.test\r\n")
+        ehlo = read_reply(c)
+        assert b"AUTH" in ehlo and ehlo.endswith(b"250 STARTTLS\r\n")
+        c.sendall(b"MAIL FROM:<cleartext@example.org>\r\n")
+        assert read_reply(c) == b"250 OK\r\n"
+        t = starttls(c, pki)
+        t.sendall(b"EHLO client.test\r\n")
+        read_reply(t)
+        t.sendall(b"MAIL FROM:<tls@example.org>\r\n")
+        assert read_reply(t) == b"250 OK\r\n"  # no "nested MAIL command"
+    assert mta.verbs()[:5] == ["EHLO", "MAIL", "RSET", "EHLO", "MAIL"]
+
+
+def test_line_too_long_before_tls(daemon, pki, mta):
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        c.sendall(b"EHLO " + b"x" * 5000 + b"\r\n")
+        assert recv_all(c) == b"500 5.5.2 Line too long\r\n"
+    line = d.wait_session()[0]
+    assert "end=protocol-error" in line and "longer than 4 KiB before TLS" in line
+    assert mta.verbs() == []
+
+
+def test_backend_down_gives_421(daemon, pki):
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{free_port()}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert recv_all(c) == b"421 4.3.2 Service not available\r\n"
+    assert "end=backend-unreachable" in d.wait_session()[0]
+
+
+def test_tls_backend_implicit_smtps(daemon, pki, tmp_path):
+    mta = SMTPBackend(implicit_ctx=server_ctx(pki.backend_cert, pki.backend_key))
+    port = free_port()
+    try:
+        d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
+                             backend_extra=f'tls = "implicit"; ca = "{pki.ca}"; server_name = "backend.test";'))
+        msg = tmp_path / "m.eml"
+        msg.write_bytes(MESSAGE[:-2])
+        r = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--tls", "--from", "a@example.org",
+                            "--to", "b@example.org", "--data", str(msg)], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stdout.decode()
+        assert mta.messages[0][2] == MESSAGE
+        assert "upgraded=starttls" in d.wait_session()[0]
+    finally:
+        mta.stop()
+
+
+def test_cleartext_timeout(daemon, pki, mta):
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki, extra="timeouts = { cleartext = 1; };"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        c.sendall(b"EHLO client.test\r\n")
+        t0 = time.monotonic()
+        read_reply(c)
+        assert recv_all(c) == b""
+        assert time.monotonic() - t0 < 4
+    assert "end=timeout-cleartext" in d.wait_session()[0]
+
+
+def test_garbage_instead_of_client_hello(daemon, pki, mta):
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        c.sendall(b"STARTTLS\r\n")
+        assert read_reply(c).startswith(b"220")
+        c.sendall(b"MAIL FROM:<plaintext@example.org>\r\n")
+        recv_all(c)
+    line = d.wait_session()[0]
+    assert "end=handshake-failed" in line and "plaintext from the client" in line
+    assert "MAIL" not in mta.verbs()
+    # the daemon goes on
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert read_reply(c).startswith(b"220 ")
+
+
+def test_client_hello_in_one_byte_writes(daemon, pki, mta):
+    from helpers import MemTLS
+    port = free_port()
+    daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        read_reply(c)
+        c.sendall(b"STARTTLS\r\n")
+        read_reply(c)
+        t = MemTLS(c, client_ctx(pki.ca), "localhost")
+        try:
+            t.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hello = t.out.read()
+        assert hello[0] == 0x16
+        for i in range(len(hello)):
+            c.sendall(hello[i:i + 1])
+            time.sleep(0.001)
+        t.handshake()
+        t.send(b"NOOP\r\n")
+        assert t.recv() == b"250 OK\r\n"
+
+
+def test_busy_reply_past_max_connections(daemon, pki, mta):
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki, extra="max_connections = 1;"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as a:
+        assert read_reply(a).startswith(b"220 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as b:
+            assert recv_all(b) == b"421 4.3.2 Too many connections, try again later\r\n"
+        a.sendall(b"NOOP\r\n")
+        assert read_reply(a) == b"250 OK\r\n"
+    d.wait_log("max_connections")
