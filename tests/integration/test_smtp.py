@@ -335,3 +335,27 @@ def test_busy_reply_past_max_connections(daemon, pki, mta):
         a.sendall(b"NOOP\r\n")
         assert read_reply(a) == b"250 OK\r\n"
     d.wait_log("max_connections")
+
+
+def test_client_disconnects_mid_handshake(daemon, pki, mta):
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        c.sendall(b"STARTTLS\r\n")
+        read_reply(c)
+        c.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello cut short
+    line = d.wait_session()[0]
+    assert "end=handshake-failed" in line
+    assert "the client closed the connection during the TLS handshake" in line
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert read_reply(c).startswith(b"220 ")
+
+
+def test_no_shared_cipher_is_logged(daemon, pki, mta):
+    port = free_port()
+    daemon_ = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    r = s_client(port, ["-starttls", "smtp", "-tls1_2", "-cipher", "AES128-SHA"])
+    assert r.returncode != 0
+    line = daemon_.wait_session()[0]
+    assert "end=handshake-failed" in line and "no shared cipher with the client" in line
