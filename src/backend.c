@@ -73,7 +73,8 @@ backend_resolved(int err, struct evutil_addrinfo *res, void *arg)
 	}
 	if (err != 0 || res == NULL) {
 		snprintf(why, sizeof(why), "cannot resolve %s: %s",
-		    s->lc->backend.address.host, evutil_gai_strerror(err));
+		    s->target ? s->target->host : s->lc->backend.address.host,
+		    evutil_gai_strerror(err));
 		session_backend_failed(s, "backend-unreachable", why);
 		return;
 	}
@@ -84,11 +85,17 @@ backend_resolved(int err, struct evutil_addrinfo *res, void *arg)
 void
 backend_connect(struct session *s)
 {
-	const struct addr		*a = &s->lc->backend.address;
+	const struct addr		*a = s->target ? s->target : &s->lc->backend.address;
 	struct evutil_addrinfo		 hints;
 	struct evdns_getaddrinfo_request *req;
 	char				 port[8];
 
+	if (s->bstate != BACKEND_IDLE)
+		return;
+	if (s->target == NULL && !s->lc->backend.has_address) {
+		session_backend_failed(s, "backend-unreachable", "no backend for this request (backend.address is not set)");
+		return;
+	}
 	s->connect_deadline = now_ms() + s->lc->timeouts.connect * 1000ULL;
 	session_arm(s);
 	if (a->kind != ADDR_NAME) {
@@ -127,8 +134,9 @@ backend_tls_start(struct session *s)
 	struct bufferevent		*f;
 	SSL				*ssl;
 
-	ssl = tls_client_ssl(s->lc->tls_backend,
-	    b->address.kind == ADDR_UNIX ? NULL : b->address.host);
+	const struct addr		*a = s->target ? s->target : &b->address;
+
+	ssl = tls_client_ssl(s->lc->tls_backend, a->kind == ADDR_UNIX ? NULL : a->host);
 	if (ssl == NULL) {
 		session_backend_failed(s, "internal", "cannot create a TLS session for the backend");
 		return;
@@ -186,7 +194,7 @@ backend_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (what & BEV_EVENT_CONNECTED) {
 		if (s->bstate == BACKEND_CONNECTING) {
-			if (s->lc->backend.address.kind != ADDR_UNIX) {
+			if (bufferevent_getfd(s->backend.sock) >= 0) {
 				int one = 1;
 
 				(void)setsockopt(bufferevent_getfd(s->backend.sock),

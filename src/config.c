@@ -914,6 +914,12 @@ parse_listener(struct walk *w, const config_setting_t *g, const char *path,
 	    (lc->proto == NULL || strcmp(lc->proto->name, "http") != 0))
 		problem(w, sub, sp, "address is required (host:port, [v6]:port or unix:/path)");
 
+	if (lc->proto != NULL && strcmp(lc->proto->name, "http") == 0 &&
+	    !lc->backend.has_address && config_setting_get_member(g, "backend") == NULL &&
+	    !(config_setting_get_member(g, "http") != NULL &&
+	    config_setting_get_member(config_setting_get_member(g, "http"), "connect_allow") != NULL))
+		problem(w, g, path, "an http listener needs backend.address, http.connect_allow or both");
+
 	/* A protocol's own block is allowed only on a listener of that protocol. */
 	for (size_t k = 0; k < 2; k++) {
 		const char *blk = k == 0 ? "line" : "http";

@@ -10,6 +10,8 @@
 
 const struct proto *const proto_table[] = {
 	&proto_smtp,
+	&proto_ldap,
+	&proto_http,
 	&proto_line,
 	&proto_tcp,
 	NULL

@@ -11,6 +11,9 @@
  *                      is parsing (not after PROTO_TRANSPARENT)
  *   backend_input      likewise for backend bytes
  *   tls_ready          when the client's TLS handshake has completed
+ *   backend_ready      when the backend is up, if the module asked for it
+ *                      with PROTO_CONNECT (or whenever it comes up while
+ *                      the module still parses)
  *   backend_failed     when the backend cannot be reached: queue the
  *                      protocol's error reply (the session then closes)
  *   busy               past max_connections: the protocol's busy reply
@@ -32,6 +35,8 @@ enum proto_verdict {
 	PROTO_UPGRADE,		/* the verb was answered: start TLS on the client side */
 	PROTO_TRANSPARENT,	/* nothing left to enforce: relay without parsing */
 	PROTO_CLOSE,		/* flush what is queued to the client, then close */
+	PROTO_CONNECT,		/* reach the backend (io->connect_to, or backend.address)
+				   and hold the client until backend_ready */
 };
 
 /* What a module works on; the session fills it for each call. */
@@ -42,6 +47,8 @@ struct proto_io {
 	struct evbuffer		*in;		/* input of the side being handled */
 	struct evbuffer		*to_client;
 	struct evbuffer		*to_backend;
+	const struct addr	*connect_to;	/* with PROTO_CONNECT: instead of backend.address */
+	bool			 timed_out;	/* backend_failed: the connect timed out */
 	const char		*end;		/* set with PROTO_CLOSE: end= in the log */
 	const char		*reason;	/* and why, in words */
 	size_t			 refused;	/* requests answered by the proxy so far */
@@ -53,6 +60,7 @@ struct proto {
 	bool		 default_require_tls;
 	bool		 has_upgrade;		/* has a cleartext upgrade verb */
 	bool		 connect_early;		/* connect the backend before any client byte */
+	bool		 keep_backend_at_upgrade; /* backend bytes belong to the tunnel */
 	const char	*block;			/* its own settings group, or NULL */
 
 	void		*(*session_new)(const struct listener_conf *);
@@ -60,6 +68,7 @@ struct proto {
 	enum proto_verdict (*client_input)(struct proto_io *);
 	enum proto_verdict (*backend_input)(struct proto_io *);
 	enum proto_verdict (*tls_ready)(struct proto_io *);
+	enum proto_verdict (*backend_ready)(struct proto_io *);
 	void		 (*backend_failed)(struct proto_io *);
 	void		 (*busy)(struct evbuffer *to_client);
 };
@@ -71,6 +80,8 @@ const char	*proto_names(void);
 extern const struct proto *const proto_table[];
 
 extern const struct proto proto_smtp;
+extern const struct proto proto_ldap;
+extern const struct proto proto_http;
 extern const struct proto proto_line;
 extern const struct proto proto_tcp;
 

@@ -393,7 +393,7 @@ session_upgrade(struct session *s)
 	 * Backend bytes not yet delivered came before the upgrade: they must
 	 * never reach the client inside TLS as if they came after it.
 	 */
-	if (s->bstate == BACKEND_UP &&
+	if (s->bstate == BACKEND_UP && !s->proto->keep_backend_at_upgrade &&
 	    (n = evbuffer_get_length(bin = bufferevent_get_input(s->backend.bev))) > 0) {
 		evbuffer_drain(bin, n);
 		log_warnx("listener %s client %s: discarded %zu bytes the backend %s sent before the upgrade",
@@ -424,9 +424,21 @@ session_verdict(struct session *s, enum proto_verdict v, struct proto_io *io)
 	case PROTO_TRANSPARENT:
 		s->held = false;
 		session_enter(s, SESSION_RELAY);
+		if (s->bstate == BACKEND_IDLE) {
+			backend_connect(s);
+			if (s->dead)
+				return;
+		}
 		relay_forward(s, &s->client, &s->backend);
 		if (s->bstate == BACKEND_UP)
 			relay_forward(s, &s->backend, &s->client);
+		break;
+	case PROTO_CONNECT:
+		s->held = true;
+		s->target = io->connect_to;
+		backend_connect(s);
+		if (s->dead)
+			return;
 		break;
 	case PROTO_CLOSE:
 		session_finish(s, io->end ? io->end : "protocol-error", io->reason);
@@ -658,6 +670,15 @@ session_backend_up(struct session *s)
 		s->pending = NULL;
 	}
 	bufferevent_enable(s->backend.bev, EV_WRITE);
+	if (s->proto->backend_ready != NULL &&
+	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
+		struct proto_io io;
+
+		session_io(s, &io, NULL);
+		session_verdict(s, s->proto->backend_ready(&io), &io);
+		if (s->dead)
+			return;
+	}
 	if (s->state == SESSION_RELAY)
 		relay_forward(s, &s->client, &s->backend);
 	if (s->dead)
@@ -682,6 +703,7 @@ session_backend_failed(struct session *s, const char *end, const char *why)
 	if (s->proto->backend_failed != NULL &&
 	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
 		session_io(s, &io, NULL);
+		io.timed_out = strcmp(end, "backend-timeout") == 0;
 		s->proto->backend_failed(&io);
 		session_flush_replies(s);
 	}

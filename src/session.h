@@ -88,6 +88,7 @@ struct session {
 	struct side		 client;
 	struct side		 backend;
 	struct evbuffer		*pending;	/* for the backend, until it is up */
+	const struct addr	*target;	/* the module's backend, or NULL */
 	struct evdns_getaddrinfo_request *dns;
 
 	struct event		*timer;

@@ -156,10 +156,14 @@ smtp_ehlo_rewrite(const char *reply, size_t len, unsigned flags, char *out, size
 	if (!final || pos != len || nkeep == 0)
 		return -1;
 	if (flags & SMTP_EHLO_ADD_STARTTLS) {
+		/* "250-STARTTLS" before the last line, or last after a lone greeting */
+		size_t at = nkeep > 1 ? nkeep - 1 : nkeep;
+
 		if (nkeep == sizeof(keep) / sizeof(keep[0]))
 			return -1;
-		keep[nkeep].text = "STARTTLS";
-		keep[nkeep].len = 8;
+		memmove(&keep[at + 1], &keep[at], (nkeep - at) * sizeof(keep[0]));
+		keep[at].text = "STARTTLS";
+		keep[at].len = 8;
 		nkeep++;
 	}
 	for (size_t i = 0; i < nkeep; i++) {

@@ -73,8 +73,9 @@ enum parse_result smtp_reply_parse(const char *text, size_t len, struct smtp_rep
 
 /*
  * Rewrite a complete, positive multiline EHLO reply: drop the STARTTLS
- * or AUTH (and AUTH=) extensions, add STARTTLS, and renumber the
- * continuation marks.  Lines end in CRLF on output.  Returns the output
+ * or AUTH (and AUTH=) extensions, add "250-STARTTLS" before the last line
+ * (last, after a greeting alone), and renumber the continuation marks.
+ * At most 128 lines.  Lines end in CRLF on output.  Returns the output
  * length, or -1 if the reply is malformed or does not fit in outlen.
  */
 ssize_t	smtp_ehlo_rewrite(const char *reply, size_t len, unsigned flags,

@@ -621,6 +621,12 @@ tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
 		snprintf(buf, len, "%s closed the connection during the TLS handshake", peer);
 		return;
 	}
+	if (log_debug_enabled()) {
+		char	 raw[256];
+
+		ERR_error_string_n(e, raw, sizeof(raw));
+		log_debug("TLS error with the %s: %s", peer, raw);
+	}
 	switch (ERR_GET_REASON(e)) {
 	case SSL_R_NO_SHARED_CIPHER:
 		snprintf(buf, len, "no shared cipher with the %s", peer);

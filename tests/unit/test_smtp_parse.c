@@ -386,7 +386,7 @@ test_ehlo_unchanged(void **state)
 	    AIOSMTPD_EHLO);
 }
 
-/* ADD_STARTTLS: one STARTTLS, as the final line; the old final line continues. */
+/* ADD_STARTTLS: one "250-STARTTLS", just before the final line (SPEC). */
 static void
 test_ehlo_add_starttls(void **state)
 {
@@ -398,8 +398,8 @@ test_ehlo_add_starttls(void **state)
 	    "250-SIZE 33554432\r\n"
 	    "250-8BITMIME\r\n"
 	    "250-SMTPUTF8\r\n"
-	    "250-HELP\r\n"
-	    "250 STARTTLS\r\n");
+	    "250-STARTTLS\r\n"
+	    "250 HELP\r\n");
 	n = smtp_ehlo_rewrite(AIOSMTPD_EHLO, strlen(AIOSMTPD_EHLO),
 	    SMTP_EHLO_ADD_STARTTLS, out, sizeof(out));
 	assert_true(n > 0);
@@ -426,15 +426,15 @@ test_ehlo_add_no_duplicate(void **state)
 	    "250-8BITMIME\r\n"
 	    "250-DSN\r\n"
 	    "250-SMTPUTF8\r\n"
-	    "250-CHUNKING\r\n"
-	    "250 STARTTLS\r\n");
+	    "250-STARTTLS\r\n"
+	    "250 CHUNKING\r\n");
 	n = smtp_ehlo_rewrite(POSTFIX_EHLO, strlen(POSTFIX_EHLO),
 	    SMTP_EHLO_ADD_STARTTLS, out, sizeof(out));
 	assert_true(n > 0);
 	assert_int_equal(occurrences(out, (size_t)n, "STARTTLS"), 1);
 	/* and when STARTTLS is already the final line, in lower case */
 	check_rewrite("250-mx\r\n250-SIZE 1000\r\n250 starttls\r\n", SMTP_EHLO_ADD_STARTTLS,
-	    "250-mx\r\n250-SIZE 1000\r\n250 STARTTLS\r\n");
+	    "250-mx\r\n250-STARTTLS\r\n250 SIZE 1000\r\n");
 	/* with ADD and DROP_AUTH together */
 	check_rewrite(POSTFIX_EHLO, SMTP_EHLO_ADD_STARTTLS | SMTP_EHLO_DROP_AUTH,
 	    "250-mx.example.org\r\n"
@@ -446,8 +446,8 @@ test_ehlo_add_no_duplicate(void **state)
 	    "250-8BITMIME\r\n"
 	    "250-DSN\r\n"
 	    "250-SMTPUTF8\r\n"
-	    "250-CHUNKING\r\n"
-	    "250 STARTTLS\r\n");
+	    "250-STARTTLS\r\n"
+	    "250 CHUNKING\r\n");
 }
 
 /* DROP_STARTTLS: gone from the middle, and from the end (the line before becomes final). */
@@ -540,8 +540,8 @@ test_ehlo_bare_lf(void **state)
 	    "250-SIZE 33554432\r\n"
 	    "250-8BITMIME\r\n"
 	    "250-SMTPUTF8\r\n"
-	    "250-HELP\r\n"
-	    "250 STARTTLS\r\n");
+	    "250-STARTTLS\r\n"
+	    "250 HELP\r\n");
 	check_rewrite("250-localhost\n250-SIZE 1\r\n250 HELP\n", 0,
 	    "250-localhost\r\n250-SIZE 1\r\n250 HELP\r\n");
 }
@@ -594,8 +594,8 @@ test_ehlo_out_too_small(void **state)
 	    "250-SIZE 33554432\r\n"
 	    "250-8BITMIME\r\n"
 	    "250-SMTPUTF8\r\n"
-	    "250-HELP\r\n"
-	    "250 STARTTLS\r\n";
+	    "250-STARTTLS\r\n"
+	    "250 HELP\r\n";
 	const size_t		 wantlen = sizeof(want) - 1;
 	char			 out[sizeof(want) + 16];
 

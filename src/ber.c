@@ -1,0 +1,299 @@
+/*
+ * BER for LDAP: see ber.h.
+ */
+#include "autoconfig.h"
+
+#include <string.h>
+
+#include "ber.h"
+
+#define BER_SEQUENCE		0x30
+#define BER_INTEGER		0x02
+#define BER_ENUMERATED		0x0a
+#define BER_OCTET_STRING	0x04
+#define BER_CLASS_MASK		0xc0
+#define BER_CLASS_APPLICATION	0x40
+#define BER_CLASS_CONTEXT	0x80
+#define BER_CONSTRUCTED		0x20
+#define BER_TAG_NUMBER		0x1f
+
+enum parse_result
+ber_tlv_header(const uint8_t *p, size_t avail, struct ber_tlv *out)
+{
+	uint64_t	 len = 0;
+	size_t		 n;
+
+	if (avail < 2)
+		return PARSE_NEED_MORE;
+	if ((p[0] & BER_TAG_NUMBER) == BER_TAG_NUMBER)
+		return PARSE_MALFORMED;		/* multi-octet tags: not in LDAP */
+	if (p[1] < 0x80) {
+		*out = (struct ber_tlv){ .tag = p[0], .hdrlen = 2, .len = p[1] };
+		return PARSE_OK;
+	}
+	n = p[1] & 0x7f;
+	if (n == 0 || n > 4)
+		return PARSE_MALFORMED;		/* indefinite, or too long */
+	if (avail < 2 + n)
+		return PARSE_NEED_MORE;
+	for (size_t i = 0; i < n; i++)
+		len = len << 8 | p[2 + i];
+	*out = (struct ber_tlv){ .tag = p[0], .hdrlen = 2 + n, .len = len };
+	return PARSE_OK;
+}
+
+/* A non-negative INTEGER of at most four content octets. */
+static int
+ber_int_value(const uint8_t *p, uint64_t len, int32_t *out)
+{
+	uint32_t	 v = 0;
+
+	if (len == 0 || len > 4 || (p[0] & 0x80))
+		return -1;
+	for (uint64_t i = 0; i < len; i++)
+		v = v << 8 | p[i];
+	if (v > INT32_MAX)
+		return -1;
+	*out = (int32_t)v;
+	return 0;
+}
+
+enum parse_result
+ldap_peek(const uint8_t *p, size_t avail, uint64_t max, struct ldap_peek *out)
+{
+	struct ber_tlv		 seq, id, op;
+	enum parse_result	 r;
+	uint64_t		 total;
+	int32_t			 msgid;
+	size_t			 off;
+
+	if ((r = ber_tlv_header(p, avail, &seq)) != PARSE_OK)
+		return r;
+	if (seq.tag != BER_SEQUENCE)
+		return PARSE_MALFORMED;
+	total = seq.hdrlen + seq.len;
+	if (total > max)
+		return PARSE_TOO_LONG;
+	off = seq.hdrlen;
+	if ((r = ber_tlv_header(p + off, avail - off, &id)) != PARSE_OK)
+		return r;
+	if (id.tag != BER_INTEGER || id.len == 0 || id.len > 4 ||
+	    id.hdrlen + id.len > seq.len)
+		return PARSE_MALFORMED;
+	if (avail < off + id.hdrlen + id.len)
+		return PARSE_NEED_MORE;
+	if (ber_int_value(p + off + id.hdrlen, id.len, &msgid) == -1)
+		return PARSE_MALFORMED;
+	off += id.hdrlen + (size_t)id.len;
+	if ((r = ber_tlv_header(p + off, avail - off, &op)) != PARSE_OK)
+		return r;
+	if ((op.tag & BER_CLASS_MASK) != BER_CLASS_APPLICATION ||
+	    off + op.hdrlen + op.len > total)
+		return PARSE_MALFORMED;
+	*out = (struct ldap_peek){
+		.total = total,
+		.msgid = msgid,
+		.op_tag = op.tag,
+		.op = (enum ldap_op)(op.tag & BER_TAG_NUMBER),
+	};
+	return PARSE_OK;
+}
+
+bool
+ldap_op_is_final_response(enum ldap_op op)
+{
+	switch (op) {
+	case LDAP_OP_BIND_RESPONSE:
+	case LDAP_OP_SEARCH_DONE:
+	case LDAP_OP_MODIFY_RESPONSE:
+	case LDAP_OP_ADD_RESPONSE:
+	case LDAP_OP_DEL_RESPONSE:
+	case LDAP_OP_MODDN_RESPONSE:
+	case LDAP_OP_COMPARE_RESPONSE:
+	case LDAP_OP_EXTENDED_RESPONSE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int
+ldap_response_for(enum ldap_op request)
+{
+	switch (request) {
+	case LDAP_OP_BIND_REQUEST:	return LDAP_OP_BIND_RESPONSE;
+	case LDAP_OP_SEARCH_REQUEST:	return LDAP_OP_SEARCH_DONE;
+	case LDAP_OP_MODIFY_REQUEST:	return LDAP_OP_MODIFY_RESPONSE;
+	case LDAP_OP_ADD_REQUEST:	return LDAP_OP_ADD_RESPONSE;
+	case LDAP_OP_DEL_REQUEST:	return LDAP_OP_DEL_RESPONSE;
+	case LDAP_OP_MODDN_REQUEST:	return LDAP_OP_MODDN_RESPONSE;
+	case LDAP_OP_COMPARE_REQUEST:	return LDAP_OP_COMPARE_RESPONSE;
+	case LDAP_OP_EXTENDED_REQUEST:	return LDAP_OP_EXTENDED_RESPONSE;
+	default:			return -1;
+	}
+}
+
+/* The protocolOp TLV of a whole message: its header and where it starts. */
+static int
+ldap_op_tlv(const uint8_t *p, size_t len, struct ber_tlv *op, size_t *off)
+{
+	struct ber_tlv	 seq, id;
+	size_t		 o;
+
+	if (ber_tlv_header(p, len, &seq) != PARSE_OK || seq.hdrlen + seq.len != len)
+		return -1;
+	o = seq.hdrlen;
+	if (ber_tlv_header(p + o, len - o, &id) != PARSE_OK || id.hdrlen + id.len > len - o)
+		return -1;
+	o += id.hdrlen + (size_t)id.len;
+	if (ber_tlv_header(p + o, len - o, op) != PARSE_OK || op->hdrlen + op->len > len - o)
+		return -1;
+	*off = o;
+	return 0;
+}
+
+int32_t
+ldap_abandon_target(const uint8_t *p, size_t len)
+{
+	struct ber_tlv	 op;
+	size_t		 off;
+	int32_t		 id;
+
+	if (ldap_op_tlv(p, len, &op, &off) == -1 ||
+	    op.tag != (BER_CLASS_APPLICATION | LDAP_OP_ABANDON_REQUEST) ||
+	    ber_int_value(p + off + op.hdrlen, op.len, &id) == -1)
+		return -1;
+	return id;
+}
+
+enum ldap_starttls
+ldap_starttls_check(const uint8_t *p, size_t len)
+{
+	static const char	 oid[] = LDAP_STARTTLS_OID;
+	struct ber_tlv		 op, name;
+	size_t			 off;
+
+	if (ldap_op_tlv(p, len, &op, &off) == -1)
+		return LDAP_NOT_STARTTLS;
+	if (op.tag != (BER_CLASS_APPLICATION | BER_CONSTRUCTED | LDAP_OP_EXTENDED_REQUEST))
+		return LDAP_NOT_STARTTLS;
+	off += op.hdrlen;
+	/* requestName [0] LDAPOID */
+	if (ber_tlv_header(p + off, (size_t)op.len, &name) != PARSE_OK ||
+	    name.tag != BER_CLASS_CONTEXT || name.hdrlen + name.len > op.len)
+		return LDAP_NOT_STARTTLS;
+	if (name.len != sizeof(oid) - 1 || memcmp(p + off + name.hdrlen, oid, sizeof(oid) - 1) != 0)
+		return LDAP_NOT_STARTTLS;
+	/* a StartTLS: it must carry nothing else, in particular no requestValue */
+	if (name.hdrlen + name.len != op.len)
+		return LDAP_STARTTLS_MALFORMED;
+	return LDAP_STARTTLS_VALID;
+}
+
+/* Writing BER */
+
+struct ber_out {
+	uint8_t		*p;
+	size_t		 len;
+	size_t		 off;
+	bool		 overflow;
+};
+
+static void
+put(struct ber_out *b, const void *data, size_t n)
+{
+	if (b->off + n > b->len) {
+		b->overflow = true;
+		return;
+	}
+	memcpy(b->p + b->off, data, n);
+	b->off += n;
+}
+
+/* Definite lengths up to 65535: enough for what the proxy writes. */
+static void
+put_header(struct ber_out *b, uint8_t tag, size_t len)
+{
+	uint8_t	 h[4] = { tag };
+
+	if (len < 0x80) {
+		h[1] = (uint8_t)len;
+		put(b, h, 2);
+	} else if (len < 0x100) {
+		h[1] = 0x81;
+		h[2] = (uint8_t)len;
+		put(b, h, 3);
+	} else {
+		h[1] = 0x82;
+		h[2] = (uint8_t)(len >> 8);
+		h[3] = (uint8_t)len;
+		put(b, h, 4);
+	}
+}
+
+static size_t
+header_len(size_t len)
+{
+	return len < 0x80 ? 2 : len < 0x100 ? 3 : 4;
+}
+
+static size_t
+int_len(uint32_t v)
+{
+	size_t	 n = 1;
+
+	/* minimal two's complement of a non-negative value */
+	while (n < 5 && (v >> (8 * n - 1)) != 0)
+		n++;
+	return n;
+}
+
+static void
+put_int(struct ber_out *b, uint8_t tag, uint32_t v)
+{
+	size_t	 n = int_len(v);
+	uint8_t	 buf[5];
+
+	put_header(b, tag, n);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (uint8_t)(n - 1 - i >= 4 ? 0 : v >> (8 * (n - 1 - i)));
+	put(b, buf, n);
+}
+
+ssize_t
+ldap_build_result(int32_t msgid, enum ldap_op op, enum ldap_result code,
+    const char *diagnostic, const char *response_name, uint8_t *out, size_t outlen)
+{
+	struct ber_out	 b = { .p = out, .len = outlen };
+	size_t		 dlen = strlen(diagnostic);
+	size_t		 nlen = response_name ? strlen(response_name) : 0;
+	size_t		 result, body, idlen;
+
+	if (msgid < 0 || dlen > 255 || nlen > 255)
+		return -1;
+	idlen = 2 + int_len((uint32_t)msgid);
+	result = (2 + int_len(code)) + 2 + header_len(dlen) + dlen;
+	if (response_name != NULL)
+		result += header_len(nlen) + nlen;
+	body = idlen + header_len(result) + result;
+
+	put_header(&b, BER_SEQUENCE, body);
+	put_int(&b, BER_INTEGER, (uint32_t)msgid);
+	put_header(&b, BER_CLASS_APPLICATION | BER_CONSTRUCTED | op, result);
+	put_int(&b, BER_ENUMERATED, code);
+	put_header(&b, BER_OCTET_STRING, 0);		/* matchedDN */
+	put_header(&b, BER_OCTET_STRING, dlen);		/* diagnosticMessage */
+	put(&b, diagnostic, dlen);
+	if (response_name != NULL) {
+		put_header(&b, BER_CLASS_CONTEXT | 10, nlen);	/* responseName [10] */
+		put(&b, response_name, nlen);
+	}
+	return b.overflow ? -1 : (ssize_t)b.off;
+}
+
+ssize_t
+ldap_build_notice(enum ldap_result code, const char *diagnostic, uint8_t *out, size_t outlen)
+{
+	return ldap_build_result(0, LDAP_OP_EXTENDED_RESPONSE, code, diagnostic,
+	    LDAP_NOTICE_OID, out, outlen);
+}

@@ -1,0 +1,226 @@
+/*
+ * http: CONNECT (RFC 9110 section 9.3.6) and Upgrade: TLS/1.0 (RFC 2817).
+ *
+ * CONNECT host:port is allowed only when it matches http.connect_allow;
+ * nothing matches by default, so the proxy is never an open proxy.  An
+ * allowed CONNECT reaches its backend first (backend.address if set, else
+ * the CONNECT target, resolved without blocking), so that a backend that
+ * cannot be reached gets 502 (or 504) rather than a tunnel to nowhere;
+ * then "200 Connection established", and the proxy is the TLS server
+ * inside the tunnel.  A request with Upgrade: TLS/1.0 and Connection:
+ * Upgrade gets 101, TLS, and is relayed to the backend inside TLS.  Any
+ * other request gets 426 under require_tls, and is relayed otherwise.
+ */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "http_parse.h"
+#include "proto.h"
+
+struct http {
+	const struct listener_conf *conf;
+	struct addr		 target;	/* of the CONNECT */
+	struct evbuffer		*upgraded;	/* the request that asked for TLS */
+	bool			 tunnel;	/* a CONNECT is being set up */
+};
+
+static void *
+http_new(const struct listener_conf *conf)
+{
+	struct http	*m = calloc(1, sizeof(*m));
+
+	if (m != NULL)
+		m->conf = conf;
+	return m;
+}
+
+static void
+http_free(void *arg)
+{
+	struct http	*m = arg;
+
+	if (m->upgraded != NULL)
+		evbuffer_free(m->upgraded);
+	free(m);
+}
+
+/* A complete response; with a body, the connection is then closed. */
+static void
+http_respond(struct evbuffer *out, int status, const char *extra, const char *body)
+{
+	if (body == NULL) {
+		evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n%s\r\n", status,
+		    http_reason(status), extra ? extra : "");
+		return;
+	}
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain\r\n"
+	    "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", status,
+	    http_reason(status), extra ? extra : "", strlen(body), body);
+}
+
+static enum proto_verdict
+http_refuse(struct proto_io *io, int status, const char *extra, const char *body,
+    const char *reason)
+{
+	evbuffer_drain(io->in, evbuffer_get_length(io->in));
+	http_respond(io->to_client, status, extra, body);
+	io->refused++;
+	io->end = "protocol-error";
+	io->reason = reason;
+	return PROTO_CLOSE;
+}
+
+static enum proto_verdict
+http_connect(struct http *m, struct proto_io *io, const struct http_request *r)
+{
+	if (r->has_body)
+		return http_refuse(io, 400, NULL, "A CONNECT request has no body.\n",
+		    "a CONNECT request with a body");
+	if (http_authority_parse(r->target, r->target_len, &m->target) == -1)
+		return http_refuse(io, 400, NULL, "CONNECT needs host:port.\n",
+		    "a CONNECT target that is not host:port");
+	if (!http_connect_allowed(m->conf->http.connect_allow, m->conf->http.nconnect_allow,
+	    &m->target))
+		return http_refuse(io, 403, NULL, "This target is not allowed.\n",
+		    "a CONNECT target that http.connect_allow does not allow");
+	if (m->conf->client_tls != CLIENT_TLS_STARTTLS)
+		return http_refuse(io, 403, NULL, "CONNECT is not offered here.\n",
+		    "a CONNECT on a listener without client_tls = \"starttls\"");
+	/*
+	 * Only the head is consumed: whatever follows it before the TLS
+	 * handshake is dropped as injected at the upgrade.
+	 */
+	evbuffer_drain(io->in, r->head_len);
+	m->tunnel = true;
+	io->connect_to = m->conf->backend.has_address ? NULL : &m->target;
+	return PROTO_CONNECT;
+}
+
+static enum proto_verdict
+http_client_input(struct proto_io *io)
+{
+	struct http		*m = io->state;
+	struct http_request	 r;
+	size_t			 len = evbuffer_get_length(io->in);
+	const char		*p;
+	int			 status = 0;
+
+	if (io->client_tls) {
+		/* inside TLS, until the backend is up: it is all for the backend */
+		evbuffer_add_buffer(io->to_backend, io->in);
+		return PROTO_CONTINUE;
+	}
+	if (m->tunnel)
+		return PROTO_HOLD;
+	p = (const char *)evbuffer_pullup(io->in,
+	    (ssize_t)(len < HTTP_HEAD_MAX ? len : HTTP_HEAD_MAX));
+	switch (http_parse_request(p, len < HTTP_HEAD_MAX ? len : HTTP_HEAD_MAX, &r, &status)) {
+	case PARSE_NEED_MORE:
+		if (len >= HTTP_HEAD_MAX)
+			return http_refuse(io, 431, NULL, "The request head is over 16 KiB.\n",
+			    "a request head larger than 16 KiB");
+		return PROTO_CONTINUE;
+	case PARSE_OK:
+		break;
+	default:
+		return http_refuse(io, status, NULL, "The request could not be read.\n",
+		    status == 414 ? "a request line longer than 8 KiB" :
+		    status == 431 ? "a request head larger than 16 KiB or with too many fields" :
+		    status == 505 ? "a request in an HTTP version other than 1.x" :
+		    "a malformed HTTP request");
+	}
+
+	if (http_is_connect(&r))
+		return http_connect(m, io, &r);
+	if (r.upgrade_tls && m->conf->client_tls == CLIENT_TLS_STARTTLS) {
+		if (r.has_body)
+			return http_refuse(io, 400, NULL,
+			    "A request with a body cannot be upgraded.\n",
+			    "an Upgrade: TLS/1.0 request with a body");
+		if (m->upgraded == NULL && (m->upgraded = evbuffer_new()) == NULL)
+			return http_refuse(io, 503, NULL, "Out of memory.\n", "out of memory");
+		/* kept, to be relayed inside TLS (RFC 2817 section 3.2) */
+		evbuffer_remove_buffer(io->in, m->upgraded, r.head_len);
+		http_respond(io->to_client, 101, "Upgrade: TLS/1.0, HTTP/1.1\r\nConnection: Upgrade\r\n", NULL);
+		return PROTO_UPGRADE;
+	}
+	if (io->client_tls || !m->conf->require_tls || m->conf->client_tls != CLIENT_TLS_STARTTLS) {
+		if (!m->conf->backend.has_address)
+			return http_refuse(io, 502, NULL, "No backend for this request.\n",
+			    "a request other than CONNECT on a listener without backend.address");
+		return PROTO_TRANSPARENT;
+	}
+	return http_refuse(io, 426, "Upgrade: TLS/1.0, HTTP/1.1\r\nConnection: Upgrade\r\n",
+	    "This service requires TLS: use CONNECT or Upgrade: TLS/1.0.\n",
+	    "a request without TLS under require_tls");
+}
+
+static enum proto_verdict
+http_backend_ready(struct proto_io *io)
+{
+	struct http	*m = io->state;
+
+	if (m->tunnel && !io->client_tls) {
+		http_respond(io->to_client, 200, NULL, NULL);
+		return PROTO_UPGRADE;
+	}
+	return PROTO_TRANSPARENT;
+}
+
+static enum proto_verdict
+http_backend_input(struct proto_io *io)
+{
+	/* only reached in the short time before the module turns transparent */
+	evbuffer_add_buffer(io->to_client, io->in);
+	return PROTO_CONTINUE;
+}
+
+static enum proto_verdict
+http_tls_ready(struct proto_io *io)
+{
+	struct http	*m = io->state;
+
+	if (m->upgraded != NULL) {
+		evbuffer_add_buffer(io->to_backend, m->upgraded);
+		return PROTO_CONTINUE;	/* transparent once the backend is up */
+	}
+	return PROTO_TRANSPARENT;	/* a CONNECT tunnel: the backend is up */
+}
+
+static void
+http_backend_failed(struct proto_io *io)
+{
+	if (io->timed_out)
+		http_respond(io->to_client, 504, NULL, "The backend did not answer in time.\n");
+	else
+		http_respond(io->to_client, 502, NULL, "The backend cannot be reached.\n");
+}
+
+static void
+http_busy(struct evbuffer *to_client)
+{
+	http_respond(to_client, 503, NULL, "Too many connections, try again later.\n");
+}
+
+const struct proto proto_http = {
+	.name = "http",
+	.default_client_tls = CLIENT_TLS_STARTTLS,
+	.default_require_tls = true,
+	.has_upgrade = true,
+	.connect_early = false,
+	.keep_backend_at_upgrade = true,
+	.block = "http",
+	.session_new = http_new,
+	.session_free = http_free,
+	.client_input = http_client_input,
+	.backend_input = http_backend_input,
+	.tls_ready = http_tls_ready,
+	.backend_ready = http_backend_ready,
+	.backend_failed = http_backend_failed,
+	.busy = http_busy,
+};

@@ -1,0 +1,290 @@
+/*
+ * ldap: the StartTLS extended operation in front of an LDAP server
+ * (RFC 4511 section 4.14, RFC 4513 section 3).
+ *
+ * Both directions are framed message by message with the bounded BER
+ * reader; a message is classified from its first bytes and then streamed,
+ * so that nothing but a StartTLS request is ever held whole.  The proxy
+ * answers StartTLS itself (success, then the upgrade; operationsError
+ * while requests relayed earlier still await their final response, or
+ * inside TLS; protocolError when malformed).  Under require_tls every
+ * other request before TLS but Unbind and Abandon is answered with the
+ * matching response and confidentialityRequired, and never relayed: no
+ * bind password crosses to the backend in cleartext.  A response the
+ * proxy writes goes to the client only between two backend messages.
+ */
+#include "autoconfig.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "ber.h"
+#include "proto.h"
+
+#define LDAP_OUTSTANDING_MAX	256	/* requests awaiting a final response */
+
+struct ldap {
+	const struct listener_conf *conf;
+	int32_t			 outstanding[LDAP_OUTSTANDING_MAX];
+	unsigned		 noutstanding;
+	uint64_t		 client_left;	/* bytes of the current client message */
+	bool			 client_drop;	/* ... to drop rather than relay */
+	uint64_t		 backend_left;	/* bytes of the current backend message */
+};
+
+static void *
+ldap_new(const struct listener_conf *conf)
+{
+	struct ldap	*m = calloc(1, sizeof(*m));
+
+	if (m != NULL)
+		m->conf = conf;
+	return m;
+}
+
+static void
+ldap_free(void *m)
+{
+	free(m);
+}
+
+static bool
+outstanding_remove(struct ldap *m, int32_t msgid)
+{
+	for (unsigned i = 0; i < m->noutstanding; i++) {
+		if (m->outstanding[i] == msgid) {
+			m->outstanding[i] = m->outstanding[--m->noutstanding];
+			return true;
+		}
+	}
+	return false;
+}
+
+static void
+respond(struct proto_io *io, int32_t msgid, enum ldap_op op, enum ldap_result code,
+    const char *diagnostic, const char *name)
+{
+	uint8_t	 buf[LDAP_RESPONSE_MAX];
+	ssize_t	 n = ldap_build_result(msgid, op, code, diagnostic, name, buf, sizeof(buf));
+
+	if (n > 0)
+		evbuffer_add(io->to_client, buf, (size_t)n);
+	io->refused++;
+}
+
+/* A Notice of Disconnection, then close. */
+static enum proto_verdict
+disconnect(struct proto_io *io, enum ldap_result code, const char *diagnostic,
+    const char *end, const char *why)
+{
+	uint8_t	 buf[LDAP_RESPONSE_MAX];
+	ssize_t	 n = ldap_build_notice(code, diagnostic, buf, sizeof(buf));
+
+	if (n > 0)
+		evbuffer_add(io->to_client, buf, (size_t)n);
+	evbuffer_drain(io->in, evbuffer_get_length(io->in));
+	io->end = end;
+	io->reason = why;
+	return PROTO_CLOSE;
+}
+
+/* The client's StartTLS request, whole in buf. */
+static enum proto_verdict
+ldap_starttls(struct ldap *m, struct proto_io *io, const struct ldap_peek *pk,
+    enum ldap_starttls kind)
+{
+	const char	*oid = LDAP_STARTTLS_OID;
+
+	evbuffer_drain(io->in, (size_t)pk->total);
+	if (kind == LDAP_STARTTLS_MALFORMED) {
+		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_PROTOCOL_ERROR,
+		    "malformed StartTLS request", oid);
+		return PROTO_CONTINUE;
+	}
+	if (m->conf->client_tls != CLIENT_TLS_STARTTLS) {
+		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_PROTOCOL_ERROR,
+		    "StartTLS is not offered here", oid);
+		return PROTO_CONTINUE;
+	}
+	if (io->client_tls) {
+		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_OPERATIONS_ERROR,
+		    "TLS already established", oid);
+		return PROTO_CONTINUE;
+	}
+	if (m->noutstanding > 0) {
+		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_OPERATIONS_ERROR,
+		    "StartTLS while other operations are outstanding", oid);
+		return PROTO_CONTINUE;
+	}
+	respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_SUCCESS, "", oid);
+	io->refused--;	/* a success, not a refusal */
+	return PROTO_UPGRADE;
+}
+
+static enum proto_verdict
+ldap_client_input(struct proto_io *io)
+{
+	struct ldap		*m = io->state;
+	uint64_t		 max = io->client_tls ? LDAP_MSG_MAX : LDAP_MSG_MAX_PRE_TLS;
+	struct ldap_peek	 pk;
+	size_t			 len;
+	const uint8_t		*p;
+
+	while ((len = evbuffer_get_length(io->in)) > 0) {
+		if (m->client_left > 0) {	/* the rest of a message */
+			size_t n = len < m->client_left ? len : (size_t)m->client_left;
+
+			if (m->client_drop)
+				evbuffer_drain(io->in, n);
+			else
+				evbuffer_remove_buffer(io->in, io->to_backend, n);
+			m->client_left -= n;
+			continue;
+		}
+		p = evbuffer_pullup(io->in, (ssize_t)(len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX));
+		switch (ldap_peek(p, len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX, max, &pk)) {
+		case PARSE_NEED_MORE:
+			if (len >= LDAP_PEEK_MAX)
+				return disconnect(io, LDAP_PROTOCOL_ERROR, "malformed LDAP message",
+				    "protocol-error", "a malformed LDAP message from the client");
+			return PROTO_CONTINUE;
+		case PARSE_TOO_LONG:
+			return disconnect(io, LDAP_PROTOCOL_ERROR, "message too large before TLS",
+			    "protocol-error", "an LDAP message larger than 64 KiB before TLS");
+		case PARSE_MALFORMED:
+			return disconnect(io, LDAP_PROTOCOL_ERROR, "malformed LDAP message",
+			    "protocol-error", "a malformed LDAP message from the client (BER)");
+		case PARSE_OK:
+			break;
+		}
+
+		/* a StartTLS is held whole, to be checked */
+		if (pk.op == LDAP_OP_EXTENDED_REQUEST && pk.total <= LDAP_MSG_MAX_PRE_TLS) {
+			enum ldap_starttls kind;
+
+			if (len < pk.total)
+				return PROTO_CONTINUE;
+			kind = ldap_starttls_check(evbuffer_pullup(io->in, (ssize_t)pk.total),
+			    (size_t)pk.total);
+			if (kind != LDAP_NOT_STARTTLS) {
+				if (m->backend_left > 0)
+					return PROTO_HOLD;	/* between backend messages */
+				return ldap_starttls(m, io, &pk, kind);
+			}
+		}
+
+		if (!io->client_tls && m->conf->require_tls &&
+		    pk.op != LDAP_OP_UNBIND_REQUEST && pk.op != LDAP_OP_ABANDON_REQUEST) {
+			int resp = ldap_response_for(pk.op);
+
+			if (resp == -1)
+				return disconnect(io, LDAP_PROTOCOL_ERROR, "not an LDAP request",
+				    "protocol-error", "the client sent something that is not an LDAP request");
+			if (m->backend_left > 0)
+				return PROTO_HOLD;
+			respond(io, pk.msgid, (enum ldap_op)resp, LDAP_CONFIDENTIALITY_REQUIRED,
+			    "StartTLS is required before this operation", NULL);
+			m->client_left = pk.total;
+			m->client_drop = true;
+			continue;
+		}
+
+		/* relayed: track what will get a final response */
+		if (pk.op == LDAP_OP_ABANDON_REQUEST) {
+			if (len < pk.total)
+				return PROTO_CONTINUE;
+			outstanding_remove(m, ldap_abandon_target(
+			    evbuffer_pullup(io->in, (ssize_t)pk.total), (size_t)pk.total));
+		} else if (pk.op != LDAP_OP_UNBIND_REQUEST && !io->client_tls) {
+			if (m->noutstanding == LDAP_OUTSTANDING_MAX)
+				return PROTO_HOLD;
+			m->outstanding[m->noutstanding++] = pk.msgid;
+		}
+		m->client_left = pk.total;
+		m->client_drop = false;
+	}
+	return PROTO_CONTINUE;
+}
+
+static enum proto_verdict
+ldap_backend_input(struct proto_io *io)
+{
+	struct ldap		*m = io->state;
+	struct ldap_peek	 pk;
+	size_t			 len;
+	const uint8_t		*p;
+
+	while ((len = evbuffer_get_length(io->in)) > 0) {
+		if (m->backend_left > 0) {
+			size_t n = len < m->backend_left ? len : (size_t)m->backend_left;
+
+			evbuffer_remove_buffer(io->in, io->to_client, n);
+			m->backend_left -= n;
+			continue;
+		}
+		p = evbuffer_pullup(io->in, (ssize_t)(len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX));
+		switch (ldap_peek(p, len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX, LDAP_MSG_MAX, &pk)) {
+		case PARSE_NEED_MORE:
+			if (len < LDAP_PEEK_MAX)
+				return PROTO_CONTINUE;
+			/* FALLTHROUGH */
+		default:
+			return disconnect(io, LDAP_UNAVAILABLE, "the directory server misbehaved",
+			    "backend-error", "the backend sent a malformed LDAP message");
+		case PARSE_OK:
+			break;
+		}
+		if (ldap_op_is_final_response(pk.op) && pk.msgid != 0)
+			outstanding_remove(m, pk.msgid);
+		m->backend_left = pk.total;
+	}
+	return PROTO_CONTINUE;
+}
+
+static enum proto_verdict
+ldap_tls_ready(struct proto_io *io)
+{
+	struct ldap	*m = io->state;
+
+	m->noutstanding = 0;	/* nothing was outstanding at the upgrade */
+	return PROTO_CONTINUE;
+}
+
+static void
+ldap_backend_failed(struct proto_io *io)
+{
+	uint8_t	 buf[LDAP_RESPONSE_MAX];
+	ssize_t	 n = ldap_build_notice(LDAP_UNAVAILABLE, "the directory server is unavailable",
+	    buf, sizeof(buf));
+
+	if (n > 0)
+		evbuffer_add(io->to_client, buf, (size_t)n);
+}
+
+static void
+ldap_busy(struct evbuffer *to_client)
+{
+	uint8_t	 buf[LDAP_RESPONSE_MAX];
+	ssize_t	 n = ldap_build_notice(LDAP_BUSY, "too many connections, try again later",
+	    buf, sizeof(buf));
+
+	if (n > 0)
+		evbuffer_add(to_client, buf, (size_t)n);
+}
+
+const struct proto proto_ldap = {
+	.name = "ldap",
+	.default_client_tls = CLIENT_TLS_STARTTLS,
+	.default_require_tls = true,
+	.has_upgrade = true,
+	.connect_early = true,
+	.session_new = ldap_new,
+	.session_free = ldap_free,
+	.client_input = ldap_client_input,
+	.backend_input = ldap_backend_input,
+	.tls_ready = ldap_tls_ready,
+	.backend_failed = ldap_backend_failed,
+	.busy = ldap_busy,
+};
