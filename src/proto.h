@@ -52,6 +52,7 @@ struct proto_io {
 	const char		*end;		/* set with PROTO_CLOSE: end= in the log */
 	const char		*reason;	/* and why, in words */
 	size_t			 refused;	/* requests answered by the proxy so far */
+	size_t			 dropped;	/* backend bytes the module discarded */
 };
 
 struct proto {

@@ -7,7 +7,10 @@
  * Under require_tls every other line before the upgrade gets
  * line.refusal.  Each relayed line is taken to expect one reply line, so
  * that an upgrade pipelined behind a line waits for that line's reply.
- * After the upgrade the session is relayed transparently.
+ * After the upgrade the client speaks first: backend bytes that come
+ * before the client's first bytes inside TLS answer nothing asked inside
+ * TLS, so they are dropped, never delivered as if they came after the
+ * upgrade.  From the client's first bytes on, the relay is transparent.
  */
 #include "autoconfig.h"
 
@@ -57,7 +60,7 @@ line_client_input(struct proto_io *io)
 	const char		*p;
 
 	if (m->conf->client_tls != CLIENT_TLS_STARTTLS || io->client_tls)
-		return PROTO_TRANSPARENT;
+		return PROTO_TRANSPARENT;	/* bytes inside TLS: nothing left to enforce */
 	while ((len = evbuffer_get_length(io->in)) > 0) {
 		p = (const char *)evbuffer_pullup(io->in,
 		    (ssize_t)(len < LINE_MAX_PRE_TLS ? len : LINE_MAX_PRE_TLS));
@@ -103,6 +106,12 @@ line_backend_input(struct proto_io *io)
 	size_t			 lines = 0;
 	int			 n;
 
+	if (io->client_tls) {
+		/* inside TLS, before the client said anything: not an answer */
+		io->dropped += evbuffer_get_length(io->in);
+		evbuffer_drain(io->in, evbuffer_get_length(io->in));
+		return PROTO_CONTINUE;
+	}
 	/* count the reply lines; the bytes pass as they are */
 	n = evbuffer_peek(io->in, -1, NULL, v, 16);
 	for (int i = 0; i < n && i < 16; i++)
@@ -115,7 +124,10 @@ line_backend_input(struct proto_io *io)
 static enum proto_verdict
 line_tls_ready(struct proto_io *io)
 {
-	return PROTO_TRANSPARENT;
+	struct line	*m = io->state;
+
+	/* with TLS from the first byte there is no cleartext to guard against */
+	return m->conf->client_tls == CLIENT_TLS_STARTTLS ? PROTO_CONTINUE : PROTO_TRANSPARENT;
 }
 
 const struct proto proto_line = {

@@ -189,3 +189,40 @@ def test_after_the_upgrade_long_lines_pass_transparently(daemon, pki, backend):
         t = client_ctx(pki.ca).wrap_socket(c, server_hostname="localhost")
         t.sendall(b"y" * 20000 + b"\r\n")
         assert recv_until(t, b"\n") == b"ECHO " + b"y" * 20000 + b"\r\n"
+
+
+def test_backend_bytes_before_the_first_request_inside_tls_are_dropped(daemon, pki):
+    """Response injection: a line the backend sends late, after the upgrade
+    but before the client asked anything inside TLS, is not delivered as if
+    it answered a request made inside TLS."""
+    def handler(conn, srv):
+        buf = b""
+        while True:
+            d = conn.recv(4096)
+            if not d:
+                return
+            buf += d
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                srv.record(line + b"\n")
+                if line.strip() == b"PING" and len(srv.received) == 6:
+                    conn.sendall(b"PONG\r\n")
+                    time.sleep(0.3)
+                    conn.sendall(b"LATE FROM CLEARTEXT\r\n")
+                elif line.strip() == b"PING":
+                    conn.sendall(b"PONG\r\n")
+
+    from helpers import Server
+    backend = Server(handler)
+    port = free_port()
+    d = daemon(line_conf(port, backend.port, pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"PING\r\n")
+        assert recv_until(c, b"\n") == b"PONG\r\n"
+        c.sendall(b"STARTTLS\r\n")
+        with client_ctx(pki.ca).wrap_socket(c, server_hostname="localhost") as t:
+            time.sleep(0.8)
+            t.sendall(b"PING\r\n")
+            assert recv_until(t, b"\n") == b"PONG\r\n"
+    d.wait_log("discarded 21 bytes from the backend")
+    backend.close()

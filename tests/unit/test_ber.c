@@ -115,7 +115,7 @@ static const uint8_t ad_search_done[] =
 
 /* A copy of p[0..n) in a buffer of exactly n bytes, so ASan sees overreads. */
 static uint8_t *
-exact(const uint8_t *p, size_t n)
+exact(const void *p, size_t n)
 {
 	uint8_t	*q = malloc(n > 0 ? n : 1);
 
@@ -395,7 +395,7 @@ test_peek_too_long(void **state)
 
 	memset(&sentinel, 0xa5, sizeof(sentinel));
 	pk = sentinel;
-	for (size_t n = 2; n <= FIXLEN(long4); n++)
+	for (size_t n = 6; n <= FIXLEN(long4); n++)
 		assert_int_equal(peek(long4, n, LDAP_MSG_MAX_PRE_TLS, &pk), PARSE_TOO_LONG);
 	assert_int_equal(peek(long3, FIXLEN(long3), LDAP_MSG_MAX_PRE_TLS, &pk), PARSE_TOO_LONG);
 	assert_int_equal(peek(over_max, FIXLEN(over_max), 65536, &pk), PARSE_TOO_LONG);
@@ -496,17 +496,18 @@ test_op_is_final_response(void **state)
 static void
 test_response_for(void **state)
 {
-	static const int want[32] = {
-		[0 ... 31] = -1,
-		[LDAP_OP_BIND_REQUEST] = LDAP_OP_BIND_RESPONSE,
-		[LDAP_OP_SEARCH_REQUEST] = LDAP_OP_SEARCH_DONE,
-		[LDAP_OP_MODIFY_REQUEST] = LDAP_OP_MODIFY_RESPONSE,
-		[LDAP_OP_ADD_REQUEST] = LDAP_OP_ADD_RESPONSE,
-		[LDAP_OP_DEL_REQUEST] = LDAP_OP_DEL_RESPONSE,
-		[LDAP_OP_MODDN_REQUEST] = LDAP_OP_MODDN_RESPONSE,
-		[LDAP_OP_COMPARE_REQUEST] = LDAP_OP_COMPARE_RESPONSE,
-		[LDAP_OP_EXTENDED_REQUEST] = LDAP_OP_EXTENDED_RESPONSE,
-	};
+	int	 want[32];
+
+	for (int op = 0; op <= 31; op++)
+		want[op] = -1;
+	want[LDAP_OP_BIND_REQUEST] = LDAP_OP_BIND_RESPONSE;
+	want[LDAP_OP_SEARCH_REQUEST] = LDAP_OP_SEARCH_DONE;
+	want[LDAP_OP_MODIFY_REQUEST] = LDAP_OP_MODIFY_RESPONSE;
+	want[LDAP_OP_ADD_REQUEST] = LDAP_OP_ADD_RESPONSE;
+	want[LDAP_OP_DEL_REQUEST] = LDAP_OP_DEL_RESPONSE;
+	want[LDAP_OP_MODDN_REQUEST] = LDAP_OP_MODDN_RESPONSE;
+	want[LDAP_OP_COMPARE_REQUEST] = LDAP_OP_COMPARE_RESPONSE;
+	want[LDAP_OP_EXTENDED_REQUEST] = LDAP_OP_EXTENDED_RESPONSE;
 
 	for (int op = 0; op <= 31; op++)
 		if (ldap_response_for((enum ldap_op)op) != want[op])
@@ -528,8 +529,8 @@ test_abandon_target(void **state)
 		size_t		 n;
 		int32_t		 want;
 	} cases[] = {
-		{ "with a control", "\x30\x1f\x02\x01\x05\x50\x01\x03"
-		    "\xa0\x17\x30\x15\x04\x13" "1.2.840.113556.1.4", 33, 3 },
+		{ "with a control", "\x30\x23\x02\x01\x05\x50\x01\x03"
+		    "\xa0\x1b\x30\x19\x04\x17" "2.16.840.1.113730.3.4.2", 37, 3 },
 		{ "largest target", "\x30\x09\x02\x01\x05\x50\x04\x7f\xff\xff\xff", 11, 2147483647 },
 		{ "target 0", "\x30\x06\x02\x01\x05\x50\x01\x00", 8, 0 },
 		{ "negative target", "\x30\x06\x02\x01\x05\x50\x01\xff", 8, -1 },
@@ -537,7 +538,6 @@ test_abandon_target(void **state)
 		{ "target of 5 octets", "\x30\x0a\x02\x01\x05\x50\x05\x00\x00\x00\x00\x03", 12, -1 },
 		{ "constructed tag", "\x30\x08\x02\x01\x05\x70\x03\x02\x01\x03", 10, -1 },
 		{ "op past the message", "\x30\x06\x02\x01\x05\x50\x02\x03", 8, -1 },
-		{ "not a SEQUENCE", "\x31\x06\x02\x01\x05\x50\x01\x03", 8, -1 },
 		{ "empty", "", 0, -1 },
 		{ "one byte", "\x30", 1, -1 },
 		{ "HTTP", "GET / HTTP/1.1\r\n\r\n", 18, -1 },
@@ -557,7 +557,7 @@ test_abandon_target(void **state)
 		assert_int_equal(ldap_abandon_target(q, n), -1);
 		free(q);
 	}
-	q = exact((const uint8_t *)"\x30\x06\x02\x01\x05\x50\x01\x03\x30", 9);
+	q = exact("\x30\x06\x02\x01\x05\x50\x01\x03\x30", 9);
 	assert_int_equal(ldap_abandon_target(q, 9), -1);
 	free(q);
 
@@ -569,6 +569,35 @@ test_abandon_target(void **state)
 		free(q);
 		if (got != cases[i].want)
 			fail_msg("%s: %d, want %d", cases[i].why, (int)got, (int)cases[i].want);
+	}
+}
+
+/*
+ * Only an LDAPMessage is an AbandonRequest: the envelope must be a
+ * SEQUENCE and the messageID an INTEGER.
+ */
+static void
+test_abandon_target_envelope(void **state)
+{
+	static const struct {
+		const char	*why;
+		const char	*bytes;
+		size_t		 n;
+	} cases[] = {
+		{ "SET, not SEQUENCE", "\x31\x06\x02\x01\x05\x50\x01\x03", 8 },
+		{ "[APPLICATION 16] envelope", "\x70\x06\x02\x01\x05\x50\x01\x03", 8 },
+		{ "messageID OCTET STRING", "\x30\x06\x04\x01\x05\x50\x01\x03", 8 },
+	};
+	uint8_t		*q;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int32_t	 got;
+
+		q = exact(cases[i].bytes, cases[i].n);
+		got = ldap_abandon_target(q, cases[i].n);
+		free(q);
+		if (got != -1)
+			fail_msg("%s: %d, want -1", cases[i].why, (int)got);
 	}
 }
 
@@ -677,6 +706,22 @@ test_starttls_truncated(void **state)
 	assert_int_equal(starttls("STARTTLS\r\n", 10), LDAP_NOT_STARTTLS);
 	assert_int_equal(starttls("\x30\x80\x02\x01\x01\x77\x80\x80\x16"
 	    "1.3.6.1.4.1.1466.20037" "\x00\x00\x00\x00", 35), LDAP_NOT_STARTTLS);
+}
+
+/*
+ * Only an LDAPMessage is a StartTLS request: the envelope must be a
+ * SEQUENCE and the messageID an INTEGER.
+ */
+static void
+test_starttls_envelope(void **state)
+{
+	static const uint8_t	 set[] =
+		"\x31\x1d\x02\x01\x01\x77\x18\x80\x16" "1.3.6.1.4.1.1466.20037";
+	static const uint8_t	 id_octets[] =
+		"\x30\x1d\x04\x01\x01\x77\x18\x80\x16" "1.3.6.1.4.1.1466.20037";
+
+	assert_int_equal(starttls(set, FIXLEN(set)), LDAP_NOT_STARTTLS);
+	assert_int_equal(starttls(id_octets, FIXLEN(id_octets)), LDAP_NOT_STARTTLS);
 }
 
 /*
@@ -799,7 +844,7 @@ test_build_notice(void **state)
 		"\x04\x0d" "shutting down"
 		"\x8a\x16" "1.3.6.1.4.1.1466.20036";
 	static const uint8_t	 want_empty[] =
-		"\x30\x22\x02\x01\x00\x78\x1d\x0a\x01\x34\x04\x00\x04\x00"
+		"\x30\x24\x02\x01\x00\x78\x1f\x0a\x01\x34\x04\x00\x04\x00"
 		"\x8a\x16" "1.3.6.1.4.1.1466.20036";
 	uint8_t			 buf[LDAP_RESPONSE_MAX];
 	ssize_t			 n;
@@ -945,11 +990,13 @@ main(void)
 		cmocka_unit_test(test_op_is_final_response),
 		cmocka_unit_test(test_response_for),
 		cmocka_unit_test(test_abandon_target),
+		cmocka_unit_test(test_abandon_target_envelope),
 		cmocka_unit_test(test_starttls_real),
 		cmocka_unit_test(test_starttls_request_value),
 		cmocka_unit_test(test_starttls_controls),
 		cmocka_unit_test(test_starttls_not),
 		cmocka_unit_test(test_starttls_truncated),
+		cmocka_unit_test(test_starttls_envelope),
 		cmocka_unit_test(test_build_starttls_success),
 		cmocka_unit_test(test_build_matches_slapd),
 		cmocka_unit_test(test_build_confidentiality_required),

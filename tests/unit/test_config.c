@@ -141,11 +141,11 @@ test_protocol_errors(void **state)
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\";\n"
 	    "  protocol = \"tcpp\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
-	    "t.conf:2: listeners.[0].protocol: unknown protocol \"tcpp\" (expected one of smtp, line, tcp)");
+	    "t.conf:2: listeners.[0].protocol: unknown protocol \"tcpp\" (expected one of smtp, ldap, http, line, tcp)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\";\n"
 	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
-	    "t.conf:1: listeners.[0]: protocol is required (expected one of smtp, line, tcp)");
+	    "t.conf:1: listeners.[0]: protocol is required (expected one of smtp, ldap, http, line, tcp)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  client_tls = \"starttls\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
@@ -331,6 +331,29 @@ test_protocol_block_errors(void **state)
 	    "t.conf:2: listeners.[0].require_tls: cannot be true with client_tls = \"none\"");
 }
 
+static void
+test_http_block(void **state)
+{
+	const char *text =
+	    "listeners = ( { name = \"web\"; listen = \"127.0.0.1:1\"; protocol = \"http\";\n"
+	    "  http = { connect_allow = [ \"db.internal:5432\", \"*.example.com:443\", \"[::1]:8443\" ]; }; } );\n";
+	struct config	*cfg = config_load_string(text, "t.conf", &errs);
+
+	assert_non_null(cfg);
+	assert_ptr_equal(cfg->listeners[0].proto, &proto_http);
+	assert_true(cfg->listeners[0].require_tls);
+	assert_false(cfg->listeners[0].backend.has_address);
+	assert_int_equal(cfg->listeners[0].http.nconnect_allow, 3);
+	config_unref(cfg);
+	expect_error(
+	    "listeners = ( { name = \"web\"; listen = \"127.0.0.1:1\"; protocol = \"http\";\n"
+	    "  http = { connect_allow = [ \"*\" ]; }; } );\n",
+	    "t.conf:2: listeners.[0].http.connect_allow.[0]: \"*\" is not a rule (expected host:port, [v6]:port or *.domain:port)");
+	expect_error(
+	    "listeners = ( { name = \"web\"; listen = \"127.0.0.1:1\"; protocol = \"http\"; } );\n",
+	    "t.conf:1: listeners.[0]: an http listener needs backend.address, http.connect_allow or both");
+}
+
 /* What later releases implement is refused clearly, not ignored. */
 static void
 test_not_supported_yet(void **state)
@@ -384,6 +407,7 @@ main(void)
 		cmocka_unit_test(test_backend_errors),
 		cmocka_unit_test(test_protocol_defaults),
 		cmocka_unit_test(test_protocol_block_errors),
+		cmocka_unit_test(test_http_block),
 		cmocka_unit_test(test_not_supported_yet),
 		cmocka_unit_test(test_all_errors_collected),
 	};
