@@ -140,10 +140,12 @@ ldap_op_tlv(const uint8_t *p, size_t len, struct ber_tlv *op, size_t *off)
 	struct ber_tlv	 seq, id;
 	size_t		 o;
 
-	if (ber_tlv_header(p, len, &seq) != PARSE_OK || seq.hdrlen + seq.len != len)
+	if (ber_tlv_header(p, len, &seq) != PARSE_OK || seq.tag != BER_SEQUENCE ||
+	    seq.hdrlen + seq.len != len)
 		return -1;
 	o = seq.hdrlen;
-	if (ber_tlv_header(p + o, len - o, &id) != PARSE_OK || id.hdrlen + id.len > len - o)
+	if (ber_tlv_header(p + o, len - o, &id) != PARSE_OK || id.tag != BER_INTEGER ||
+	    id.hdrlen + id.len > len - o)
 		return -1;
 	o += id.hdrlen + (size_t)id.len;
 	if (ber_tlv_header(p + o, len - o, op) != PARSE_OK || op->hdrlen + op->len > len - o)

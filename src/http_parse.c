@@ -204,7 +204,7 @@ http_authority_parse(const char *target, size_t len, struct addr *out)
 	char		 buf[ADDR_HOST_MAX + 16];
 	const char	*why;
 
-	if (len >= sizeof(buf))
+	if (len >= sizeof(buf) || memchr(target, '\0', len) != NULL)
 		return -1;
 	memcpy(buf, target, len);
 	buf[len] = '\0';
