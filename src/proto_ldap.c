@@ -12,6 +12,8 @@
  * matching response and confidentialityRequired, and never relayed: no
  * bind password crosses to the backend in cleartext.  A response the
  * proxy writes goes to the client only between two backend messages.
+ * Inside TLS only responses to requests made inside TLS (and unsolicited
+ * notifications, messageID 0) reach the client.
  */
 #include "autoconfig.h"
 
@@ -32,6 +34,7 @@ struct ldap {
 	uint64_t		 client_left;	/* bytes of the current client message */
 	bool			 client_drop;	/* ... to drop rather than relay */
 	uint64_t		 backend_left;	/* bytes of the current backend message */
+	bool			 backend_drop;	/* ... to drop rather than relay */
 };
 
 static void *
@@ -48,6 +51,15 @@ static void
 ldap_free(void *m)
 {
 	free(m);
+}
+
+static bool
+outstanding_has(const struct ldap *m, int32_t msgid)
+{
+	for (unsigned i = 0; i < m->noutstanding; i++)
+		if (m->outstanding[i] == msgid)
+			return true;
+	return false;
 }
 
 static bool
@@ -197,7 +209,7 @@ ldap_client_input(struct proto_io *io)
 				return PROTO_CONTINUE;
 			outstanding_remove(m, ldap_abandon_target(
 			    evbuffer_pullup(io->in, (ssize_t)pk.total), (size_t)pk.total));
-		} else if (pk.op != LDAP_OP_UNBIND_REQUEST && !io->client_tls) {
+		} else if (pk.op != LDAP_OP_UNBIND_REQUEST) {
 			if (m->noutstanding == LDAP_OUTSTANDING_MAX)
 				return PROTO_HOLD;
 			m->outstanding[m->noutstanding++] = pk.msgid;
@@ -220,7 +232,11 @@ ldap_backend_input(struct proto_io *io)
 		if (m->backend_left > 0) {
 			size_t n = len < m->backend_left ? len : (size_t)m->backend_left;
 
-			evbuffer_remove_buffer(io->in, io->to_client, n);
+			if (m->backend_drop) {
+				evbuffer_drain(io->in, n);
+				io->dropped += n;
+			} else
+				evbuffer_remove_buffer(io->in, io->to_client, n);
 			m->backend_left -= n;
 			continue;
 		}
@@ -236,9 +252,20 @@ ldap_backend_input(struct proto_io *io)
 		case PARSE_OK:
 			break;
 		}
+		if (io->client_tls && pk.msgid != 0 && !outstanding_has(m, pk.msgid)) {
+			/*
+			 * Inside TLS, a response to nothing asked inside TLS
+			 * answers the cleartext phase: never delivered as if it
+			 * came after the upgrade.
+			 */
+			m->backend_left = pk.total;
+			m->backend_drop = true;
+			continue;
+		}
 		if (ldap_op_is_final_response(pk.op) && pk.msgid != 0)
 			outstanding_remove(m, pk.msgid);
 		m->backend_left = pk.total;
+		m->backend_drop = false;
 	}
 	return PROTO_CONTINUE;
 }

@@ -48,6 +48,7 @@ struct smtp {
 	uint64_t		 bdat_left;
 	struct smtp_data	 data;
 	bool			 cleartext_txn;	/* MAIL, RCPT, DATA or BDAT before TLS */
+	bool			 tls_quiet;	/* in TLS, no command from the client yet */
 	struct evbuffer		*ehlo;		/* a multiline EHLO reply, whole */
 };
 
@@ -191,6 +192,7 @@ smtp_command(struct smtp *m, struct proto_io *io)
 	}
 
 	evbuffer_remove_buffer(io->in, io->to_backend, linelen);
+	m->tls_quiet = false;
 	switch (c.verb) {
 	case SMTP_EHLO:
 		expect_push(m, EXPECT_EHLO);
@@ -308,6 +310,16 @@ smtp_backend_input(struct proto_io *io)
 		if (smtp_reply_parse(p, textlen, &r) != PARSE_OK)
 			return smtp_backend_error(io, "the backend sent something that is not an SMTP reply");
 
+		if (m->count == 0 && m->tls_quiet) {
+			/*
+			 * A reply inside TLS before the client asked anything
+			 * there answers something from the cleartext phase: it
+			 * must not look as if it came after the upgrade.
+			 */
+			io->dropped += linelen;
+			evbuffer_drain(io->in, linelen);
+			continue;
+		}
 		if (kind == EXPECT_EHLO && r.code == 250) {
 			if (m->ehlo == NULL && (m->ehlo = evbuffer_new()) == NULL)
 				return smtp_backend_error(io, "out of memory");
@@ -347,6 +359,7 @@ smtp_tls_ready(struct proto_io *io)
 	struct smtp	*m = io->state;
 
 	m->mode = CLIENT_COMMAND;
+	m->tls_quiet = true;
 	if (m->cleartext_txn) {
 		evbuffer_add(io->to_backend, "RSET\r\n", 6);
 		expect_push(m, EXPECT_HIDDEN);

@@ -409,7 +409,7 @@ session_verdict(struct session *s, enum proto_verdict v, struct proto_io *io)
 {
 	if (io->dropped > 0)
 		log_warnx("listener %s client %s: discarded %zu bytes from the backend %s that "
-		    "came after the upgrade but before the client's first request",
+		    "answered nothing the client asked inside TLS",
 		    s->lc->name, s->client_addr, io->dropped, s->backend_addr);
 	session_flush_replies(s);
 	if (s->dead)
