@@ -800,6 +800,27 @@ listener_name_valid(const char *s)
 	return true;
 }
 
+/*
+ * An http listener needs somewhere to send requests: backend.address, or
+ * the targets of CONNECT, which only a STARTTLS listener accepts.
+ */
+static void
+check_http_backend(struct walk *w, const config_setting_t *g, const char *path,
+    const struct listener_conf *lc)
+{
+	const config_setting_t	*b = config_setting_get_member(g, "backend");
+	const config_setting_t	*h = config_setting_get_member(g, "http");
+
+	if (lc->proto == NULL || strcmp(lc->proto->name, "http") != 0 ||
+	    lc->backend.has_address || (b != NULL && config_setting_get_member(b, "address")))
+		return;		/* has one, or a bad one already reported */
+	if (lc->client_tls != CLIENT_TLS_STARTTLS)
+		problem(w, g, path, "an http listener without client_tls = \"starttls\" (so without CONNECT) needs backend.address");
+	else if (lc->http.nconnect_allow == 0 &&
+	    (h == NULL || config_setting_get_member(h, "connect_allow") == NULL))
+		problem(w, g, path, "an http listener needs backend.address, http.connect_allow or both");
+}
+
 static void
 parse_listener(struct walk *w, const config_setting_t *g, const char *path,
     struct config *cfg, struct listener_conf *lc)
@@ -914,12 +935,6 @@ parse_listener(struct walk *w, const config_setting_t *g, const char *path,
 	    (lc->proto == NULL || strcmp(lc->proto->name, "http") != 0))
 		problem(w, sub, sp, "address is required (host:port, [v6]:port or unix:/path)");
 
-	if (lc->proto != NULL && strcmp(lc->proto->name, "http") == 0 &&
-	    !lc->backend.has_address && config_setting_get_member(g, "backend") == NULL &&
-	    !(config_setting_get_member(g, "http") != NULL &&
-	    config_setting_get_member(config_setting_get_member(g, "http"), "connect_allow") != NULL))
-		problem(w, g, path, "an http listener needs backend.address, http.connect_allow or both");
-
 	/* A protocol's own block is allowed only on a listener of that protocol. */
 	for (size_t k = 0; k < 2; k++) {
 		const char *blk = k == 0 ? "line" : "http";
@@ -937,6 +952,7 @@ parse_listener(struct walk *w, const config_setting_t *g, const char *path,
 		else
 			parse_http_block(w, sub, sp, &lc->http);
 	}
+	check_http_backend(w, g, path, lc);
 	(void)list;
 }
 

@@ -144,16 +144,18 @@ http_client_input(struct proto_io *io)
 			    "an Upgrade: TLS/1.0 request with a body");
 		if (m->upgraded == NULL && (m->upgraded = evbuffer_new()) == NULL)
 			return http_refuse(io, 503, NULL, "Out of memory.\n", "out of memory");
-		/* kept, to be relayed inside TLS (RFC 2817 section 3.2) */
+		/* kept, to be relayed inside TLS (RFC 2817 section 3.3) */
 		evbuffer_remove_buffer(io->in, m->upgraded, r.head_len);
 		http_respond(io->to_client, 101, "Upgrade: TLS/1.0, HTTP/1.1\r\nConnection: Upgrade\r\n", NULL);
 		return PROTO_UPGRADE;
 	}
-	if (io->client_tls || !m->conf->require_tls || m->conf->client_tls != CLIENT_TLS_STARTTLS) {
+	if (!m->conf->require_tls || m->conf->client_tls != CLIENT_TLS_STARTTLS) {
 		if (!m->conf->backend.has_address)
 			return http_refuse(io, 502, NULL, "No backend for this request.\n",
 			    "a request other than CONNECT on a listener without backend.address");
-		return PROTO_TRANSPARENT;
+		/* reach the backend first, so that failing to gets a 502 */
+		io->connect_to = NULL;
+		return PROTO_CONNECT;
 	}
 	return http_refuse(io, 426, "Upgrade: TLS/1.0, HTTP/1.1\r\nConnection: Upgrade\r\n",
 	    "This service requires TLS: use CONNECT or Upgrade: TLS/1.0.\n",
@@ -185,11 +187,11 @@ http_tls_ready(struct proto_io *io)
 {
 	struct http	*m = io->state;
 
-	if (m->upgraded != NULL) {
+	if (m->tunnel)
+		return PROTO_TRANSPARENT;	/* a CONNECT tunnel: the backend is up */
+	if (m->upgraded != NULL)
 		evbuffer_add_buffer(io->to_backend, m->upgraded);
-		return PROTO_CONTINUE;	/* transparent once the backend is up */
-	}
-	return PROTO_TRANSPARENT;	/* a CONNECT tunnel: the backend is up */
+	return PROTO_CONTINUE;	/* transparent once the backend is up (or 502) */
 }
 
 static void

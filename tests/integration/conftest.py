@@ -86,21 +86,22 @@ def pki(tmp_path_factory):
 class Daemon:
     """The real starttls-proxy, in the foreground, logging to a file."""
 
-    def __init__(self, d, conf_text, args=(), debug=True):
+    def __init__(self, d, conf_text, args=(), debug=True, prefix=()):
         self.d = d
         self.conf = d / "proxy.conf"
         self.conf.write_text(conf_text)
         self.logpath = d / "proxy.log"
         self.args = list(args)
         self.debug = debug
+        self.prefix = list(prefix)
         self.proc = None
 
     def start(self, wait=True):
         self.logf = open(self.logpath, "ab")
-        argv = [BIN, "-d" if self.debug else "-f", "-c", str(self.conf)] + self.args
+        argv = self.prefix + [BIN, "-d" if self.debug else "-f", "-c", str(self.conf)] + self.args
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT)
         if wait:
-            wait_for(lambda: "started" in self.log() or self.proc.poll() is not None, 10,
+            wait_for(lambda: "started" in self.log() or self.proc.poll() is not None, 60,
                      "the daemon to start")
             if self.proc.poll() is not None:
                 raise AssertionError("daemon exited at start-up:\n" + self.log())
@@ -169,8 +170,8 @@ def daemon(tmp_path, request):
     """daemon(conf_text) starts the proxy; it is stopped after the test."""
     started = []
 
-    def make(conf_text, args=(), start=True, debug=True):
-        d = Daemon(tmp_path, conf_text, args, debug)
+    def make(conf_text, args=(), start=True, debug=True, prefix=()):
+        d = Daemon(tmp_path, conf_text, args, debug, prefix)
         started.append(d)
         return d.start() if start else d
 

@@ -227,3 +227,11 @@ def test_busy_gets_503(daemon, pki, web):
         time.sleep(0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as b:
             assert recv_all(b).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+
+
+def test_plain_request_to_unreachable_backend_gets_502(daemon, pki):
+    port = free_port()
+    daemon(http_conf(port, pki, backend=f"127.0.0.1:{free_port()}", extra="require_tls = false;"))
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                        f"http://127.0.0.1:{port}/"], capture_output=True, timeout=20)
+    assert r.stdout == b"502"

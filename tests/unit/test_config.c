@@ -352,6 +352,14 @@ test_http_block(void **state)
 	expect_error(
 	    "listeners = ( { name = \"web\"; listen = \"127.0.0.1:1\"; protocol = \"http\"; } );\n",
 	    "t.conf:1: listeners.[0]: an http listener needs backend.address, http.connect_allow or both");
+	expect_error(
+	    "listeners = ( { name = \"web\"; listen = \"127.0.0.1:1\"; protocol = \"http\";\n"
+	    "  backend = { tls = \"implicit\"; }; } );\n",
+	    "t.conf:1: listeners.[0]: an http listener needs backend.address, http.connect_allow or both");
+	expect_error(
+	    "listeners = ( { name = \"web\"; listen = \"127.0.0.1:1\"; protocol = \"http\"; client_tls = \"none\";\n"
+	    "  http = { connect_allow = \"a.test:443\"; }; } );\n",
+	    "t.conf:1: listeners.[0]: an http listener without client_tls = \"starttls\" (so without CONNECT) needs backend.address");
 }
 
 /* What later releases implement is refused clearly, not ignored. */

@@ -1,0 +1,95 @@
+"""One session per protocol through the daemon running under valgrind:
+no memory errors, no leaks, and no descriptor left open at exit."""
+import os
+import re
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from helpers import client_ctx, echo_handler, free_port, recv_until, Server, tls_connect
+from smtp_backend import SMTPBackend
+from slapd_backend import Slapd
+from test_http import WebBackend
+from test_ldap import read_messages, search_request, starttls_request
+from test_line import line_server
+from test_smtp import read_reply
+
+pytestmark = pytest.mark.skipif(os.environ.get("STP_SANITIZED") == "1",
+                                reason="valgrind runs on the plain build")
+
+
+def test_one_session_per_protocol_under_valgrind(daemon, pki, tmp_path):
+    mta, ldap, web, line, echo = (SMTPBackend(), Slapd(tmp_path / "slapd"), WebBackend(),
+                                  line_server(), Server(echo_handler()))
+    p = {k: free_port() for k in ("smtp", "ldap", "http", "line", "tcp")}
+    tls = f'tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};'
+    text = f"""
+shutdown_timeout = 5;
+listeners = (
+  {{ name = "smtp"; listen = "127.0.0.1:{p['smtp']}"; protocol = "smtp"; {tls}
+     backend = {{ address = "127.0.0.1:{mta.port}"; }}; }},
+  {{ name = "ldap"; listen = "127.0.0.1:{p['ldap']}"; protocol = "ldap"; {tls}
+     backend = {{ address = "127.0.0.1:{ldap.port}"; }}; }},
+  {{ name = "http"; listen = "127.0.0.1:{p['http']}"; protocol = "http"; {tls}
+     http = {{ connect_allow = [ "localhost:443" ]; }};
+     backend = {{ address = "127.0.0.1:{web.port}"; }}; }},
+  {{ name = "line"; listen = "127.0.0.1:{p['line']}"; protocol = "line"; {tls}
+     backend = {{ address = "127.0.0.1:{line.port}"; }}; }},
+  {{ name = "tcp"; listen = "127.0.0.1:{p['tcp']}"; protocol = "tcp"; {tls}
+     backend = {{ address = "localhost:{echo.port}"; tls = "none"; }}; }}
+);
+"""
+    vlog = tmp_path / "valgrind.log"
+    d = daemon(text, debug=False, prefix=[
+        "valgrind", "--leak-check=full", "--show-leak-kinds=definite,indirect,possible",
+        "--errors-for-leak-kinds=definite,indirect,possible", "--track-fds=yes",
+        "--error-exitcode=99", f"--log-file={vlog}"])
+    ctx = client_ctx(pki.ca)
+
+    with socket.create_connection(("127.0.0.1", p["smtp"]), timeout=30) as c:
+        read_reply(c, 30)
+        c.sendall(b"STARTTLS\r\n")
+        read_reply(c, 30)
+        with ctx.wrap_socket(c, server_hostname="localhost") as t:
+            t.sendall(b"EHLO v.test\r\n")
+            read_reply(t, 30)
+            t.sendall(b"QUIT\r\n")
+            assert read_reply(t, 30).startswith(b"221")
+    with socket.create_connection(("127.0.0.1", p["ldap"]), timeout=30) as c:
+        c.sendall(starttls_request(1))
+        read_messages(c, 1, 30)
+        with ctx.wrap_socket(c, server_hostname="localhost") as t:
+            t.sendall(search_request(2, ldap.base))
+            assert [m[0] for m in read_messages(t, 2, 30)] == [2, 2]
+    with socket.create_connection(("127.0.0.1", p["http"]), timeout=30) as c:
+        c.sendall(b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        recv_until(c, b"\r\n\r\n", 30)
+        with ctx.wrap_socket(c, server_hostname="localhost") as t:
+            t.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            assert recv_until(t, b"backend\n", 30).endswith(b"hello from the web backend\n")
+    with socket.create_connection(("127.0.0.1", p["line"]), timeout=30) as c:
+        c.sendall(b"STARTTLS\r\n")
+        with ctx.wrap_socket(c, server_hostname="localhost") as t:
+            t.sendall(b"PING\r\n")
+            assert recv_until(t, b"\n", 30) == b"PONG\r\n"
+    with tls_connect(p["tcp"], pki.ca, timeout=30) as t:
+        assert recv_until(t, b"\n", 30) == b"hello from the backend\n"
+
+    d.wait_session(count=5, timeout=60)
+    rc = d.stop(timeout=60)
+    text = vlog.read_text()
+    assert rc == 0, text[-3000:]
+    assert re.search(r"ERROR SUMMARY: 0 errors", text), text[-3000:]
+    assert "definitely lost: 0 bytes" in text or "All heap blocks were freed" in text, text[-3000:]
+    # at exit only stdin, stdout, stderr and valgrind's log are open
+    m = re.search(r"FILE DESCRIPTORS: (\d+) open", text)
+    assert m and int(m.group(1)) <= 4, text[-3000:]
+    print("valgrind: " + "; ".join(l.split("== ", 1)[1] for l in text.splitlines()
+                                    if "ERROR SUMMARY" in l or "FILE DESCRIPTORS" in l
+                                    or "definitely lost" in l or "All heap" in l))
+    for s in (mta, ldap):
+        s.stop()
+    for s in (web, line, echo):
+        s.close()
