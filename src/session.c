@@ -620,8 +620,22 @@ session_side_event(struct session *s, struct side *sd, short what)
 			session_finish(s, "backend-error", why);
 		return;
 	}
-	if (what & BEV_EVENT_EOF)
+	if (what & BEV_EVENT_EOF) {
+		/*
+		 * A TLS filter may report the peer's close_notify before the
+		 * read callback has seen the bytes that came with it (a last
+		 * "221 Bye"): deal with those first.
+		 */
+		if (evbuffer_get_length(bufferevent_get_input(sd->bev)) > 0) {
+			if (sd == &s->client)
+				session_client_readcb(sd->bev, s);
+			else
+				session_backend_readcb(sd->bev, s);
+			if (s->dead)
+				return;
+		}
 		relay_eof(s, sd);
+	}
 }
 
 static void
