@@ -1046,11 +1046,8 @@ parse_global(struct walk *w, const config_setting_t *root, struct config *cfg)
 	    log_level_parse(v, &cfg->log_level) == -1)
 		problem(w, config_setting_get_member(root, "log_level"), "log_level",
 		    "unknown level \"%s\" (expected one of error, warning, info, debug)", v);
-	if (get_uint(w, root, "", "workers", 0, 1024, &n) == 1) {
-		cfg->workers = (unsigned)n;
-		if (n != 1)
-			not_supported_yet(w, root, "", "workers", "more than one worker");
-	}
+	if (get_uint(w, root, "", "workers", 0, 1024, &n) == 1)
+		cfg->workers = (unsigned)n;	/* 0: one per CPU */
 	if (get_uint(w, root, "", "max_connections", 1, CONFIG_MAX_CONNECTIONS_MAX, &n) == 1)
 		cfg->max_connections = (unsigned)n;
 	if (get_uint(w, root, "", "shutdown_timeout", 0, 3600, &n) == 1)

@@ -5,7 +5,9 @@
  * A reload keeps every socket whose address is still configured (so that
  * no connection is refused while it happens, and so that a daemon that
  * dropped its privileges keeps its low ports), binds the new ones, and
- * closes the others; if a new one cannot be bound, nothing changes.
+ * closes the others; if a new one cannot be bound, nothing changes.  The
+ * main thread plans (binds) for every worker first; each worker then
+ * commits the plan in its own thread.
  */
 #include "autoconfig.h"
 
@@ -33,22 +35,6 @@
 #define LISTEN_BACKLOG		1024
 #define ACCEPT_PAUSE_MS		250	/* after EMFILE/ENFILE/ENOBUFS/ENOMEM */
 
-struct listener_stats *
-listener_stats_get(struct worker *w, const char *name)
-{
-	struct listener_stats	*st;
-
-	for (st = w->stats; st != NULL; st = st->next)
-		if (strcmp(st->name, name) == 0)
-			return st;
-	if ((st = calloc(1, sizeof(*st))) == NULL)
-		return NULL;
-	snprintf(st->name, sizeof(st->name), "%s", name);
-	st->next = w->stats;
-	w->stats = st;
-	return st;
-}
-
 /*
  * Past max_connections: the protocol's busy reply, if it has one and the
  * client speaks cleartext first, then close.  One write, never blocking.
@@ -69,7 +55,7 @@ listener_refuse(struct worker *w, const struct listener_conf *lc, int fd,
 		evbuffer_drain(reply, n);
 	}
 	close(fd);
-	lc->stats->refused++;
+	atomic_fetch_add_explicit(&lc->stats->refused, 1, memory_order_relaxed);
 	if (log_ratelimit_pass(&w->rl_busy, time(NULL), &suppressed))
 		log_warnx("listener %s: refused %s: %s max_connections (%u) reached%s",
 		    lc->name, peer, what, limit,
@@ -85,9 +71,11 @@ listener_accept_cb(struct evconnlistener *ev, evutil_socket_t fd,
 	const struct listener_conf *lc = ls->lc;
 	char			 peer[SESSION_PEER_MAX];
 
-	if (w->nsessions >= w->cfg->max_connections ||
-	    lc->stats->active >= lc->max_connections) {
-		bool global = w->nsessions >= w->cfg->max_connections;
+	unsigned		 all = atomic_load_explicit(&w->d->nsessions, memory_order_relaxed);
+
+	if (all >= w->cfg->max_connections ||
+	    atomic_load_explicit(&lc->stats->active, memory_order_relaxed) >= lc->max_connections) {
+		bool global = all >= w->cfg->max_connections;
 
 		addr_format(sa, (socklen_t)salen, peer, sizeof(peer));
 		listener_refuse(w, lc, fd, peer, global ? "the global" : "the listener's",
@@ -119,7 +107,8 @@ listener_resume(struct worker *w)
 	w->accept_paused = false;
 	event_del(w->accept_resume);
 	for (size_t i = 0; i < w->nsocks; i++)
-		evconnlistener_enable(w->socks[i]->ev);
+		if (w->socks[i]->ev != NULL)
+			evconnlistener_enable(w->socks[i]->ev);
 }
 
 /*
@@ -142,12 +131,13 @@ listener_error_cb(struct evconnlistener *ev, void *arg)
 		    suppressed ? " (repeated)" : "");
 	w->accept_paused = true;
 	for (size_t i = 0; i < w->nsocks; i++)
-		evconnlistener_disable(w->socks[i]->ev);
+		if (w->socks[i]->ev != NULL)
+			evconnlistener_disable(w->socks[i]->ev);
 	event_add(w->accept_resume, &tv);
 }
 
 static int
-listener_socket(const struct addr *a, char *why, size_t len)
+listener_socket(const struct addr *a, bool reuseport, char *why, size_t len)
 {
 	int	 fd, one = 1;
 
@@ -157,6 +147,12 @@ listener_socket(const struct addr *a, char *why, size_t len)
 		return -1;
 	}
 	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* one socket per worker on the same address; the kernel spreads clients */
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) {
+		snprintf(why, len, "SO_REUSEPORT: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
 	/* [::]:port must not also take 0.0.0.0:port, which may be listed too */
 	if (a->ss.ss_family == AF_INET6)
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -180,7 +176,7 @@ listen_sock_new(struct worker *w, const struct addr *a, char *why, size_t len)
 	struct listen_sock	*ls;
 	int			 fd;
 
-	if ((fd = listener_socket(a, why, len)) == -1)
+	if ((fd = listener_socket(a, w->d->nworkers > 1, why, len)) == -1)
 		return NULL;
 	if ((ls = calloc(1, sizeof(*ls))) == NULL) {
 		snprintf(why, len, "out of memory");
@@ -190,22 +186,16 @@ listen_sock_new(struct worker *w, const struct addr *a, char *why, size_t len)
 	ls->w = w;
 	ls->addr = *a;
 	ls->fd = fd;
-	ls->ev = evconnlistener_new(w->base, listener_accept_cb, ls,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0, fd);
-	if (ls->ev == NULL) {
-		snprintf(why, len, "cannot watch the listening socket");
-		close(fd);
-		free(ls);
-		return NULL;
-	}
-	evconnlistener_set_error_cb(ls->ev, listener_error_cb);
 	return ls;
 }
 
 static void
 listen_sock_free(struct listen_sock *ls)
 {
-	evconnlistener_free(ls->ev);
+	if (ls->ev != NULL)
+		evconnlistener_free(ls->ev);	/* closes the socket */
+	else
+		close(ls->fd);
 	free(ls);
 }
 
@@ -213,32 +203,29 @@ static struct listen_sock *
 listen_sock_find(struct worker *w, const struct addr *a)
 {
 	for (size_t i = 0; i < w->nsocks; i++)
-		if (w->socks[i] != NULL &&
-		    addr_sockaddr_equal((const struct sockaddr *)&w->socks[i]->addr.ss,
+		if (addr_sockaddr_equal((const struct sockaddr *)&w->socks[i]->addr.ss,
 		    w->socks[i]->addr.sslen, (const struct sockaddr *)&a->ss, a->sslen))
 			return w->socks[i];
 	return NULL;
 }
 
 /*
- * Make the listening sockets those of cfg.  Either every address of cfg is
- * listened on afterwards, or nothing has changed and errs says why.
+ * From the main thread: the listening sockets worker w needs for cfg,
+ * reusing those it has and binding the others.  Either every address is
+ * bound, or nothing was and errs says why.  w->socks is only read: the
+ * worker changes it in listener_commit(), which the main thread waits for.
  */
 int
-listener_sync(struct worker *w, struct config *cfg, struct config_errors *errs)
+listener_plan(struct worker *w, struct config *cfg, struct listen_sock ***out,
+    size_t *nout, struct config_errors *errs)
 {
 	struct listen_sock	**socks;
-	bool			*reused;
 	size_t			 total = 0, k = 0;
 	char			 why[256];
 
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		total += cfg->listeners[i].nlisten;
-	socks = calloc(total, sizeof(*socks));
-	reused = calloc(total ? total : 1, sizeof(*reused));
-	if (socks == NULL || reused == NULL) {
-		free(socks);
-		free(reused);
+	if ((socks = calloc(total ? total : 1, sizeof(*socks))) == NULL) {
 		config_errors_add(errs, "out of memory");
 		return -1;
 	}
@@ -246,66 +233,89 @@ listener_sync(struct worker *w, struct config *cfg, struct config_errors *errs)
 		struct listener_conf *lc = &cfg->listeners[i];
 
 		for (size_t j = 0; j < lc->nlisten; j++, k++) {
-			struct listen_sock *ls = listen_sock_find(w, &lc->listen[j]);
-
-			if (ls != NULL) {
-				socks[k] = ls;
-				reused[k] = true;
-			} else if ((socks[k] = listen_sock_new(w, &lc->listen[j], why,
-			    sizeof(why))) == NULL) {
+			if ((socks[k] = listen_sock_find(w, &lc->listen[j])) != NULL)
+				continue;
+			if ((socks[k] = listen_sock_new(w, &lc->listen[j], why, sizeof(why))) == NULL) {
 				config_errors_add(errs, "%s.listen: %s", lc->where, why);
-				goto rollback;
+				listener_unplan(w, socks, total);
+				return -1;
 			}
 		}
 	}
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct listener_conf *lc = &cfg->listeners[i];
+	*out = socks;
+	*nout = total;
+	return 0;
+}
 
-		if ((lc->stats = listener_stats_get(w, lc->name)) == NULL) {
-			config_errors_add(errs, "%s: out of memory", lc->where);
-			goto rollback;
-		}
+/* Undo a plan that will not be committed: close what it bound. */
+void
+listener_unplan(struct worker *w, struct listen_sock **socks, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		bool reused = false;
+
+		if (socks[i] == NULL)
+			continue;
+		for (size_t j = 0; j < w->nsocks; j++)
+			if (w->socks[j] == socks[i])
+				reused = true;
+		if (!reused)
+			listen_sock_free(socks[i]);
 	}
+	free(socks);
+}
 
-	/* commit: close what is no longer configured, point the rest at cfg */
+/*
+ * In the worker's thread: make the planned sockets its own.  Close what is
+ * no longer configured, watch the new ones, and point each at its listener
+ * in w->cfg (which the caller has just set).
+ */
+void
+listener_commit(struct worker *w, struct listen_sock **socks, size_t n)
+{
+	struct config	*cfg = w->cfg;
+	size_t		 k = 0;
+
 	for (size_t i = 0; i < w->nsocks; i++) {
 		bool keep = false;
 
-		for (size_t j = 0; j < total; j++)
+		for (size_t j = 0; j < n; j++)
 			if (socks[j] == w->socks[i])
 				keep = true;
 		if (!keep) {
-			log_info("listener %s: no longer listening on %s:%u",
-			    w->socks[i]->lc->name, w->socks[i]->addr.host, w->socks[i]->addr.port);
+			if (w->index == 0)
+				log_info("listener %s: no longer listening on %s:%u",
+				    w->socks[i]->lc->name, w->socks[i]->addr.host,
+				    w->socks[i]->addr.port);
 			listen_sock_free(w->socks[i]);
 		}
 	}
-	k = 0;
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++, k++) {
-			socks[k]->lc = &cfg->listeners[i];
-			if (!reused[k])
-				log_info("listener %s: listening on %s:%u (%s, client_tls %s)",
-				    cfg->listeners[i].name, socks[k]->addr.host,
-				    socks[k]->addr.port, cfg->listeners[i].proto->name,
-				    client_tls_name(cfg->listeners[i].client_tls));
+			struct listen_sock *ls = socks[k];
+
+			ls->lc = &cfg->listeners[i];
+			if (ls->ev == NULL) {
+				ls->ev = evconnlistener_new(w->base, listener_accept_cb, ls,
+				    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0, ls->fd);
+				if (ls->ev == NULL) {
+					log_warnx("listener %s: cannot watch %s:%u; not accepting there",
+					    ls->lc->name, ls->addr.host, ls->addr.port);
+					continue;
+				}
+				evconnlistener_set_error_cb(ls->ev, listener_error_cb);
+				if (w->index == 0)
+					log_info("listener %s: listening on %s:%u (%s, client_tls %s)",
+					    ls->lc->name, ls->addr.host, ls->addr.port,
+					    ls->lc->proto->name, client_tls_name(ls->lc->client_tls));
+			}
 			if (!w->accept_paused && !w->draining)
-				evconnlistener_enable(socks[k]->ev);
+				evconnlistener_enable(ls->ev);
 		}
 	}
 	free(w->socks);
-	free(reused);
 	w->socks = socks;
-	w->nsocks = total;
-	return 0;
-
-rollback:
-	for (size_t i = 0; i < total; i++)
-		if (socks[i] != NULL && !reused[i])
-			listen_sock_free(socks[i]);
-	free(socks);
-	free(reused);
-	return -1;
+	w->nsocks = n;
 }
 
 /* Stop accepting: every listening socket is closed. */

@@ -223,7 +223,7 @@ main(int argc, char **argv)
 	struct options		 o = { 0 };
 	struct config_errors	 errs = { 0 };
 	struct config		*cfg;
-	struct worker		*w;
+	struct daemon		*d;
 	struct privs		 privs;
 	char			*pidfile = NULL;
 	int			 rc;
@@ -243,14 +243,13 @@ main(int argc, char **argv)
 		exit(0);
 	}
 
-	server_set_log(o.foreground, o.debug);
-	if (o.foreground)
-		server_apply_log(cfg);
-	if ((w = server_new(cfg)) == NULL) {
-		fprintf(stderr, "starttls-proxy: cannot set up the event loop\n");
+	if ((d = server_new(cfg, o.foreground, o.debug)) == NULL) {
+		fprintf(stderr, "starttls-proxy: cannot set up the event loops\n");
 		exit(EXIT_CONFIG);
 	}
-	if (listener_sync(w, cfg, &errs) == -1) {
+	if (o.foreground)
+		server_apply_log(d, cfg);
+	if (server_listen(d, &errs) == -1) {
 		for (size_t i = 0; i < errs.count; i++)
 			fprintf(stderr, "%s\n", errs.lines[i]);
 		exit(EXIT_CONFIG);
@@ -260,11 +259,11 @@ main(int argc, char **argv)
 			fprintf(stderr, "starttls-proxy: cannot daemonize: %s\n", strerror(errno));
 			exit(EXIT_CONFIG);
 		}
-		if (event_reinit(w->base) == -1) {
-			log_errorx("cannot reinitialise the event loop after fork");
+		if (server_after_fork(d) == -1) {
+			log_errorx("cannot reinitialise the event loops after fork");
 			exit(EXIT_CONFIG);
 		}
-		server_apply_log(cfg);
+		server_apply_log(d, cfg);
 	}
 	server_warn_selfsigned(cfg);
 
@@ -274,10 +273,10 @@ main(int argc, char **argv)
 		exit(EXIT_CONFIG);
 	if (privs_drop(&privs) == -1)
 		exit(EXIT_CONFIG);
-	config_unref(cfg);	/* the worker holds its own reference */
+	config_unref(cfg);	/* the daemon and its workers hold their own */
 
-	rc = server_run(w) == 0 ? 0 : 1;
-	server_free(w);
+	rc = server_run(d) == 0 ? 0 : 1;
+	server_free(d);
 	if (pidfile != NULL)
 		(void)unlink(pidfile);
 	free(pidfile);

@@ -1,22 +1,28 @@
 /*
- * The event loop of the daemon: signals, reload and graceful shutdown.
+ * The daemon's threads: the main thread (signals, configuration, bind)
+ * and the workers (event loops with their sessions).
  *
  * SIGHUP builds a whole new configuration (file, certificates, keys,
- * listening sockets) beside the running one and switches to it only when
- * every part succeeded; sessions keep the configuration they started
- * with.  SIGTERM and SIGINT close the listening sockets at once and give
- * open sessions shutdown_timeout seconds to end by themselves.
+ * listening sockets for every worker) beside the running one and hands it
+ * to the workers only when every part succeeded; sessions keep the
+ * configuration they started with.  SIGTERM and SIGINT close the
+ * listening sockets at once and give open sessions shutdown_timeout
+ * seconds to end by themselves; a second one closes them at once.
  */
 #include "autoconfig.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/thread.h>
 
 #include "config.h"
 #include "log.h"
@@ -24,27 +30,34 @@
 #include "session.h"
 #include "tlsctx.h"
 
-static bool	server_foreground;
-static bool	server_debug;
+#define WORKERS_MAX	1024
 
-void
-server_set_log(bool foreground, bool debug)
+static void	server_signal_cb(evutil_socket_t, short, void *);
+static void	worker_cmd_cb(evutil_socket_t, short, void *);
+static void	worker_exit_cb(evutil_socket_t, short, void *);
+
+unsigned
+server_workers_wanted(const struct config *cfg)
 {
-	server_foreground = foreground;
-	server_debug = debug;
+	long	 n;
+
+	if (cfg->workers != 0)
+		return cfg->workers;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > WORKERS_MAX ? WORKERS_MAX : (unsigned)n;
 }
 
 /* Log settings as the configuration and the command line say. */
 void
-server_apply_log(const struct config *cfg)
+server_apply_log(const struct daemon *d, const struct config *cfg)
 {
 	enum log_target	 target = LOG_TARGET_SYSLOG;
 
-	if (server_foreground)
+	if (d->foreground)
 		target = LOG_TARGET_STDERR;
 	else if (cfg->log_target_set)
 		target = cfg->log_target;
-	log_set(target, server_debug ? LOG_LEVEL_DEBUG : cfg->log_level);
+	log_set(target, d->debug ? LOG_LEVEL_DEBUG : cfg->log_level);
 }
 
 /* Say which listeners run on the self-signed default certificate. */
@@ -61,19 +74,45 @@ server_warn_selfsigned(const struct config *cfg)
 	}
 }
 
-static void	server_signal_cb(evutil_socket_t, short, void *);
+/* Point every listener of cfg at its figures, made once per name. */
+static int
+server_attach_stats(struct daemon *d, struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct listener_conf	*lc = &cfg->listeners[i];
+		struct listener_stats	*st;
 
-struct worker *
-server_new(struct config *cfg)
+		for (st = d->stats; st != NULL; st = st->next)
+			if (strcmp(st->name, lc->name) == 0)
+				break;
+		if (st == NULL) {
+			if ((st = calloc(1, sizeof(*st))) == NULL)
+				return -1;
+			snprintf(st->name, sizeof(st->name), "%s", lc->name);
+			st->next = d->stats;
+			d->stats = st;
+		}
+		lc->stats = st;
+	}
+	return 0;
+}
+
+/* Workers */
+
+static struct worker *
+worker_new(struct daemon *d, unsigned index)
 {
 	struct worker	*w;
 
 	if ((w = calloc(1, sizeof(*w))) == NULL)
 		return NULL;
+	w->d = d;
+	w->index = index;
 	TAILQ_INIT(&w->sessions);
-	w->cfg = config_ref(cfg);
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->done_cv, NULL);
 	if ((w->base = event_base_new()) == NULL)
-		goto fail;
+		return w;	/* the caller sees w->base == NULL */
 	w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
 	    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
 	if (w->dns == NULL) {
@@ -84,63 +123,287 @@ server_new(struct config *cfg)
 	}
 	w->to_client = evbuffer_new();
 	w->to_backend = evbuffer_new();
-	w->sig_hup = evsignal_new(w->base, SIGHUP, server_signal_cb, w);
-	w->sig_term = evsignal_new(w->base, SIGTERM, server_signal_cb, w);
-	w->sig_int = evsignal_new(w->base, SIGINT, server_signal_cb, w);
+	w->cmd_ev = event_new(w->base, -1, 0, worker_cmd_cb, w);
 	if (w->dns == NULL || w->to_client == NULL || w->to_backend == NULL ||
-	    w->sig_hup == NULL || w->sig_term == NULL || w->sig_int == NULL ||
-	    listener_init(w) == -1)
-		goto fail;
+	    w->cmd_ev == NULL || listener_init(w) == -1) {
+		event_base_free(w->base);
+		w->base = NULL;
+	}
 	return w;
-fail:
-	server_free(w);
-	return NULL;
 }
 
-void
-server_free(struct worker *w)
+static void
+worker_free(struct worker *w)
 {
-	struct listener_stats	*st, *next;
-
 	if (w == NULL)
 		return;
-	listener_close_all(w);
-	if (w->sig_hup)
-		event_free(w->sig_hup);
-	if (w->sig_term)
-		event_free(w->sig_term);
-	if (w->sig_int)
-		event_free(w->sig_int);
-	if (w->accept_resume)
-		event_free(w->accept_resume);
-	if (w->drain_timer)
-		event_free(w->drain_timer);
-	if (w->to_client)
+	if (w->base != NULL) {
+		listener_close_all(w);
+		if (w->accept_resume)
+			event_free(w->accept_resume);
+		if (w->drain_timer)
+			event_free(w->drain_timer);
+		if (w->cmd_ev)
+			event_free(w->cmd_ev);
 		evbuffer_free(w->to_client);
-	if (w->to_backend)
 		evbuffer_free(w->to_backend);
-	if (w->dns)
 		evdns_base_free(w->dns, 0);
-	if (w->base)
 		event_base_free(w->base);
-	for (st = w->stats; st != NULL; st = next) {
-		next = st->next;
-		free(st);
 	}
 	config_unref(w->cfg);
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->done_cv);
 	free(w);
 }
 
 static void
-server_reload(struct worker *w)
+worker_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+
+	if (w->index == 0 || log_debug_enabled())
+		log_info("shutdown_timeout reached: closing %u open session%s%s",
+		    w->nsessions, w->nsessions == 1 ? "" : "s",
+		    w->d->nworkers > 1 ? " of a worker" : "");
+	session_shutdown_all(w, "still open when shutdown_timeout ran out");
+	/* the sessions are freed from their own events, on the next pass */
+}
+
+static void
+worker_stop_loop(struct worker *w)
+{
+	event_base_loopbreak(w->base);
+}
+
+static void
+worker_drain(struct worker *w)
+{
+	struct timeval	 tv = { .tv_sec = w->cfg->shutdown_timeout };
+
+	w->draining = true;
+	listener_close_all(w);
+	event_del(w->accept_resume);
+	if (w->nsessions == 0) {
+		worker_stop_loop(w);
+		return;
+	}
+	w->drain_timer = evtimer_new(w->base, worker_drain_timeout, w);
+	if (w->drain_timer == NULL || w->cfg->shutdown_timeout == 0)
+		session_shutdown_all(w, "shutdown_timeout is 0");
+	else
+		evtimer_add(w->drain_timer, &tv);
+}
+
+/* A command from the main thread, run in the worker's own loop. */
+static void
+worker_cmd_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker		*w = arg;
+	struct worker_cmd	 cmd;
+
+	pthread_mutex_lock(&w->lock);
+	cmd = w->cmd;
+	w->cmd.kind = WORKER_CMD_NONE;
+	pthread_mutex_unlock(&w->lock);
+
+	switch (cmd.kind) {
+	case WORKER_CMD_CONFIGURE: {
+		struct config *old = w->cfg;
+
+		w->cfg = cmd.cfg;
+		listener_commit(w, cmd.socks, cmd.nsocks);
+		config_unref(old);
+		break;
+	}
+	case WORKER_CMD_DRAIN:
+		worker_drain(w);
+		break;
+	case WORKER_CMD_STOP:
+		session_shutdown_all(w, "a second signal asked to stop at once");
+		break;
+	case WORKER_CMD_NONE:
+		break;
+	}
+	pthread_mutex_lock(&w->lock);
+	w->cmd_done = true;
+	pthread_cond_signal(&w->done_cv);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/*
+ * Hand a command to a worker.  With wait, return once the worker has run
+ * it (the main thread plans the next reload from what the worker holds).
+ */
+static void
+worker_post(struct worker *w, struct worker_cmd cmd, bool wait)
+{
+	pthread_mutex_lock(&w->lock);
+	w->cmd = cmd;
+	w->cmd_done = false;
+	pthread_mutex_unlock(&w->lock);
+	if (!w->started) {
+		worker_cmd_cb(-1, 0, w);	/* not running yet: this thread owns it */
+		return;
+	}
+	event_active(w->cmd_ev, EV_TIMEOUT, 1);
+	if (!wait)
+		return;
+	pthread_mutex_lock(&w->lock);
+	while (!w->cmd_done)
+		pthread_cond_wait(&w->done_cv, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker	*w = arg;
+
+	if (event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1)
+		log_errorx("worker %u: the event loop failed", w->index);
+	/* tell the main thread; it joins us */
+	atomic_fetch_sub(&w->d->running, 1);
+	event_active(w->d->worker_exit, EV_TIMEOUT, 1);
+	return NULL;
+}
+
+void
+server_session_gone(struct worker *w)
+{
+	if (w->draining && w->nsessions == 0)
+		worker_stop_loop(w);
+	else if (w->accept_paused)
+		listener_resume(w);
+}
+
+/* The daemon */
+
+struct daemon *
+server_new(struct config *cfg, bool foreground, bool debug)
+{
+	struct daemon	*d;
+	unsigned	 n = server_workers_wanted(cfg);
+
+	if (evthread_use_pthreads() == -1)
+		return NULL;
+	if ((d = calloc(1, sizeof(*d))) == NULL)
+		return NULL;
+	d->cfg = config_ref(cfg);
+	d->foreground = foreground;
+	d->debug = debug;
+	if ((d->base = event_base_new()) == NULL ||
+	    (d->workers = calloc(n, sizeof(*d->workers))) == NULL)
+		goto fail;
+	for (d->nworkers = 0; d->nworkers < n; d->nworkers++) {
+		struct worker *w = worker_new(d, d->nworkers);
+
+		if (w == NULL)
+			goto fail;
+		d->workers[d->nworkers] = w;
+		if (w->base == NULL) {
+			d->nworkers++;
+			goto fail;
+		}
+	}
+	d->sig_hup = evsignal_new(d->base, SIGHUP, server_signal_cb, d);
+	d->sig_term = evsignal_new(d->base, SIGTERM, server_signal_cb, d);
+	d->sig_int = evsignal_new(d->base, SIGINT, server_signal_cb, d);
+	d->worker_exit = event_new(d->base, -1, 0, worker_exit_cb, d);
+	if (d->sig_hup == NULL || d->sig_term == NULL || d->sig_int == NULL ||
+	    d->worker_exit == NULL || server_attach_stats(d, cfg) == -1)
+		goto fail;
+	return d;
+fail:
+	server_free(d);
+	return NULL;
+}
+
+void
+server_free(struct daemon *d)
+{
+	struct listener_stats	*st, *next;
+
+	if (d == NULL)
+		return;
+	for (unsigned i = 0; i < d->nworkers; i++)
+		worker_free(d->workers[i]);
+	free(d->workers);
+	if (d->sig_hup)
+		event_free(d->sig_hup);
+	if (d->sig_term)
+		event_free(d->sig_term);
+	if (d->sig_int)
+		event_free(d->sig_int);
+	if (d->worker_exit)
+		event_free(d->worker_exit);
+	if (d->base)
+		event_base_free(d->base);
+	for (st = d->stats; st != NULL; st = next) {
+		next = st->next;
+		free(st);
+	}
+	config_unref(d->cfg);
+	free(d);
+}
+
+/*
+ * Plan every worker's sockets for cfg and hand them over.  If one cannot
+ * be bound, undo the plans made so far and change nothing.
+ */
+static int
+server_configure(struct daemon *d, struct config *cfg, struct config_errors *errs)
+{
+	struct listen_sock	**plans[WORKERS_MAX];
+	size_t			 nplans[WORKERS_MAX];
+	unsigned		 i;
+
+	if (server_attach_stats(d, cfg) == -1) {
+		config_errors_add(errs, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < d->nworkers; i++) {
+		if (listener_plan(d->workers[i], cfg, &plans[i], &nplans[i], errs) == -1) {
+			while (i-- > 0)
+				listener_unplan(d->workers[i], plans[i], nplans[i]);
+			return -1;
+		}
+	}
+	for (i = 0; i < d->nworkers; i++)
+		worker_post(d->workers[i], (struct worker_cmd){
+			.kind = WORKER_CMD_CONFIGURE, .cfg = config_ref(cfg),
+			.socks = plans[i], .nsocks = nplans[i] }, true);
+	return 0;
+}
+
+/* Bind everything for the first configuration, before any thread runs. */
+int
+server_listen(struct daemon *d, struct config_errors *errs)
+{
+	return server_configure(d, d->cfg, errs);
+}
+
+/* After daemon(3): the event loops were made in the parent. */
+int
+server_after_fork(struct daemon *d)
+{
+	if (event_reinit(d->base) == -1)
+		return -1;
+	for (unsigned i = 0; i < d->nworkers; i++)
+		if (event_reinit(d->workers[i]->base) == -1)
+			return -1;
+	return 0;
+}
+
+static void
+server_reload(struct daemon *d)
 {
 	struct config_errors	 errs = { 0 };
-	struct config		*cfg, *old = w->cfg;
+	struct config		*cfg, *old = d->cfg;
 
 	log_info("reloading %s", old->path);
 	cfg = config_load_file(old->path, &errs);
 	if (cfg == NULL || tlsctx_prepare(cfg, &errs) == -1 ||
-	    listener_sync(w, cfg, &errs) == -1) {
+	    server_configure(d, cfg, &errs) == -1) {
 		for (size_t i = 0; i < errs.count; i++)
 			log_errorx("%s", errs.lines[i]);
 		log_errorx("reload of %s failed: the running configuration is kept",
@@ -151,93 +414,108 @@ server_reload(struct worker *w)
 	}
 	if ((cfg->user == NULL) != (old->user == NULL) ||
 	    (cfg->user && strcmp(cfg->user, old->user) != 0) ||
+	    (cfg->group == NULL) != (old->group == NULL) ||
+	    (cfg->group && strcmp(cfg->group, old->group) != 0) ||
 	    (cfg->pidfile == NULL) != (old->pidfile == NULL) ||
 	    (cfg->pidfile && strcmp(cfg->pidfile, old->pidfile) != 0))
 		log_warnx("user, group and pidfile changes take effect at the next start");
-	w->cfg = cfg;
+	if (server_workers_wanted(cfg) != d->nworkers)
+		log_warnx("workers: %u running; a change takes effect at the next start",
+		    d->nworkers);
+	d->cfg = cfg;
 	config_unref(old);
-	server_apply_log(cfg);
+	server_apply_log(d, cfg);
 	server_warn_selfsigned(cfg);
 	log_info("reloaded %s: %zu listener%s; %u open session%s keep their settings",
 	    cfg->path, cfg->nlisteners, cfg->nlisteners == 1 ? "" : "s",
-	    w->nsessions, w->nsessions == 1 ? "" : "s");
+	    atomic_load(&d->nsessions), atomic_load(&d->nsessions) == 1 ? "" : "s");
 }
 
 static void
-server_drain_timeout(evutil_socket_t fd, short what, void *arg)
+server_drain(struct daemon *d)
 {
-	struct worker	*w = arg;
-
-	log_info("shutdown_timeout reached: closing %u open session%s",
-	    w->nsessions, w->nsessions == 1 ? "" : "s");
-	session_shutdown_all(w, "still open when shutdown_timeout ran out");
-	/* the sessions are freed from their own events, on the next pass */
-}
-
-static void
-server_drain(struct worker *w)
-{
-	struct timeval	 tv = { .tv_sec = w->cfg->shutdown_timeout };
-
-	if (w->draining) {
+	if (d->draining) {
 		log_info("second signal: closing every session now");
-		session_shutdown_all(w, "a second signal asked to stop at once");
+		for (unsigned i = 0; i < d->nworkers; i++)
+			worker_post(d->workers[i], (struct worker_cmd){ .kind = WORKER_CMD_STOP },
+			    false);
 		return;
 	}
-	w->draining = true;
-	listener_close_all(w);
-	event_del(w->accept_resume);
+	d->draining = true;
+	for (unsigned i = 0; i < d->nworkers; i++)
+		worker_post(d->workers[i], (struct worker_cmd){ .kind = WORKER_CMD_DRAIN }, true);
 	log_info("shutting down: listeners closed, %u open session%s, waiting up to %u s",
-	    w->nsessions, w->nsessions == 1 ? "" : "s", w->cfg->shutdown_timeout);
-	if (w->nsessions == 0) {
-		event_base_loopexit(w->base, NULL);
-		return;
-	}
-	w->drain_timer = evtimer_new(w->base, server_drain_timeout, w);
-	if (w->drain_timer == NULL || w->cfg->shutdown_timeout == 0)
-		session_shutdown_all(w, "shutdown_timeout is 0");
-	else
-		evtimer_add(w->drain_timer, &tv);
-}
-
-void
-server_session_gone(struct worker *w)
-{
-	if (w->draining && w->nsessions == 0)
-		event_base_loopexit(w->base, NULL);
-	else if (w->accept_paused)
-		listener_resume(w);
+	    atomic_load(&d->nsessions), atomic_load(&d->nsessions) == 1 ? "" : "s",
+	    d->cfg->shutdown_timeout);
 }
 
 static void
 server_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
-	struct worker	*w = arg;
+	struct daemon	*d = arg;
 
 	switch (sig) {
 	case SIGHUP:
-		if (!w->draining)
-			server_reload(w);
+		if (!d->draining)
+			server_reload(d);
 		break;
 	case SIGTERM:
 	case SIGINT:
-		server_drain(w);
+		server_drain(d);
 		break;
 	}
 }
 
-int
-server_run(struct worker *w)
+static void
+worker_exit_cb(evutil_socket_t fd, short what, void *arg)
 {
-	evsignal_add(w->sig_hup, NULL);
-	evsignal_add(w->sig_term, NULL);
-	evsignal_add(w->sig_int, NULL);
-	log_info("starttls-proxy %s started: %zu listener%s", PACKAGE_VERSION,
-	    w->cfg->nlisteners, w->cfg->nlisteners == 1 ? "" : "s");
-	if (event_base_dispatch(w->base) == -1) {
-		log_errorx("the event loop failed");
-		return -1;
+	struct daemon	*d = arg;
+
+	if (atomic_load(&d->running) == 0)
+		event_base_loopbreak(d->base);
+}
+
+int
+server_run(struct daemon *d)
+{
+	sigset_t	 all, old;
+	int		 rc = 0;
+
+	/* signals go to the main thread only: workers block them all */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	atomic_store(&d->running, d->nworkers);
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		struct worker *w = d->workers[i];
+
+		if ((errno = pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
+			log_errorx("cannot start worker %u: %s", i, strerror(errno));
+			atomic_fetch_sub(&d->running, d->nworkers - i);
+			rc = -1;
+			break;
+		}
+		w->started = true;
 	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+	evsignal_add(d->sig_hup, NULL);
+	evsignal_add(d->sig_term, NULL);
+	evsignal_add(d->sig_int, NULL);
+	if (rc == 0) {
+		log_info("starttls-proxy %s started: %zu listener%s, %u worker%s", PACKAGE_VERSION,
+		    d->cfg->nlisteners, d->cfg->nlisteners == 1 ? "" : "s",
+		    d->nworkers, d->nworkers == 1 ? "" : "s");
+		if (event_base_loop(d->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1) {
+			log_errorx("the event loop failed");
+			rc = -1;
+		}
+	} else
+		server_drain(d);
+	for (unsigned i = 0; i < d->nworkers; i++)
+		if (d->workers[i]->started) {
+			pthread_join(d->workers[i]->thread, NULL);
+			d->workers[i]->started = false;
+		}
 	log_info("starttls-proxy stopped");
-	return 0;
+	return rc;
 }

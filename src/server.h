@@ -1,6 +1,10 @@
 /*
- * The running daemon: a worker is one event loop with its listening
- * sockets, its sessions and the configuration they were accepted under.
+ * The running daemon.  The main thread owns the configuration, the
+ * signals and every bind(); each worker is one thread with its own event
+ * loop, its own listening sockets (SO_REUSEPORT when there are several
+ * workers), its sessions and the configuration they were accepted under.
+ * The main thread talks to a worker only through its mailbox, so that a
+ * worker's loop is never touched from another thread.
  */
 #ifndef STP_SERVER_H
 #define STP_SERVER_H
@@ -8,6 +12,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,13 +27,14 @@ struct evdns_base;
 struct evbuffer;
 struct evconnlistener;
 struct session;
+struct daemon;
 
-/* Figures kept per listener name; they outlive reloads. */
+/* Figures kept per listener name across workers; they outlive reloads. */
 struct listener_stats {
 	char			 name[65];
-	unsigned		 active;
-	uint64_t		 accepted;
-	uint64_t		 refused;
+	atomic_uint		 active;
+	atomic_ullong		 accepted;
+	atomic_ullong		 refused;
 	struct listener_stats	*next;
 };
 
@@ -35,13 +42,31 @@ struct listen_sock {
 	struct worker		*w;
 	struct addr		 addr;
 	int			 fd;
-	struct evconnlistener	*ev;
+	struct evconnlistener	*ev;	/* NULL until the worker adopts it */
 	struct listener_conf	*lc;	/* in w->cfg */
 };
 
 TAILQ_HEAD(session_list, session);
 
+enum worker_cmd_kind {
+	WORKER_CMD_NONE,
+	WORKER_CMD_CONFIGURE,	/* adopt cfg and these listening sockets */
+	WORKER_CMD_DRAIN,	/* stop accepting; end when the sessions have */
+	WORKER_CMD_STOP,	/* close every session now */
+};
+
+struct worker_cmd {
+	enum worker_cmd_kind	 kind;
+	struct config		*cfg;	/* a reference, for CONFIGURE */
+	struct listen_sock	**socks;
+	size_t			 nsocks;
+};
+
 struct worker {
+	struct daemon		*d;
+	unsigned		 index;
+	pthread_t		 thread;
+	bool			 started;
 	struct event_base	*base;
 	struct evdns_base	*dns;
 	struct config		*cfg;
@@ -49,15 +74,16 @@ struct worker {
 	size_t			 nsocks;
 	struct session_list	 sessions;
 	unsigned		 nsessions;
-	uint64_t		 next_id;
-	struct listener_stats	*stats;
 	bool			 draining;
 	bool			 accept_paused;
 	struct event		*accept_resume;
 	struct event		*drain_timer;
-	struct event		*sig_hup;
-	struct event		*sig_term;
-	struct event		*sig_int;
+	struct event		*cmd_ev;
+	/* the mailbox: one command at a time, the main thread waits for it */
+	pthread_mutex_t		 lock;
+	pthread_cond_t		 done_cv;
+	struct worker_cmd	 cmd;
+	bool			 cmd_done;
 	struct log_ratelimit	 rl_accept;
 	struct log_ratelimit	 rl_busy;
 	struct log_ratelimit	 rl_inject;
@@ -66,20 +92,42 @@ struct worker {
 	struct evbuffer		*to_backend;
 };
 
+struct daemon {
+	struct event_base	*base;		/* the main thread's: signals */
+	struct config		*cfg;
+	struct worker		**workers;
+	unsigned		 nworkers;
+	struct listener_stats	*stats;
+	atomic_uint		 nsessions;	/* across workers */
+	atomic_ullong		 next_id;
+	atomic_uint		 running;	/* workers whose loop still runs */
+	bool			 draining;
+	bool			 foreground;
+	bool			 debug;
+	struct event		*sig_hup;
+	struct event		*sig_term;
+	struct event		*sig_int;
+	struct event		*worker_exit;
+};
+
 /* listener.c */
 int	 listener_init(struct worker *);
-int	 listener_sync(struct worker *, struct config *, struct config_errors *);
+int	 listener_plan(struct worker *, struct config *, struct listen_sock ***,
+	    size_t *, struct config_errors *);
+void	 listener_unplan(struct worker *, struct listen_sock **, size_t);
+void	 listener_commit(struct worker *, struct listen_sock **, size_t);
 void	 listener_close_all(struct worker *);
 void	 listener_resume(struct worker *);
-struct listener_stats *listener_stats_get(struct worker *, const char *name);
 
 /* server.c */
-void	 server_set_log(bool foreground, bool debug);
-void	 server_apply_log(const struct config *);
+struct daemon *server_new(struct config *, bool foreground, bool debug);
+int	 server_listen(struct daemon *, struct config_errors *);
+int	 server_after_fork(struct daemon *);
+int	 server_run(struct daemon *);
+void	 server_free(struct daemon *);
+void	 server_apply_log(const struct daemon *, const struct config *);
 void	 server_warn_selfsigned(const struct config *);
-struct worker *server_new(struct config *);
-int	 server_run(struct worker *);
-void	 server_free(struct worker *);
 void	 server_session_gone(struct worker *);
+unsigned server_workers_wanted(const struct config *);
 
 #endif

@@ -97,7 +97,7 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 		return;
 	}
 	s->magic = SESSION_MAGIC;
-	s->id = ++w->next_id;
+	s->id = atomic_fetch_add_explicit(&w->d->next_id, 1, memory_order_relaxed) + 1;
 	s->w = w;
 	s->cfg = config_ref(w->cfg);
 	s->lc = lc;
@@ -111,8 +111,9 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	snprintf(s->backend_addr, sizeof(s->backend_addr), "-");
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
-	s->stats->active++;
-	s->stats->accepted++;
+	atomic_fetch_add_explicit(&w->d->nsessions, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->stats->active, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->stats->accepted, 1, memory_order_relaxed);
 
 	if (sa->sa_family != AF_UNIX)
 		set_nodelay(fd);
@@ -132,8 +133,8 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	    session_client_eventcb, s);
 	bufferevent_enable(s->client.sock, EV_WRITE);
 
-	log_debug("session %llu: listener %s accepted %s", (unsigned long long)s->id,
-	    lc->name, s->client_addr);
+	log_debug("session %llu: listener %s accepted %s in worker %u",
+	    (unsigned long long)s->id, lc->name, s->client_addr, w->index);
 
 	switch (lc->client_tls) {
 	case CLIENT_TLS_IMPLICIT:
@@ -831,7 +832,8 @@ session_free(struct session *s)
 	free(s->close_reason);
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
-	s->stats->active--;
+	atomic_fetch_sub_explicit(&w->d->nsessions, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&s->stats->active, 1, memory_order_relaxed);
 	config_unref(s->cfg);
 	s->magic = 0;
 	free(s);

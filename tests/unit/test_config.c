@@ -366,8 +366,8 @@ test_http_block(void **state)
 static void
 test_not_supported_yet(void **state)
 {
-	expect_error("workers = 2;\n" MINIMAL,
-	    "t.conf:1: workers: more than one worker is not supported yet");
+	expect_error("workers = 1025;\n" MINIMAL,
+	    "t.conf:1: workers: 1025 is out of range (expected 0 to 1024)");
 	expect_error("stats = { listen = \"127.0.0.1:9273\"; };\n" MINIMAL,
 	    "t.conf:1: stats: the statistics listener is not supported yet");
 	expect_error(
@@ -391,7 +391,7 @@ static void
 test_all_errors_collected(void **state)
 {
 	const char *text =
-	    "workers = 2; max_connections = -1;\n"
+	    "workers = -2; max_connections = -1;\n"
 	    "listeners = ( { name = \"a\"; listen = \"x\"; protocol = \"y\";\n"
 	    "  backend = { address = \"z\"; }; } );\n";
 
