@@ -11,6 +11,8 @@ import time
 import pytest
 
 from conftest import BIN, ROOT
+
+SUFFIX = "-asan" if os.environ.get("STP_SANITIZED") == "1" else ""
 from helpers import (MemTLS, Server, client_ctx, digest_handler, echo_handler, free_port,
                      line_then_close_handler, recv_all, recv_until, s_client, server_ctx,
                      tls_connect, wait_for)
@@ -292,7 +294,7 @@ def test_backpressure_slow_backend_bounds_memory(daemon, pki, tmp_path):
               f"proxy RSS at start {rss0} KiB, peak {hwm} KiB (VmHWM), sampled max {max(peaks)} KiB")
     print(report)
     (ROOT / "tests" / "integration" / ".figures").mkdir(exist_ok=True)
-    (ROOT / "tests" / "integration" / ".figures" / "backpressure_c2b.txt").write_text(report + "\n")
+    (ROOT / "tests" / "integration" / ".figures" / f"backpressure_c2b{SUFFIX}.txt").write_text(report + "\n")
     assert hwm < 64 * 1024, report
     backend.close()
 
@@ -330,7 +332,7 @@ def test_backpressure_slow_client_bounds_memory(daemon, pki):
     report = f"backpressure backend->client: {n} bytes in {elapsed:.1f} s, proxy peak RSS {hwm} KiB"
     print(report)
     (ROOT / "tests" / "integration" / ".figures").mkdir(exist_ok=True)
-    (ROOT / "tests" / "integration" / ".figures" / "backpressure_b2c.txt").write_text(report + "\n")
+    (ROOT / "tests" / "integration" / ".figures" / f"backpressure_b2c{SUFFIX}.txt").write_text(report + "\n")
     assert (n, h.hexdigest()) == (total, digest)
     assert hwm < 64 * 1024, report
     backend.close()
