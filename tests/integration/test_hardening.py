@@ -304,7 +304,7 @@ def test_sighup_every_100ms_while_200_sessions_relay(daemon, pki, workers):
     th = threading.Thread(target=storm)
     th.start()
     try:
-        results = asyncio.run(_echo_sessions(port, client_ctx(pki.ca), 200, 128 * 1024))
+        results = asyncio.run(_echo_sessions(port, client_ctx(pki.ca), 200, 256 * 1024))
     finally:
         stop.set()
         th.join()
@@ -312,6 +312,6 @@ def test_sighup_every_100ms_while_200_sessions_relay(daemon, pki, workers):
     lines = d.wait_session(count=200, timeout=30)
     assert all("end=client-closed" in l or "end=backend-closed" in l for l in lines)
     assert hups[0] >= 10 and d.log().count("reloaded ") >= 5
-    print(f"reload storm ({workers} worker(s)): {hups[0]} SIGHUPs while 200 TLS sessions echoed 128 KiB each; "
+    print(f"reload storm ({workers} worker(s)): {hups[0]} SIGHUPs while 200 TLS sessions echoed 256 KiB each; "
           f"200 of 200 checksums matched")
     backend.close()
