@@ -1053,8 +1053,17 @@ parse_global(struct walk *w, const config_setting_t *root, struct config *cfg)
 	if (get_uint(w, root, "", "shutdown_timeout", 0, 3600, &n) == 1)
 		cfg->shutdown_timeout = (unsigned)n;
 	if ((s = get_group(w, root, "", "stats", &bad)) != NULL) {
+		const char *why;
+
 		check_members(w, s, "stats", stats_keys);
-		not_supported_yet(w, root, "", "stats", "the statistics listener");
+		if (get_string(w, s, "stats", "listen", &v) == 1) {
+			if (addr_parse(v, 0, &cfg->stats_listen, &why) == -1)
+				problem(w, config_setting_get_member(s, "listen"), "stats.listen",
+				    "\"%s\": %s (expected 127.0.0.1:port or [::1]:port)", v, why);
+			else
+				cfg->has_stats = true;
+		} else if (config_setting_get_member(s, "listen") == NULL)
+			problem(w, s, "stats", "listen is required (the address of /metrics, e.g. \"127.0.0.1:9273\")");
 	}
 }
 

@@ -148,6 +148,8 @@ struct config {
 	unsigned	 workers;
 	unsigned	 max_connections;
 	unsigned	 shutdown_timeout;
+	bool		 has_stats;
+	struct addr	 stats_listen;		/* the Prometheus endpoint */
 	struct listener_conf *listeners;
 	size_t		 nlisteners;
 };

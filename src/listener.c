@@ -55,7 +55,7 @@ listener_refuse(struct worker *w, const struct listener_conf *lc, int fd,
 		evbuffer_drain(reply, n);
 	}
 	close(fd);
-	atomic_fetch_add_explicit(&lc->stats->refused, 1, memory_order_relaxed);
+	STAT_INC(&lc->stats->workers[w->index], refused[REFUSED_MAX_CONNECTIONS]);
 	if (log_ratelimit_pass(&w->rl_busy, time(NULL), &suppressed))
 		log_warnx("listener %s: refused %s: %s max_connections (%u) reached%s",
 		    lc->name, peer, what, limit,
@@ -74,7 +74,7 @@ listener_accept_cb(struct evconnlistener *ev, evutil_socket_t fd,
 	unsigned		 all = atomic_load_explicit(&w->d->nsessions, memory_order_relaxed);
 
 	if (all >= w->cfg->max_connections ||
-	    atomic_load_explicit(&lc->stats->active, memory_order_relaxed) >= lc->max_connections) {
+	    stats_active(lc->stats->workers, w->d->nworkers) >= lc->max_connections) {
 		bool global = all >= w->cfg->max_connections;
 
 		addr_format(sa, (socklen_t)salen, peer, sizeof(peer));

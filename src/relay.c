@@ -29,6 +29,7 @@
 #include "config.h"
 #include "log.h"
 #include "session.h"
+#include "stats.h"
 #include "tlsctx.h"
 
 /* Bytes queued towards a side and not yet written to its socket. */
@@ -201,8 +202,11 @@ relay_flush_final(struct side *sd)
 	}
 }
 
-/* Why a side's bufferevent reported an error, in words. */
-void
+/*
+ * Why a side's bufferevent reported an error, in words; returns the kind
+ * of TLS failure (enum stat_handshake_failure), HS_FAIL_OTHER otherwise.
+ */
+int
 relay_error_words(struct side *sd, const char *peer, bool handshake, char *buf, size_t len)
 {
 	unsigned long	 errs[8];
@@ -215,17 +219,14 @@ relay_error_words(struct side *sd, const char *peer, bool handshake, char *buf, 
 			if (n < sizeof(errs) / sizeof(errs[0]))
 				errs[n++] = e;
 		for (size_t i = 0; i < n; i++)
-			if (handshake || ERR_GET_LIB(errs[i]) != 0) {
-				tls_failure_words(errs, n, sd->ssl, peer, buf, len);
-				return;
-			}
-		if (handshake) {
-			tls_failure_words(errs, 0, sd->ssl, peer, buf, len);
-			return;
-		}
+			if (handshake || ERR_GET_LIB(errs[i]) != 0)
+				return tls_failure_words(errs, n, sd->ssl, peer, buf, len);
+		if (handshake)
+			return tls_failure_words(errs, 0, sd->ssl, peer, buf, len);
 	}
 	if (saved != 0 && saved != EAGAIN)
 		snprintf(buf, len, "%s connection: %s", peer, strerror(saved));
 	else
 		snprintf(buf, len, "%s connection failed", peer);
+	return HS_FAIL_OTHER;
 }

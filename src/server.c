@@ -88,6 +88,13 @@ server_attach_stats(struct daemon *d, struct config *cfg)
 		if (st == NULL) {
 			if ((st = calloc(1, sizeof(*st))) == NULL)
 				return -1;
+			st->workers = aligned_alloc(_Alignof(struct listener_counters),
+			    d->nworkers * sizeof(*st->workers));
+			if (st->workers == NULL) {
+				free(st);
+				return -1;
+			}
+			memset(st->workers, 0, d->nworkers * sizeof(*st->workers));
 			snprintf(st->name, sizeof(st->name), "%s", lc->name);
 			st->next = d->stats;
 			d->stats = st;
@@ -338,8 +345,10 @@ server_free(struct daemon *d)
 		event_free(d->worker_exit);
 	if (d->base)
 		event_base_free(d->base);
+	stats_close(d);
 	for (st = d->stats; st != NULL; st = next) {
 		next = st->next;
+		free(st->workers);
 		free(st);
 	}
 	config_unref(d->cfg);
@@ -379,6 +388,12 @@ server_configure(struct daemon *d, struct config *cfg, struct config_errors *err
 int
 server_listen(struct daemon *d, struct config_errors *errs)
 {
+	char	 why[256];
+
+	if (stats_listen(d, why, sizeof(why)) == -1) {
+		config_errors_add(errs, "%s: %s", d->cfg->path, why);
+		return -1;
+	}
 	return server_configure(d, d->cfg, errs);
 }
 
@@ -419,6 +434,11 @@ server_reload(struct daemon *d)
 	    (cfg->pidfile == NULL) != (old->pidfile == NULL) ||
 	    (cfg->pidfile && strcmp(cfg->pidfile, old->pidfile) != 0))
 		log_warnx("user, group and pidfile changes take effect at the next start");
+	if (cfg->has_stats != old->has_stats || (cfg->has_stats &&
+	    !addr_sockaddr_equal((const struct sockaddr *)&cfg->stats_listen.ss,
+	    cfg->stats_listen.sslen, (const struct sockaddr *)&old->stats_listen.ss,
+	    old->stats_listen.sslen)))
+		log_warnx("stats: a change of stats.listen takes effect at the next start");
 	if (server_workers_wanted(cfg) != d->nworkers)
 		log_warnx("workers: %u running; a change takes effect at the next start",
 		    d->nworkers);
@@ -485,6 +505,7 @@ server_run(struct daemon *d)
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	atomic_store(&d->running, d->nworkers);
+	d->started = time(NULL);
 	for (unsigned i = 0; i < d->nworkers; i++) {
 		struct worker *w = d->workers[i];
 

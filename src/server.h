@@ -16,9 +16,11 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "config.h"
 #include "log.h"
+#include "stats.h"
 #include "util.h"
 
 struct event;
@@ -26,15 +28,14 @@ struct event_base;
 struct evdns_base;
 struct evbuffer;
 struct evconnlistener;
+struct evhttp;
 struct session;
 struct daemon;
 
-/* Figures kept per listener name across workers; they outlive reloads. */
+/* Figures kept per listener name, a block per worker; they outlive reloads. */
 struct listener_stats {
 	char			 name[65];
-	atomic_uint		 active;
-	atomic_ullong		 accepted;
-	atomic_ullong		 refused;
+	struct listener_counters *workers;	/* [nworkers] */
 	struct listener_stats	*next;
 };
 
@@ -108,6 +109,8 @@ struct daemon {
 	struct event		*sig_term;
 	struct event		*sig_int;
 	struct event		*worker_exit;
+	struct evhttp		*http;		/* the stats endpoint, or NULL */
+	time_t			 started;
 };
 
 /* listener.c */

@@ -35,6 +35,7 @@
 #include "proto.h"
 #include "server.h"
 #include "session.h"
+#include "stats.h"
 #include "tlsctx.h"
 
 static void	session_tick(evutil_socket_t, short, void *);
@@ -101,7 +102,7 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	s->w = w;
 	s->cfg = config_ref(w->cfg);
 	s->lc = lc;
-	s->stats = lc->stats;
+	s->counters = &lc->stats->workers[w->index];
 	s->proto = lc->proto;
 	s->client.s = s;
 	s->backend.s = s;
@@ -112,8 +113,7 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
 	atomic_fetch_add_explicit(&w->d->nsessions, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->stats->active, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->stats->accepted, 1, memory_order_relaxed);
+	STAT_INC(s->counters, accepted);
 
 	if (sa->sa_family != AF_UNIX)
 		set_nodelay(fd);
@@ -248,6 +248,7 @@ session_deadlines(struct session *s)
 			return;
 		case SESSION_HANDSHAKE:
 		case SESSION_UPGRADING:
+			STAT_INC(s->counters, handshake_failures[HS_FAIL_TIMEOUT]);
 			session_close(s, "timeout-handshake",
 			    "no TLS handshake from the client within %u s", t->handshake);
 			return;
@@ -371,6 +372,8 @@ session_discard_injection(struct session *s)
 	evbuffer_drain(in, keep_from);
 	s->discarded += keep_from;
 	s->bytes_in += keep_from;
+	STAT_INC(s->counters, injections);
+	STAT_ADD(s->counters, injected_bytes, keep_from);
 	if (log_ratelimit_pass(&s->w->rl_inject, time(NULL), &suppressed))
 		log_warnx("listener %s client %s: discarded %zu bytes sent after the upgrade verb (STARTTLS command injection attempt)%s",
 		    s->lc->name, s->client_addr, keep_from,
@@ -578,6 +581,11 @@ session_client_tls_ready(struct session *s)
 	s->client.tls_up = true;
 	s->phase_deadline = 0;
 	s->upgraded = s->lc->client_tls == CLIENT_TLS_IMPLICIT ? "implicit" : "starttls";
+	if (s->lc->client_tls == CLIENT_TLS_IMPLICIT)
+		STAT_INC(s->counters, upgrades_implicit);
+	else
+		STAT_INC(s->counters, upgrades_starttls);
+	stats_tls(s->counters, tls_version_name(s->client.ssl), tls_cipher_name(s->client.ssl));
 	if (log_debug_enabled())
 		log_debug("session %llu: client TLS %s %s sni=%s", (unsigned long long)s->id,
 		    tls_version_name(s->client.ssl), tls_cipher_name(s->client.ssl),
@@ -652,10 +660,13 @@ session_client_eventcb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (s->state == SESSION_HANDSHAKE || s->state == SESSION_UPGRADING) {
+		enum stat_handshake_failure kind = HS_FAIL_CLOSED;
+
 		if (what & BEV_EVENT_EOF)
 			snprintf(why, sizeof(why), "the client closed the connection during the TLS handshake");
 		else
-			relay_error_words(&s->client, "client", true, why, sizeof(why));
+			kind = relay_error_words(&s->client, "client", true, why, sizeof(why));
+		STAT_INC(s->counters, handshake_failures[kind]);
 		session_close(s, "handshake-failed", "%s", why);
 		return;
 	}
@@ -719,6 +730,12 @@ session_backend_failed(struct session *s, const char *end, const char *why)
 	if (s->dead)
 		return;
 	backend_cancel(s);
+	if (strcmp(end, "internal") != 0)
+		STAT_INC(s->counters, backend_failures[
+		    strcmp(end, "backend-timeout") == 0 ? BACKEND_FAIL_TIMEOUT :
+		    strcmp(end, "backend-verify-failed") == 0 ? BACKEND_FAIL_VERIFY :
+		    strcmp(end, "backend-tls-failed") == 0 ? BACKEND_FAIL_TLS :
+		    BACKEND_FAIL_UNREACHABLE]);
 	if (s->proto->backend_failed != NULL &&
 	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
 		session_io(s, &io, NULL);
@@ -833,7 +850,9 @@ session_free(struct session *s)
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
 	atomic_fetch_sub_explicit(&w->d->nsessions, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&s->stats->active, 1, memory_order_relaxed);
+	STAT_ADD(s->counters, bytes_in, s->bytes_in);
+	STAT_ADD(s->counters, bytes_out, s->bytes_out);
+	STAT_INC(s->counters, closed);
 	config_unref(s->cfg);
 	s->magic = 0;
 	free(s);

@@ -74,7 +74,7 @@ struct session {
 	struct worker		*w;
 	struct config		*cfg;		/* a reference */
 	const struct listener_conf *lc;
-	struct listener_stats	*stats;
+	struct listener_counters *counters;	/* its listener's, in its worker */
 	TAILQ_ENTRY(session)	 entry;
 
 	enum session_state	 state;
@@ -132,7 +132,7 @@ size_t	 relay_pending(const struct side *);
 void	 relay_eof(struct session *, struct side *);
 void	 relay_try_shut(struct session *, struct side *);
 void	 relay_flush_final(struct side *);
-void	 relay_error_words(struct side *, const char *peer, bool handshake,
+int	 relay_error_words(struct side *, const char *peer, bool handshake,
 	    char *buf, size_t len);
 
 /* backend.c */

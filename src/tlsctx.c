@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "stats.h"
 #include "tlsctx.h"
 #include "util.h"
 
@@ -603,7 +604,7 @@ verify_words(SSL *ssl)
 	    X509_verify_cert_error_string(v);
 }
 
-void
+int
 tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
     const char *peer, char *buf, size_t len)
 {
@@ -619,7 +620,7 @@ tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
 	}
 	if (e == 0) {
 		snprintf(buf, len, "%s closed the connection during the TLS handshake", peer);
-		return;
+		return HS_FAIL_CLOSED;
 	}
 	if (log_debug_enabled()) {
 		char	 raw[256];
@@ -630,7 +631,7 @@ tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
 	switch (ERR_GET_REASON(e)) {
 	case SSL_R_NO_SHARED_CIPHER:
 		snprintf(buf, len, "no shared cipher with the %s", peer);
-		return;
+		return HS_FAIL_NO_SHARED_CIPHER;
 	case SSL_R_WRONG_VERSION_NUMBER:
 	case SSL_R_HTTP_REQUEST:
 	case SSL_R_HTTPS_PROXY_REQUEST:
@@ -640,25 +641,27 @@ tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
 	case SSL_R_UNEXPECTED_RECORD:
 		snprintf(buf, len, "plaintext from the %s where a TLS %s was expected",
 		    peer, strcmp(peer, "client") == 0 ? "ClientHello" : "ServerHello");
-		return;
+		return HS_FAIL_PLAINTEXT;
 	case SSL_R_UNSUPPORTED_PROTOCOL:
 	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
 		snprintf(buf, len, "the %s offered no TLS version we accept (see min_version)", peer);
-		return;
+		return HS_FAIL_VERSION;
 	case SSL_R_CERTIFICATE_VERIFY_FAILED:
 		snprintf(buf, len, "%s certificate rejected: %s", peer, verify_words(ssl));
-		return;
+		return HS_FAIL_CLIENT_CERTIFICATE;
 	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
 		snprintf(buf, len, "the %s sent no certificate (verify_client = require)", peer);
-		return;
+		return HS_FAIL_CLIENT_CERTIFICATE;
 	}
 	/* alerts from the peer: the reason strings are "sslv3 alert bad certificate" ... */
 	alert = ERR_reason_error_string(e);
 	if (alert != NULL && strstr(alert, "alert") != NULL &&
-	    (strstr(alert, "certificate") != NULL || strstr(alert, "unknown ca") != NULL))
+	    (strstr(alert, "certificate") != NULL || strstr(alert, "unknown ca") != NULL)) {
 		snprintf(buf, len, "the %s rejected our certificate (%s)", peer, alert);
-	else
-		snprintf(buf, len, "TLS error with the %s: %s", peer, alert ? alert : "unknown");
+		return HS_FAIL_CERTIFICATE_REJECTED;
+	}
+	snprintf(buf, len, "TLS error with the %s: %s", peer, alert ? alert : "unknown");
+	return HS_FAIL_OTHER;
 }
 
 const char *

@@ -46,8 +46,9 @@ int		 tls_client_check_pins(struct tls_client *, SSL *, char *why, size_t len);
  * A handshake or record failure in words, from the OpenSSL error codes
  * that libevent collected: "no shared cipher", "plaintext where a
  * ClientHello was expected", ...  peer is "client" or "backend".
+ * Returns the kind, an enum stat_handshake_failure.
  */
-void		 tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
+int		 tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
 		    const char *peer, char *buf, size_t len);
 
 /* The SHA-256 fingerprint of the self-signed default, or NULL if none was made. */

@@ -368,8 +368,8 @@ test_not_supported_yet(void **state)
 {
 	expect_error("workers = 1025;\n" MINIMAL,
 	    "t.conf:1: workers: 1025 is out of range (expected 0 to 1024)");
-	expect_error("stats = { listen = \"127.0.0.1:9273\"; };\n" MINIMAL,
-	    "t.conf:1: stats: the statistics listener is not supported yet");
+	expect_error("stats = { listen = \"localhost:9273\"; };\n" MINIMAL,
+	    "t.conf:1: stats.listen: \"localhost:9273\": not a numeric address (expected 127.0.0.1:port or [::1]:port)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  accept_proxy_protocol = true;\n"
