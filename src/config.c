@@ -559,8 +559,7 @@ parse_tls(struct walk *w, const config_setting_t *g, const char *path,
 		problem(w, config_setting_get_member(g, "verify_client"), p,
 		    "needs client_ca, the CA certificates that client certificates are checked against");
 	}
-	if (config_setting_get_member(g, "ticket_key_file") != NULL)
-		not_supported_yet(w, g, path, "ticket_key_file", "sharing session tickets between instances");
+	get_nonempty(w, g, path, "ticket_key_file", &tls->ticket_key_file);
 }
 
 static void
@@ -1170,6 +1169,7 @@ listener_conf_free(struct listener_conf *lc)
 	free(lc->tls.ciphers);
 	free(lc->tls.ciphersuites);
 	free(lc->tls.client_ca);
+	free(lc->tls.ticket_key_file);
 	free(lc->tls.where);
 	free(lc->backend.ca);
 	free(lc->backend.server_name);

@@ -75,6 +75,7 @@ struct tls_conf {
 	char		*ciphersuites;		/* NULL: OpenSSL's default */
 	char		*client_ca;
 	enum verify_client verify_client;
+	char		*ticket_key_file;	/* NULL: OpenSSL's own key, per process */
 	char		*where;
 };
 

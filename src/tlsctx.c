@@ -16,6 +16,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/core_names.h>
 #include <openssl/x509v3.h>
 
 #include "config.h"
@@ -35,11 +36,24 @@ struct sni_entry {
 	size_t		 nnames;
 };
 
+/* A session ticket key (RFC 5077 layout): name, AES-256 key, HMAC key. */
+#define TICKET_KEY_LEN		80
+#define TICKET_KEYS_MAX		16
+struct ticket_key {
+	unsigned char	 name[16];
+	unsigned char	 aes[32];
+	unsigned char	 hmac[32];
+};
+
 struct tls_server {
 	SSL_CTX		*ctx;		/* the default certificate */
 	struct sni_entry *entries;	/* one per certificate, [0] is ctx */
 	size_t		 nentries;
+	struct ticket_key *keys;	/* [0] issues tickets; all decrypt */
+	size_t		 nkeys;
 };
+
+static int	ticket_ex_index = -1;
 
 struct tls_client {
 	SSL_CTX			*ctx;
@@ -306,6 +320,110 @@ servername_cb(SSL *ssl, int *alert, void *arg)
 	return SSL_TLSEXT_ERR_OK;	/* unknown name: the default certificate */
 }
 
+/*
+ * tls.ticket_key_file: one key per line, the base64 of 80 random bytes
+ * (openssl rand 80 | base64 -w0); the first line issues tickets, the
+ * others are earlier keys that still decrypt.  '#' starts a comment.
+ */
+static int
+ticket_keys_load(struct tls_server *ts, const struct tls_conf *t, struct config_errors *errs)
+{
+	FILE		*f;
+	char		 line[512];
+	unsigned	 lineno = 0;
+
+	if ((f = fopen(t->ticket_key_file, "r")) == NULL) {
+		config_errors_add(errs, "%s.ticket_key_file: cannot read %s: %s", t->where,
+		    t->ticket_key_file, strerror(errno));
+		return -1;
+	}
+	if ((ts->keys = calloc(TICKET_KEYS_MAX, sizeof(*ts->keys))) == NULL) {
+		fclose(f);
+		config_errors_add(errs, "%s.ticket_key_file: out of memory", t->where);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		unsigned char	 raw[128];
+		size_t		 len;
+		int		 n;
+
+		lineno++;
+		line[strcspn(line, "#\r\n")] = '\0';
+		len = strlen(line);
+		while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+			line[--len] = '\0';
+		if (len == 0)
+			continue;
+		n = EVP_DecodeBlock(raw, (const unsigned char *)line, (int)len);
+		if (len % 4 != 0 || n < 0 || (n - (line[len - 1] == '=') - (line[len - 2] == '=')) != TICKET_KEY_LEN) {
+			config_errors_add(errs, "%s.ticket_key_file: %s line %u: not a key "
+			    "(expected the base64 of 80 random bytes: openssl rand 80 | base64 -w0)",
+			    t->where, t->ticket_key_file, lineno);
+			goto fail;
+		}
+		if (ts->nkeys == TICKET_KEYS_MAX) {
+			config_errors_add(errs, "%s.ticket_key_file: %s has more than %d keys",
+			    t->where, t->ticket_key_file, TICKET_KEYS_MAX);
+			goto fail;
+		}
+		memcpy(ts->keys[ts->nkeys].name, raw, 16);
+		memcpy(ts->keys[ts->nkeys].aes, raw + 16, 32);
+		memcpy(ts->keys[ts->nkeys].hmac, raw + 48, 32);
+		OPENSSL_cleanse(raw, sizeof(raw));
+		ts->nkeys++;
+	}
+	OPENSSL_cleanse(line, sizeof(line));
+	fclose(f);
+	if (ts->nkeys == 0) {
+		config_errors_add(errs, "%s.ticket_key_file: %s holds no key", t->where,
+		    t->ticket_key_file);
+		return -1;
+	}
+	return 0;
+fail:
+	OPENSSL_cleanse(line, sizeof(line));
+	fclose(f);
+	return -1;
+}
+
+/* Encrypt tickets with keys[0]; decrypt with whichever key named it. */
+static int
+ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
+    EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	struct tls_server	*ts = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_ex_index);
+	const struct ticket_key	*k = NULL;
+	OSSL_PARAM		 params[3];
+	size_t			 i;
+
+	if (ts == NULL || ts->nkeys == 0)
+		return 0;
+	if (enc) {
+		k = &ts->keys[0];
+		memcpy(name, k->name, 16);
+		if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1 ||
+		    EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+			return -1;
+	} else {
+		for (i = 0; i < ts->nkeys; i++)
+			if (CRYPTO_memcmp(name, ts->keys[i].name, 16) == 0)
+				break;
+		if (i == ts->nkeys)
+			return 0;	/* unknown key: a full handshake */
+		k = &ts->keys[i];
+		if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+			return -1;
+	}
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY,
+	    (void *)k->hmac, sizeof(k->hmac));
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	if (EVP_MAC_CTX_set_params(hctx, params) != 1)
+		return -1;
+	/* 2: an earlier key, so the client gets a ticket under the current one */
+	return enc || k == &ts->keys[0] ? 1 : 2;
+}
+
 static SSL_CTX *
 server_ctx_base(const struct listener_conf *lc, struct config_errors *errs)
 {
@@ -419,6 +537,16 @@ tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
 			goto fail;
 	}
 	ts->ctx = ts->entries[0].ctx;
+	if (lc->tls.ticket_key_file != NULL) {
+		if (ticket_keys_load(ts, &lc->tls, errs) == -1)
+			goto fail;
+		if (ticket_ex_index == -1)
+			ticket_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+		for (size_t i = 0; i < ts->nentries; i++) {
+			SSL_CTX_set_ex_data(ts->entries[i].ctx, ticket_ex_index, ts);
+			SSL_CTX_set_tlsext_ticket_key_evp_cb(ts->entries[i].ctx, ticket_key_cb);
+		}
+	}
 	if (ts->nentries > 1) {
 		SSL_CTX_set_tlsext_servername_callback(ts->ctx, servername_cb);
 		SSL_CTX_set_tlsext_servername_arg(ts->ctx, ts);
@@ -441,6 +569,10 @@ tls_server_free(struct tls_server *ts)
 		free(ts->entries[i].names);
 	}
 	free(ts->entries);
+	if (ts->keys != NULL) {
+		OPENSSL_cleanse(ts->keys, ts->nkeys * sizeof(*ts->keys));
+		free(ts->keys);
+	}
 	free(ts);
 }
 
