@@ -29,6 +29,7 @@
 #include "config.h"
 #include "log.h"
 #include "proto.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "session.h"
 
@@ -176,7 +177,9 @@ listen_sock_new(struct worker *w, const struct addr *a, char *why, size_t len)
 	struct listen_sock	*ls;
 	int			 fd;
 
-	if ((fd = listener_socket(a, w->d->nworkers > 1, why, len)) == -1)
+	/* the first worker takes a socket systemd passed for this address, if any */
+	if ((w->index != 0 || (fd = sdnotify_take_socket(a)) == -1) &&
+	    (fd = listener_socket(a, w->d->nworkers > 1, why, len)) == -1)
 		return NULL;
 	if ((ls = calloc(1, sizeof(*ls))) == NULL) {
 		snprintf(why, len, "out of memory");

@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "session.h"
 #include "tlsctx.h"
@@ -394,7 +395,11 @@ server_listen(struct daemon *d, struct config_errors *errs)
 		config_errors_add(errs, "%s: %s", d->cfg->path, why);
 		return -1;
 	}
-	return server_configure(d, d->cfg, errs);
+	sdnotify_collect_sockets();
+	if (server_configure(d, d->cfg, errs) == -1)
+		return -1;
+	sdnotify_unclaimed();
+	return 0;
 }
 
 /* After daemon(3): the event loops were made in the parent. */
@@ -416,6 +421,7 @@ server_reload(struct daemon *d)
 	struct config		*cfg, *old = d->cfg;
 
 	log_info("reloading %s", old->path);
+	sdnotify("RELOADING=1");
 	cfg = config_load_file(old->path, &errs);
 	if (cfg == NULL || tlsctx_prepare(cfg, &errs) == -1 ||
 	    server_configure(d, cfg, &errs) == -1) {
@@ -425,6 +431,7 @@ server_reload(struct daemon *d)
 		    old->path);
 		config_errors_clear(&errs);
 		config_unref(cfg);
+		sdnotify("READY=1\nSTATUS=reload failed: the running configuration is kept");
 		return;
 	}
 	if ((cfg->user == NULL) != (old->user == NULL) ||
@@ -446,6 +453,7 @@ server_reload(struct daemon *d)
 	config_unref(old);
 	server_apply_log(d, cfg);
 	server_warn_selfsigned(cfg);
+	sdnotify("READY=1\nSTATUS=running; reloaded");
 	log_info("reloaded %s: %zu listener%s; %u open session%s keep their settings",
 	    cfg->path, cfg->nlisteners, cfg->nlisteners == 1 ? "" : "s",
 	    atomic_load(&d->nsessions), atomic_load(&d->nsessions) == 1 ? "" : "s");
@@ -462,6 +470,7 @@ server_drain(struct daemon *d)
 		return;
 	}
 	d->draining = true;
+	sdnotify("STOPPING=1\nSTATUS=draining open sessions");
 	for (unsigned i = 0; i < d->nworkers; i++)
 		worker_post(d->workers[i], (struct worker_cmd){ .kind = WORKER_CMD_DRAIN }, true);
 	log_info("shutting down: listeners closed, %u open session%s, waiting up to %u s",
@@ -526,6 +535,7 @@ server_run(struct daemon *d)
 		log_info("starttls-proxy %s started: %zu listener%s, %u worker%s", PACKAGE_VERSION,
 		    d->cfg->nlisteners, d->cfg->nlisteners == 1 ? "" : "s",
 		    d->nworkers, d->nworkers == 1 ? "" : "s");
+		sdnotify("READY=1\nSTATUS=running");
 		if (event_base_loop(d->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1) {
 			log_errorx("the event loop failed");
 			rc = -1;
