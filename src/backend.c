@@ -28,6 +28,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "proxy_proto.h"
 #include "server.h"
 #include "session.h"
 #include "tlsctx.h"
@@ -180,6 +181,39 @@ backend_tls_failed(struct session *s)
 	session_backend_failed(s, "backend-tls-failed", why);
 }
 
+/*
+ * The PROXY protocol header, before any other byte, TLS included: the
+ * client's address and, for v2, how its side reached TLS.
+ */
+static int
+backend_proxy_header(struct session *s)
+{
+	const struct session_addrs	*a = s->addrs;
+	uint8_t				 buf[PROXY_V2_MAX];
+	struct proxy_tls_info		 tls = {
+		.tls = s->client.tls_up,
+		.version = s->client.tls_up ? tls_version_name(s->client.ssl) : NULL,
+		.cipher = s->client.tls_up ? tls_cipher_name(s->client.ssl) : NULL,
+		.sni = s->client.tls_up && strcmp(tls_sni_name(s->client.ssl), "-") != 0 ?
+		    tls_sni_name(s->client.ssl) : NULL,
+		.upgrade = client_tls_name(s->lc->client_tls),
+	};
+	const struct sockaddr		*src = a->srclen ? (const struct sockaddr *)&a->src : NULL;
+	const struct sockaddr		*dst = a->dstlen ? (const struct sockaddr *)&a->dst : NULL;
+	ssize_t				 n;
+
+	if (s->lc->backend.proxy_protocol == PROXY_PROTO_V1)
+		n = proxy_build_v1(src, dst, buf, sizeof(buf));
+	else
+		n = proxy_build_v2(src, dst, &tls, buf, sizeof(buf));
+	if (n < 0) {
+		session_backend_failed(s, "internal", "cannot write the PROXY protocol header");
+		return -1;
+	}
+	evbuffer_add(bufferevent_get_output(s->backend.sock), buf, (size_t)n);
+	return 0;
+}
+
 static void
 backend_eventcb(struct bufferevent *bev, short what, void *arg)
 {
@@ -200,6 +234,9 @@ backend_eventcb(struct bufferevent *bev, short what, void *arg)
 				(void)setsockopt(bufferevent_getfd(s->backend.sock),
 				    IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 			}
+			if (s->lc->backend.proxy_protocol != PROXY_PROTO_NONE &&
+			    backend_proxy_header(s) == -1)
+				return;
 			if (s->lc->backend.tls != BACKEND_TLS_NONE) {
 				backend_tls_start(s);
 				return;

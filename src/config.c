@@ -640,11 +640,8 @@ parse_backend(struct walk *w, const config_setting_t *g, const char *path,
 	}
 	if (b->cert != NULL && b->key == NULL)
 		b->key = xstrdup(b->cert);
-	if (get_enum(w, g, path, "proxy_protocol", ppnames, &i) == 1) {
+	if (get_enum(w, g, path, "proxy_protocol", ppnames, &i) == 1)
 		b->proxy_protocol = (enum proxy_proto_version)i;
-		if (i != PROXY_PROTO_NONE)
-			not_supported_yet(w, g, path, "proxy_protocol", "sending the PROXY protocol");
-	}
 	if (b->tls == BACKEND_TLS_NONE) {
 		const char *const tls_only[] = { "ca", "server_name", "pin_sha256", "cert", "key", NULL };
 
@@ -894,9 +891,7 @@ parse_listener(struct walk *w, const config_setting_t *g, const char *path,
 	if (lc->client_tls == CLIENT_TLS_NONE || lc->client_tls == CLIENT_TLS_IMPLICIT)
 		lc->require_tls = false;	/* nothing to require: no upgrade happens */
 
-	if (get_bool(w, g, path, "accept_proxy_protocol", &lc->accept_proxy_protocol) == 1 &&
-	    lc->accept_proxy_protocol)
-		not_supported_yet(w, g, path, "accept_proxy_protocol", "accepting the PROXY protocol");
+	get_bool(w, g, path, "accept_proxy_protocol", &lc->accept_proxy_protocol);
 
 	if (get_uint(w, g, path, "max_connections", 1, CONFIG_MAX_CONNECTIONS_MAX, &n) == 1)
 		lc->max_connections = (unsigned)n;

@@ -33,17 +33,20 @@
 #include "config.h"
 #include "log.h"
 #include "proto.h"
+#include "proxy_proto.h"
 #include "server.h"
 #include "session.h"
 #include "stats.h"
 #include "tlsctx.h"
 
 static void	session_tick(evutil_socket_t, short, void *);
+static void	session_proxy_header(struct session *);
 static void	session_client_readcb(struct bufferevent *, void *);
 static void	session_client_eventcb(struct bufferevent *, short, void *);
 static void	session_client_tls(struct session *);
 static void	session_free(struct session *);
 static void	session_parse(struct session *, struct side *);
+static void	session_start(struct session *);
 
 uint64_t
 now_ms(void)
@@ -67,6 +70,7 @@ state_name(enum session_state st)
 {
 	switch (st) {
 	case SESSION_CLEARTEXT:	return "cleartext";
+	case SESSION_PROXY_HEADER: return "proxy-header";
 	case SESSION_UPGRADING:	return "upgrading";
 	case SESSION_HANDSHAKE:	return "handshake";
 	case SESSION_TLS:	return "tls";
@@ -136,6 +140,35 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	log_debug("session %llu: listener %s accepted %s in worker %u",
 	    (unsigned long long)s->id, lc->name, s->client_addr, w->index);
 
+	if (lc->accept_proxy_protocol || lc->backend.proxy_protocol != PROXY_PROTO_NONE) {
+		if ((s->addrs = calloc(1, sizeof(*s->addrs))) == NULL) {
+			session_close(s, "internal", "out of memory");
+			return;
+		}
+		memcpy(&s->addrs->src, sa, salen);
+		s->addrs->srclen = salen;
+		s->addrs->dstlen = sizeof(s->addrs->dst);
+		if (getsockname(fd, (struct sockaddr *)&s->addrs->dst, &s->addrs->dstlen) == -1)
+			s->addrs->dstlen = 0;
+	}
+	if (lc->accept_proxy_protocol) {
+		/* nothing else happens before the balancer's header */
+		s->state = SESSION_PROXY_HEADER;
+		s->phase_deadline = s->start_ms + lc->timeouts.handshake * 1000ULL;
+		session_update_reading(s);
+		session_arm(s);
+		return;
+	}
+	session_start(s);
+}
+
+/* The session proper, once the client's address is known. */
+static void
+session_start(struct session *s)
+{
+	const struct listener_conf *lc = s->lc;
+
+	s->phase_deadline = 0;
 	switch (lc->client_tls) {
 	case CLIENT_TLS_IMPLICIT:
 		session_client_tls(s);
@@ -174,8 +207,8 @@ session_update_reading(struct session *s)
 		return;
 	cr = (parsing || s->state == SESSION_RELAY || s->state == SESSION_HANDSHAKE) &&
 	    !s->held && !b->full && !c->eof;
-	if (s->state == SESSION_CLOSING)
-		cr = !c->eof;	/* lingering: read and drop until the client closes */
+	if (s->state == SESSION_CLOSING || s->state == SESSION_PROXY_HEADER)
+		cr = !c->eof;	/* lingering, or the PROXY header */
 	if (cr && s->bstate != BACKEND_UP && s->state != SESSION_CLOSING) {
 		size_t queued = s->pending ? evbuffer_get_length(s->pending) : 0;
 
@@ -245,6 +278,10 @@ session_deadlines(struct session *s)
 			session_close(s, s->close_end, "%s%sthe client did not read the last reply",
 			    s->close_reason ? s->close_reason : "",
 			    s->close_reason ? "; " : "");
+			return;
+		case SESSION_PROXY_HEADER:
+			session_close(s, "timeout-handshake",
+			    "no PROXY protocol header within %u s", t->handshake);
 			return;
 		case SESSION_HANDSHAKE:
 		case SESSION_UPGRADING:
@@ -485,6 +522,51 @@ session_parse(struct session *s, struct side *from)
 		session_parse(s, &s->client);
 }
 
+/*
+ * The header a balancer puts before the client's first byte.  A
+ * connection without a valid one is closed: the proxy must never
+ * mistake a balancer's address for the client's, nor a client's bytes
+ * for a header.
+ */
+static void
+session_proxy_header(struct session *s)
+{
+	struct evbuffer		*in = bufferevent_get_input(s->client.sock);
+	size_t			 len = evbuffer_get_length(in);
+	size_t			 n = len < PROXY_V2_MAX ? len : PROXY_V2_MAX;
+	struct proxy_header	 h;
+
+	switch (proxy_parse(evbuffer_pullup(in, (ssize_t)n), n, &h)) {
+	case PARSE_NEED_MORE:
+		if (len < PROXY_V2_MAX)
+			return;
+		/* FALLTHROUGH */
+	default:
+		STAT_INC(s->counters, refused[REFUSED_PROXY_HEADER]);
+		session_close(s, "proxy-header-invalid",
+		    "the connection did not start with a valid PROXY protocol header");
+		return;
+	case PARSE_OK:
+		break;
+	}
+	evbuffer_drain(in, h.len);
+	if (!h.local) {
+		addr_format((struct sockaddr *)&h.src, h.srclen, s->client_addr,
+		    sizeof(s->client_addr));
+		memcpy(&s->addrs->src, &h.src, h.srclen);
+		s->addrs->srclen = h.srclen;
+		memcpy(&s->addrs->dst, &h.dst, h.dstlen);
+		s->addrs->dstlen = h.dstlen;
+	}
+	log_debug("session %llu: PROXY v%d header: client %s", (unsigned long long)s->id,
+	    h.version, s->client_addr);
+	session_start(s);
+	/* what came with the header is the client's */
+	if (!s->dead && s->state != SESSION_HANDSHAKE &&
+	    evbuffer_get_length(bufferevent_get_input(s->client.bev)) > 0)
+		session_client_readcb(s->client.bev, s);
+}
+
 static void
 session_client_readcb(struct bufferevent *bev, void *arg)
 {
@@ -501,6 +583,9 @@ session_client_readcb(struct bufferevent *bev, void *arg)
 	case SESSION_TLS:
 		if (!s->held)
 			session_parse(s, &s->client);
+		break;
+	case SESSION_PROXY_HEADER:
+		session_proxy_header(s);
 		break;
 	case SESSION_CLOSING: {
 		struct evbuffer *in = bufferevent_get_input(bev);
@@ -847,6 +932,7 @@ session_free(struct session *s)
 	if (s->timer != NULL)
 		event_free(s->timer);
 	free(s->close_reason);
+	free(s->addrs);
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
 	atomic_fetch_sub_explicit(&w->d->nsessions, 1, memory_order_relaxed);

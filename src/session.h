@@ -32,6 +32,7 @@ struct listen_sock;
 
 enum session_state {
 	SESSION_CLEARTEXT,	/* the protocol module parses, before any TLS */
+	SESSION_PROXY_HEADER,	/* waiting for the PROXY protocol header */
 	SESSION_UPGRADING,	/* the verb was answered; flushing the answer */
 	SESSION_HANDSHAKE,	/* client TLS handshake */
 	SESSION_TLS,		/* in TLS, the protocol module still parses */
@@ -52,6 +53,14 @@ enum backend_state {
 #define SESSION_WORK_RESUME	0x02	/* a destination drained: resume its source */
 #define SESSION_WORK_SHUT	0x04	/* an output drained: pass an EOF on */
 #define SESSION_WORK_CLOSE	0x08	/* the last reply is out: close */
+
+/* The client's address and the one it connected to, as the PROXY protocol carries them. */
+struct session_addrs {
+	struct sockaddr_storage	 src;
+	struct sockaddr_storage	 dst;
+	socklen_t		 srclen;
+	socklen_t		 dstlen;
+};
 
 /* One side of the relay. */
 struct side {
@@ -89,6 +98,7 @@ struct session {
 	struct side		 backend;
 	struct evbuffer		*pending;	/* for the backend, until it is up */
 	const struct addr	*target;	/* the module's backend, or NULL */
+	struct session_addrs	*addrs;		/* for the PROXY protocol, or NULL */
 	struct evdns_getaddrinfo_request *dns;
 
 	struct event		*timer;

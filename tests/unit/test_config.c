@@ -372,18 +372,8 @@ test_not_supported_yet(void **state)
 	    "t.conf:1: stats.listen: \"localhost:9273\": not a numeric address (expected 127.0.0.1:port or [::1]:port)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
-	    "  accept_proxy_protocol = true;\n"
-	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
-	    "t.conf:2: listeners.[0].accept_proxy_protocol: accepting the PROXY protocol is not supported yet");
-	expect_error(
-	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
-	    "  backend = { address = \"127.0.0.1:2\"; proxy_protocol = \"v2\"; }; } );\n",
-	    "t.conf:2: listeners.[0].backend.proxy_protocol: sending the PROXY protocol is not supported yet");
-	expect_error(
-	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
-	    "  tls = { ticket_key_file = \"/k\"; };\n"
-	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
-	    "t.conf:2: listeners.[0].tls.ticket_key_file: sharing session tickets between instances is not supported yet");
+	    "  backend = { address = \"127.0.0.1:2\"; tls = \"starttls\"; }; } );\n",
+	    "t.conf:2: listeners.[0].backend.tls: tls = \"starttls\" towards the backend is not supported yet");
 }
 
 /* Every problem is reported, not only the first. */
