@@ -177,8 +177,8 @@ listen_sock_new(struct worker *w, const struct addr *a, char *why, size_t len)
 	struct listen_sock	*ls;
 	int			 fd;
 
-	/* the first worker takes a socket systemd passed for this address, if any */
-	if ((w->index != 0 || (fd = sdnotify_take_socket(a)) == -1) &&
+	/* a socket systemd passed for this address, if any, else our own */
+	if ((fd = sdnotify_take_socket(a)) == -1 &&
 	    (fd = listener_socket(a, w->d->nworkers > 1, why, len)) == -1)
 		return NULL;
 	if ((ls = calloc(1, sizeof(*ls))) == NULL) {

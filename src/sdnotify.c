@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #define SD_SOCKETS_MAX	64
 
 static int	sd_fds[SD_SOCKETS_MAX];
+static bool	sd_taken[SD_SOCKETS_MAX];
 static int	sd_nfds;
 
 void
@@ -73,6 +75,13 @@ sdnotify_collect_sockets(void)
 #endif
 }
 
+/*
+ * The first worker to ask gets the socket itself; the others get a
+ * duplicate of it and accept from the same queue.  They cannot bind
+ * their own SO_REUSEPORT sockets next to it: the kernel lets only
+ * sockets of the same owner share a port, and systemd made this one as
+ * root.
+ */
 int
 sdnotify_take_socket(const struct addr *a)
 {
@@ -82,13 +91,14 @@ sdnotify_take_socket(const struct addr *a)
 
 		if (sd_fds[i] < 0 || getsockname(sd_fds[i], (struct sockaddr *)&ss, &len) == -1)
 			continue;
-		if (addr_sockaddr_equal((struct sockaddr *)&ss, len,
-		    (const struct sockaddr *)&a->ss, a->sslen)) {
-			int fd = sd_fds[i];
-
-			sd_fds[i] = -1;
-			return fd;
+		if (!addr_sockaddr_equal((struct sockaddr *)&ss, len,
+		    (const struct sockaddr *)&a->ss, a->sslen))
+			continue;
+		if (!sd_taken[i]) {
+			sd_taken[i] = true;
+			return sd_fds[i];
 		}
+		return fcntl(sd_fds[i], F_DUPFD_CLOEXEC, 0);
 	}
 	return -1;
 }
@@ -101,7 +111,7 @@ sdnotify_unclaimed(void)
 		socklen_t		 len = sizeof(ss);
 		char			 name[128] = "?";
 
-		if (sd_fds[i] < 0)
+		if (sd_fds[i] < 0 || sd_taken[i])
 			continue;
 		if (getsockname(sd_fds[i], (struct sockaddr *)&ss, &len) == 0)
 			addr_format((struct sockaddr *)&ss, len, name, sizeof(name));

@@ -15,9 +15,9 @@ void	sdnotify(const char *state);
 void	sdnotify_collect_sockets(void);
 
 /*
- * A listening socket systemd passed for this address, or -1.  Each is
- * handed out once; sdnotify_unclaimed() closes and names those no
- * listener wanted.
+ * A listening socket systemd passed for this address, or -1: the socket
+ * itself the first time, a duplicate for each further worker.
+ * sdnotify_unclaimed() closes and names those no listener wanted.
  */
 int	sdnotify_take_socket(const struct addr *);
 void	sdnotify_unclaimed(void);

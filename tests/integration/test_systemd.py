@@ -63,3 +63,21 @@ def test_socket_activation(daemon, pki):
     assert "systemd passed 2 listening sockets" in d.log()
     assert f"systemd passed a socket on 127.0.0.1:{unused} that no listener names: closed" in d.log()
     echo.close()
+
+
+def test_socket_activation_with_two_workers(daemon, pki):
+    """Both workers accept from the one socket systemd passed: they could
+    not bind their own next to it if it belonged to another user."""
+    echo = Server(echo_handler())
+    port = free_port()
+    d = daemon(conf(port, f"127.0.0.1:{echo.port}", certs(pki, (pki.server_cert, pki.server_key)),
+                    glob="workers = 2;"),
+               prefix=["systemd-socket-activate", "-l", f"127.0.0.1:{port}"], start=False)
+    d.start(wait=False)
+    wait_for(lambda: "Listening on" in d.log(), 10, "the activator to listen")
+    conns = [tls_connect(port, pki.ca) for _ in range(20)]
+    for c in conns:
+        assert recv_until(c, b"\n") == b"hello from the backend\n"
+        c.close()
+    assert "2 workers" in d.log()
+    echo.close()
