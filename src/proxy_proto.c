@@ -492,7 +492,7 @@ proxy_tlvs(const uint8_t *hdr, size_t off, size_t total, struct proxy_tlvs *t)
 			r = proxy_ssl(v, vlen, t);
 			break;
 		case PP2_TYPE_STARTTLS_PROXY_UPGRADE:
-			/* the first of ours counts; the others' 0xE0 are not looked at */
+			/* the first of ours counts; others' values of this type are not looked at */
 			if (t->upgrade[0] == '\0' && proxy_upgrade_known(v, vlen)) {
 				memcpy(t->upgrade, v, vlen);
 				t->upgrade[vlen] = '\0';

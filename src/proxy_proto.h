@@ -54,11 +54,12 @@
  * Ours, in the custom range: how the client side of the connection got
  * to TLS, as text: "starttls" (an upgrade verb the proxy answered),
  * "implicit" (TLS from the first byte) or "none".  The custom range is
- * shared: Google Cloud's Private Service Connect sends 0xE0 too (an
- * 8-byte connection ID), so a 0xE0 whose value is not one of these three
- * words is not ours and is ignored.
+ * shared, and clouds have taken some of it (Google Cloud's Private
+ * Service Connect 0xE0, AWS 0xEA, Azure 0xEE), so ours is 0xE5, and a
+ * 0xE5 whose value is not one of these three words is not ours and is
+ * ignored.
  */
-#define PP2_TYPE_STARTTLS_PROXY_UPGRADE	0xe0
+#define PP2_TYPE_STARTTLS_PROXY_UPGRADE	0xe5
 
 /* The client field of PP2_TYPE_SSL (SPEC 2.2.6) */
 #define PP2_CLIENT_SSL		0x01

@@ -173,7 +173,7 @@ def test_v2_header_to_the_backend_says_how_the_client_reached_tls(daemon, pki):
     ssl_tlv = tlvs[0x20]
     assert ssl_tlv[0] & 0x01                                # PP2_CLIENT_SSL
     assert b"TLSv1.3" in ssl_tlv and b"TLS_AES_256_GCM_SHA384" in ssl_tlv
-    assert tlvs[0xE0] == b"implicit"
+    assert tlvs[0xE5] == b"implicit"
     backend.close()
 
 
