@@ -22,6 +22,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -64,6 +65,9 @@ relay_drain_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *
 	/* bytes leaving for a slow reader are activity too: not idle */
 	s->last_ms = now_ms();
 	left = relay_pending(sd);
+	/* libevent wrote what a direct write left: it may stop watching */
+	if (left == 0 && sd->ssl == NULL && (bufferevent_get_enabled(sd->sock) & EV_WRITE))
+		bufferevent_disable(sd->sock, EV_WRITE);
 	if (sd->full && left <= s->lc->low_watermark)
 		work |= SESSION_WORK_RESUME;
 	if (left == 0) {
@@ -76,6 +80,37 @@ relay_drain_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *
 	}
 	if (work != 0)
 		session_schedule(s, work);
+}
+
+/*
+ * Bytes were queued towards a side.  A plaintext socket is written at
+ * once, without waiting for the event loop to say it is writable: in the
+ * usual case the kernel takes it all, and the write interest never has
+ * to be registered and removed again (two system calls per write, and a
+ * pass through the loop).  What the kernel does not take is left to
+ * libevent, which also reports a failed write.  TLS bufferevents write
+ * for themselves.
+ */
+void
+relay_output_added(struct side *sd)
+{
+	struct evbuffer	*out;
+	int		 fd;
+
+	if (sd->ssl != NULL || sd->sock == NULL || sd->shut)
+		return;
+	if (sd == &sd->s->backend && sd->s->bstate != BACKEND_UP)
+		return;
+	if (bufferevent_get_enabled(sd->sock) & EV_WRITE)
+		return;		/* libevent is writing already */
+	out = bufferevent_get_output(sd->sock);
+	if (evbuffer_get_length(out) == 0 || (fd = bufferevent_getfd(sd->sock)) < 0)
+		return;
+	evbuffer_unfreeze(out, 1);	/* drain-frozen between libevent's own writes */
+	(void)evbuffer_write(out, fd);
+	evbuffer_freeze(out, 1);
+	if (evbuffer_get_length(out) > 0)
+		bufferevent_enable(sd->sock, EV_WRITE);
 }
 
 /* Watch a side's socket output; the socket bufferevent outlives any filter. */
@@ -104,6 +139,7 @@ relay_forward(struct session *s, struct side *from, struct side *to)
 	if (to->bev == NULL || to->shut)
 		return;
 	evbuffer_add_buffer(bufferevent_get_output(to->bev), in);
+	relay_output_added(to);
 	if (from == &s->client)
 		s->bytes_in += n;
 	else

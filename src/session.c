@@ -135,7 +135,7 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	relay_attach(&s->client);
 	bufferevent_setcb(s->client.sock, session_client_readcb, NULL,
 	    session_client_eventcb, s);
-	bufferevent_enable(s->client.sock, EV_WRITE);
+	/* plaintext sockets are written directly; libevent only when they block */
 
 	log_debug("session %llu: listener %s accepted %s in worker %u",
 	    (unsigned long long)s->id, lc->name, s->client_addr, w->index);
@@ -360,12 +360,14 @@ session_flush_replies(struct session *s)
 		if (s->client.bev != NULL) {
 			s->bytes_out += n;
 			evbuffer_add_buffer(bufferevent_get_output(s->client.bev), w->to_client);
+			relay_output_added(&s->client);
 		} else
 			evbuffer_drain(w->to_client, n);
 	}
 	if ((n = evbuffer_get_length(w->to_backend)) > 0) {
 		if (s->bstate == BACKEND_UP) {
 			evbuffer_add_buffer(bufferevent_get_output(s->backend.bev), w->to_backend);
+			relay_output_added(&s->backend);
 		} else {
 			if (s->pending == NULL && (s->pending = evbuffer_new()) == NULL) {
 				evbuffer_drain(w->to_backend, n);
@@ -784,7 +786,9 @@ session_backend_up(struct session *s)
 		evbuffer_free(s->pending);
 		s->pending = NULL;
 	}
-	bufferevent_enable(s->backend.bev, EV_WRITE);
+	if (s->backend.ssl != NULL)
+		bufferevent_enable(s->backend.bev, EV_WRITE);
+	relay_output_added(&s->backend);
 	if (s->proto->backend_ready != NULL &&
 	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
 		struct proto_io io;

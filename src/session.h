@@ -137,6 +137,7 @@ void	 session_shutdown_all(struct worker *, const char *why);
 
 /* relay.c */
 void	 relay_attach(struct side *);
+void	 relay_output_added(struct side *);
 void	 relay_forward(struct session *, struct side *from, struct side *to);
 size_t	 relay_pending(const struct side *);
 void	 relay_eof(struct session *, struct side *);

@@ -28,6 +28,7 @@
 /* TLS 1.2: forward secrecy and AEAD only. */
 #define TLSCTX_DEFAULT_CIPHERS	"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
 #define PASSPHRASE_MAX		1024
+#define TLSCTX_READ_BUFFER	(64 * 1024)
 #define SNI_NAMES_MAX		64
 
 struct sni_entry {
@@ -440,6 +441,13 @@ server_ctx_base(const struct listener_conf *lc, struct config_errors *errs)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/*
+	 * Read whole records, and what follows them, in one call, several
+	 * records at a time when they are there: fewer system calls and
+	 * wake-ups per byte relayed.  The buffer is released when idle.
+	 */
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx, TLSCTX_READ_BUFFER);
 	if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : TLSCTX_DEFAULT_CIPHERS) != 1) {
 		config_errors_add(errs, "%s.ciphers: no usable cipher: %s", where, openssl_reason());
 		goto fail;
