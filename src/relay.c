@@ -229,6 +229,20 @@ relay_flush_final(struct side *sd)
 		SSL_shutdown(sd->ssl);
 		ERR_clear_error();
 	}
+	if (sd->ssl != NULL && sd->sock == sd->bev) {
+		/*
+		 * TLS on the socket: what is queued is plaintext.  What the
+		 * peer sent and nobody read would turn the close into a reset
+		 * that destroys the alert in flight: read it away first.
+		 */
+		char	 junk[16384];
+		int	 fd = bufferevent_getfd(sd->sock);
+
+		for (int i = 0; fd >= 0 && i < 4; i++)
+			if (recv(fd, junk, sizeof(junk), MSG_DONTWAIT) <= 0)
+				break;
+		return;
+	}
 	out = bufferevent_get_output(sd->sock);
 	if (evbuffer_get_length(out) > 0 && bufferevent_getfd(sd->sock) >= 0) {
 		/* a socket bufferevent keeps its output drain-frozen between its own writes */

@@ -26,6 +26,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>	/* ev_read: see side_set_reading() */
 #include <event2/event.h>
 
 #include <openssl/err.h>
@@ -122,7 +123,25 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	if (sa->sa_family != AF_UNIX)
 		set_nodelay(fd);
 	s->timer = event_new(w->base, -1, 0, session_tick, s);
-	s->client.sock = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (lc->client_tls == CLIENT_TLS_IMPLICIT && !lc->accept_proxy_protocol) {
+		/*
+		 * TLS from the first byte, with nothing to read before it:
+		 * OpenSSL reads and writes the socket itself, whole records
+		 * at a time, with no bufferevent between it and the socket
+		 * (libevent 2.1 reads a socket bufferevent 4 KiB at a time).
+		 */
+		SSL *ssl = tls_server_ssl(lc->tls_server);
+
+		s->client.sock = ssl == NULL ? NULL : bufferevent_openssl_socket_new(w->base, fd,
+		    ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		if (s->client.sock != NULL) {
+			s->client.ssl = ssl;
+			bufferevent_openssl_set_allow_dirty_shutdown(s->client.sock, 1);
+			bufferevent_enable(s->client.sock, EV_WRITE);
+		} else
+			SSL_free(ssl);
+	} else
+		s->client.sock = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->client.sock == NULL)
 		close(fd);
 	if (s->timer == NULL || s->client.sock == NULL ||
@@ -171,7 +190,12 @@ session_start(struct session *s)
 	s->phase_deadline = 0;
 	switch (lc->client_tls) {
 	case CLIENT_TLS_IMPLICIT:
-		session_client_tls(s);
+		if (s->client.ssl == NULL) {
+			session_client_tls(s);	/* after a PROXY header: a filter */
+			break;
+		}
+		session_enter(s, SESSION_HANDSHAKE);
+		s->phase_deadline = now_ms() + lc->timeouts.handshake * 1000ULL;
 		break;
 	case CLIENT_TLS_STARTTLS:
 		s->state = SESSION_CLEARTEXT;
@@ -190,6 +214,27 @@ session_start(struct session *s)
 		return;
 	session_update_reading(s);
 	session_arm(s);
+}
+
+static void
+side_set_reading(struct side *sd, bool on)
+{
+	if (sd->bev == NULL || sd->reading == on)
+		return;
+	sd->reading = on;
+	if (!on) {
+		bufferevent_disable(sd->bev, EV_READ);
+		return;
+	}
+	bufferevent_enable(sd->bev, EV_READ);
+	/*
+	 * libevent issue #690: a TLS bufferevent on a socket does not look
+	 * again at records OpenSSL already holds when reading resumes; they
+	 * would wait for the next byte from the network, which may never
+	 * come.  Make it look.
+	 */
+	if (sd->ssl != NULL && sd->bev == sd->sock && SSL_has_pending(sd->ssl))
+		event_active(&sd->bev->ev_read, EV_READ, 1);
 }
 
 /*
@@ -220,20 +265,8 @@ session_update_reading(struct session *s)
 	br = s->bstate == BACKEND_UP && (parsing || s->state == SESSION_RELAY) &&
 	    !c->full && !b->eof;
 
-	if (c->bev != NULL && c->reading != cr) {
-		c->reading = cr;
-		if (cr)
-			bufferevent_enable(c->bev, EV_READ);
-		else
-			bufferevent_disable(c->bev, EV_READ);
-	}
-	if (b->bev != NULL && b->reading != br) {
-		b->reading = br;
-		if (br)
-			bufferevent_enable(b->bev, EV_READ);
-		else
-			bufferevent_disable(b->bev, EV_READ);
-	}
+	side_set_reading(c, cr);
+	side_set_reading(b, br);
 }
 
 /* Run deferred work from the timer event, outside any I/O callback. */
@@ -318,7 +351,12 @@ session_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	s->work = 0;
-	if ((work & SESSION_WORK_WRAP) && s->state == SESSION_UPGRADING &&
+	if ((work & SESSION_WORK_REWRITE) && s->client.ssl != NULL &&
+	    s->client.bev == s->client.sock) {
+		bufferevent_enable(s->client.bev, EV_WRITE);
+		relay_try_shut(s, &s->client);
+	}
+	if (!s->dead && (work & SESSION_WORK_WRAP) && s->state == SESSION_UPGRADING &&
 	    relay_pending(&s->client) == 0)
 		session_client_tls(s);
 	if (!s->dead && (work & SESSION_WORK_RESUME)) {
@@ -705,6 +743,14 @@ session_side_event(struct session *s, struct side *sd, short what)
 	const char	*peer = sd == &s->client ? "client" : "backend";
 	char		 why[256];
 
+	if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_WRITING)) {
+		/*
+		 * A TLS bufferevent on a socket reports a write to a peer that
+		 * is gone (EPIPE) as an EOF when dirty shutdowns are allowed:
+		 * nothing more can reach that side.
+		 */
+		what = BEV_EVENT_ERROR | BEV_EVENT_WRITING;
+	}
 	if (what & BEV_EVENT_ERROR) {
 		/* after an EOF, a TLS filter may report the TCP FIN again */
 		if (sd->eof && (what & BEV_EVENT_READING))
@@ -731,6 +777,14 @@ session_side_event(struct session *s, struct side *sd, short what)
 				return;
 		}
 		relay_eof(s, sd);
+		/*
+		 * A TLS bufferevent on a socket stops writing once it has
+		 * reported its peer's EOF, after this callback returns; the
+		 * other direction may still owe that peer bytes (a TLS
+		 * half-close), so have it write again afterwards.
+		 */
+		if (!s->dead && sd->ssl != NULL && sd->bev == sd->sock)
+			session_schedule(s, SESSION_WORK_REWRITE);
 	}
 }
 

@@ -53,6 +53,7 @@ enum backend_state {
 #define SESSION_WORK_RESUME	0x02	/* a destination drained: resume its source */
 #define SESSION_WORK_SHUT	0x04	/* an output drained: pass an EOF on */
 #define SESSION_WORK_CLOSE	0x08	/* the last reply is out: close */
+#define SESSION_WORK_REWRITE	0x10	/* a TLS socket stopped writing at EOF: restart it */
 
 /* The client's address and the one it connected to, as the PROXY protocol carries them. */
 struct session_addrs {

@@ -28,7 +28,6 @@
 /* TLS 1.2: forward secrecy and AEAD only. */
 #define TLSCTX_DEFAULT_CIPHERS	"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
 #define PASSPHRASE_MAX		1024
-#define TLSCTX_READ_BUFFER	(64 * 1024)
 #define SNI_NAMES_MAX		64
 
 struct sni_entry {
@@ -442,12 +441,12 @@ server_ctx_base(const struct listener_conf *lc, struct config_errors *errs)
 	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	/*
-	 * Read whole records, and what follows them, in one call, several
-	 * records at a time when they are there: fewer system calls and
-	 * wake-ups per byte relayed.  The buffer is released when idle.
+	 * No read-ahead: libevent 2.1 looks again only at what SSL_pending()
+	 * counts, so records OpenSSL read ahead of the one it returned would
+	 * wait for the next byte from the network (an EOF, or the last
+	 * request of a conversation, stuck).  One record per read, header
+	 * then body, as HAProxy reads them.
 	 */
-	SSL_CTX_set_read_ahead(ctx, 1);
-	SSL_CTX_set_default_read_buffer_len(ctx, TLSCTX_READ_BUFFER);
 	if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : TLSCTX_DEFAULT_CIPHERS) != 1) {
 		config_errors_add(errs, "%s.ciphers: no usable cipher: %s", where, openssl_reason());
 		goto fail;
