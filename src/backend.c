@@ -162,6 +162,8 @@ backend_tls_start(struct session *s)
 	 */
 	bufferevent_trigger(s->backend.sock, EV_WRITE,
 	    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	if (relay_readahead_start(&s->backend) == -1)
+		relay_readahead_stop(&s->backend);
 }
 
 static void

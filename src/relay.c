@@ -14,6 +14,7 @@
 #include "autoconfig.h"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -111,6 +112,86 @@ relay_output_added(struct side *sd)
 	evbuffer_freeze(out, 1);
 	if (evbuffer_get_length(out) > 0)
 		bufferevent_enable(sd->sock, EV_WRITE);
+}
+
+/*
+ * Under a TLS filter, libevent 2.1 reads the socket bufferevent at most
+ * 4 KiB per read event (EVBUFFER_MAX_READ), each with an ioctl(FIONREAD)
+ * and a pass through epoll: twelve system calls per 16 KiB TLS record.
+ * This event on the same socket, added after libevent's own and so run
+ * before it when the socket is readable (libevent activates the newest
+ * event of a descriptor first; priorities would starve everything else),
+ * reads what is there in large pieces into the socket bufferevent's
+ * input and hands it to the filter; libevent's read then finds nothing
+ * and goes back to waiting.  EOF and errors are left to libevent, and so
+ * is everything while libevent itself is not reading (backpressure).
+ */
+#define READAHEAD_CHUNK		16384
+#define READAHEAD_MAX		(4 * READAHEAD_CHUNK)
+
+static void
+relay_readahead_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct side		*sd = arg;
+	struct evbuffer		*in;
+	struct evbuffer_iovec	 v[2];
+	size_t			 total = 0;
+	int			 n;
+	ssize_t			 r;
+
+	if (sd->s->dead || sd->sock == NULL ||
+	    !(bufferevent_get_enabled(sd->sock) & EV_READ)) {
+		event_del(sd->readahead);	/* re-armed with reading (side_set_reading) */
+		return;
+	}
+	in = bufferevent_get_input(sd->sock);
+	evbuffer_unfreeze(in, 0);	/* add-frozen between libevent's own reads */
+	while (total < READAHEAD_MAX) {
+		if ((n = evbuffer_reserve_space(in, READAHEAD_CHUNK, v, 2)) <= 0)
+			break;
+		r = readv(fd, (struct iovec *)v, n);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+			/* EOF or an error: libevent's read sees it next; stop */
+			event_del(sd->readahead);
+			break;
+		}
+		if (r < 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			size_t take = (size_t)r < v[i].iov_len ? (size_t)r : v[i].iov_len;
+
+			v[i].iov_len = take;
+			r -= (ssize_t)take;
+		}
+		evbuffer_commit_space(in, v, n);
+		total += v[0].iov_len + (n > 1 ? v[1].iov_len : 0);
+		if (v[0].iov_len + (n > 1 ? v[1].iov_len : 0) < READAHEAD_CHUNK)
+			break;		/* the socket is empty for now */
+	}
+	evbuffer_freeze(in, 0);
+	if (total > 0)
+		bufferevent_trigger(sd->sock, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+}
+
+int
+relay_readahead_start(struct side *sd)
+{
+	if (sd->readahead == NULL) {
+		sd->readahead = event_new(bufferevent_get_base(sd->sock),
+		    bufferevent_getfd(sd->sock), EV_READ | EV_PERSIST, relay_readahead_cb, sd);
+		if (sd->readahead == NULL)
+			return -1;
+	}
+	return event_add(sd->readahead, NULL);
+}
+
+void
+relay_readahead_stop(struct side *sd)
+{
+	if (sd->readahead != NULL) {
+		event_free(sd->readahead);
+		sd->readahead = NULL;
+	}
 }
 
 /* Watch a side's socket output; the socket bufferevent outlives any filter. */

@@ -227,6 +227,8 @@ side_set_reading(struct side *sd, bool on)
 		return;
 	}
 	bufferevent_enable(sd->bev, EV_READ);
+	if (sd->readahead != NULL)
+		event_add(sd->readahead, NULL);
 	/*
 	 * libevent issue #690: a TLS bufferevent on a socket does not look
 	 * again at records OpenSSL already holds when reading resumes; they
@@ -696,6 +698,8 @@ session_client_tls(struct session *s)
 	if (evbuffer_get_length(bufferevent_get_input(s->client.sock)) > 0)
 		bufferevent_trigger(s->client.sock, EV_READ,
 		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	if (relay_readahead_start(&s->client) == -1)
+		relay_readahead_stop(&s->client);	/* libevent reads alone, slower */
 }
 
 static void
@@ -956,6 +960,8 @@ session_close(struct session *s, const char *end, const char *fmt, ...)
 	ERR_clear_error();
 	session_log(s, end, reason);
 	backend_cancel(s);
+	relay_readahead_stop(&s->client);
+	relay_readahead_stop(&s->backend);
 	if (s->client.bev != NULL) {
 		bufferevent_setcb(s->client.bev, NULL, NULL, NULL, NULL);
 		bufferevent_disable(s->client.bev, EV_READ | EV_WRITE);
@@ -979,6 +985,8 @@ session_free(struct session *s)
 {
 	struct worker	*w = s->w;
 
+	relay_readahead_stop(&s->client);
+	relay_readahead_stop(&s->backend);
 	if (s->proto_state != NULL)
 		s->proto->session_free(s->proto_state);
 	if (s->client.bev != NULL)

@@ -76,6 +76,7 @@ struct side {
 	bool			 fin_sent;	/* shutdown(SHUT_WR) done */
 	bool			 full;		/* output above high watermark: peer paused */
 	bool			 reading;	/* EV_READ enabled on bev */
+	struct event		*readahead;	/* under a TLS filter: see relay_readahead_cb */
 };
 
 struct session {
@@ -139,6 +140,8 @@ void	 session_shutdown_all(struct worker *, const char *why);
 /* relay.c */
 void	 relay_attach(struct side *);
 void	 relay_output_added(struct side *);
+int	 relay_readahead_start(struct side *);
+void	 relay_readahead_stop(struct side *);
 void	 relay_forward(struct session *, struct side *from, struct side *to);
 size_t	 relay_pending(const struct side *);
 void	 relay_eof(struct session *, struct side *);
