@@ -103,6 +103,7 @@ line_backend_input(struct proto_io *io)
 {
 	struct line		*m = io->state;
 	struct evbuffer_iovec	 v[16];
+	struct evbuffer_ptr	 pos;
 	size_t			 lines = 0;
 	int			 n;
 
@@ -112,10 +113,18 @@ line_backend_input(struct proto_io *io)
 		evbuffer_drain(io->in, evbuffer_get_length(io->in));
 		return PROTO_CONTINUE;
 	}
-	/* count the reply lines; the bytes pass as they are */
-	n = evbuffer_peek(io->in, -1, NULL, v, 16);
-	for (int i = 0; i < n && i < 16; i++)
-		lines += line_count(v[i].iov_base, v[i].iov_len);
+	/* count the reply lines, sixteen chunks at a time; the bytes pass as they are */
+	evbuffer_ptr_set(io->in, &pos, 0, EVBUFFER_PTR_SET);
+	while ((n = evbuffer_peek(io->in, -1, &pos, v, 16)) > 0) {
+		size_t seen = 0;
+
+		for (int i = 0; i < n && i < 16; i++) {
+			lines += line_count(v[i].iov_base, v[i].iov_len);
+			seen += v[i].iov_len;
+		}
+		if (n < 16 || evbuffer_ptr_set(io->in, &pos, seen, EVBUFFER_PTR_ADD) != 0)
+			break;
+	}
 	m->outstanding -= lines < m->outstanding ? lines : m->outstanding;
 	evbuffer_add_buffer(io->to_client, io->in);
 	return PROTO_CONTINUE;

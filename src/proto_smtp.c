@@ -106,25 +106,35 @@ reply(struct proto_io *io, const char *text)
 	io->refused++;
 }
 
-/* Relay DATA content up to and including its end, or all of it. */
+/*
+ * Relay DATA content up to and including its end, or all of it.  The
+ * input may hold many chunks (a large read under TLS): look at them
+ * sixteen at a time until the end is found or nothing is left, since
+ * what stays here is not looked at again until the client sends more,
+ * and a client that has sent its whole message sends nothing more until
+ * it is answered.
+ */
 static bool
 smtp_relay_data(struct smtp *m, struct proto_io *io)
 {
 	struct evbuffer_iovec	 v[16];
-	size_t			 total = 0, used;
+	size_t			 total, used;
 	int			 n;
 
-	n = evbuffer_peek(io->in, -1, NULL, v, 16);
-	for (int i = 0; i < n && i < 16; i++) {
-		if (smtp_data_end(&m->data, v[i].iov_base, v[i].iov_len, &used)) {
-			evbuffer_remove_buffer(io->in, io->to_backend, total + used);
-			expect_push(m, EXPECT_OTHER);	/* the reply to the message */
-			m->mode = CLIENT_COMMAND;
-			return true;
+	while (evbuffer_get_length(io->in) > 0) {
+		n = evbuffer_peek(io->in, -1, NULL, v, 16);
+		total = 0;
+		for (int i = 0; i < n && i < 16; i++) {
+			if (smtp_data_end(&m->data, v[i].iov_base, v[i].iov_len, &used)) {
+				evbuffer_remove_buffer(io->in, io->to_backend, total + used);
+				expect_push(m, EXPECT_OTHER);	/* the reply to the message */
+				m->mode = CLIENT_COMMAND;
+				return true;
+			}
+			total += v[i].iov_len;
 		}
-		total += v[i].iov_len;
+		evbuffer_remove_buffer(io->in, io->to_backend, total);
 	}
-	evbuffer_remove_buffer(io->in, io->to_backend, total);
 	return false;
 }
 

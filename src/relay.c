@@ -124,7 +124,7 @@ relay_output_added(struct side *sd)
  * reads what is there in large pieces into the socket bufferevent's
  * input and hands it to the filter; libevent's read then finds nothing
  * and goes back to waiting.  EOF and errors are left to libevent, and so
- * is everything while libevent itself is not reading (backpressure).
+ * is everything while the side is not reading (backpressure).
  */
 #define READAHEAD_CHUNK		16384
 #define READAHEAD_MAX		(4 * READAHEAD_CHUNK)
@@ -139,7 +139,12 @@ relay_readahead_cb(evutil_socket_t fd, short what, void *arg)
 	int			 n;
 	ssize_t			 r;
 
-	if (sd->s->dead || sd->sock == NULL ||
+	/*
+	 * The side's own flag, not the socket bufferevent's: a filter that
+	 * stops reading only suspends the socket under it, which still says
+	 * it is enabled, and reading on would defeat the backpressure.
+	 */
+	if (sd->s->dead || sd->sock == NULL || !sd->reading ||
 	    !(bufferevent_get_enabled(sd->sock) & EV_READ)) {
 		event_del(sd->readahead);	/* re-armed with reading (side_set_reading) */
 		return;

@@ -257,23 +257,34 @@ def _sample_peak(d, stop, peaks):
         time.sleep(0.05)
 
 
-def test_backpressure_slow_backend_bounds_memory(daemon, pki, tmp_path):
+@pytest.mark.parametrize("front", ["implicit", "starttls"])
+def test_backpressure_slow_backend_bounds_memory(daemon, pki, front):
     """256 MiB from a fast client to a backend that reads slowly: the proxy
-    stops reading instead of buffering, and every byte arrives in order."""
+    stops reading instead of buffering, and every byte arrives in order.
+    With implicit TLS, OpenSSL reads the socket; after STARTTLS (the line
+    protocol), a TLS filter over the socket bufferevent and the proxy's own
+    read-ahead under it, which must stop when the filter stops."""
     import threading
     from helpers import pattern
     total = 256 << 20
     blocks, digest = pattern(total)
     backend = Server(digest_handler(delay=0.001, chunk=65536))
     port = free_port()
-    d = daemon(conf(port, f"127.0.0.1:{backend.port}", certs(pki, (pki.server_cert, pki.server_key))),
-               debug=False)
+    if front == "implicit":
+        text = conf(port, f"127.0.0.1:{backend.port}", certs(pki, (pki.server_cert, pki.server_key)))
+    else:
+        text = conf(port, f"127.0.0.1:{backend.port}", certs(pki, (pki.server_cert, pki.server_key)),
+                    extra='line = { reply = "OK"; };').replace('protocol = "tcp"', 'protocol = "line"')
+    d = daemon(text, debug=False)
     rss0 = d.rss_kib()
     stop, peaks = threading.Event(), []
     sampler = threading.Thread(target=_sample_peak, args=(d, stop, peaks), daemon=True)
     sampler.start()
     t0 = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=120) as raw:
+        if front == "starttls":
+            raw.sendall(b"STARTTLS\r\n")
+            assert recv_until(raw, b"\n") == b"OK\r\n"
         t = MemTLS(raw, client_ctx(pki.ca), "localhost")
         t.handshake()
         for b in blocks:
@@ -290,11 +301,11 @@ def test_backpressure_slow_backend_bounds_memory(daemon, pki, tmp_path):
     sampler.join()
     hwm = d.rss_kib("VmHWM")
     assert answer.decode().split() == [str(total), digest]
-    report = (f"backpressure client->backend: {total} bytes in {elapsed:.1f} s, "
+    report = (f"backpressure client->backend ({front}): {total} bytes in {elapsed:.1f} s, "
               f"proxy RSS at start {rss0} KiB, peak {hwm} KiB (VmHWM), sampled max {max(peaks)} KiB")
     print(report)
     (ROOT / "tests" / "integration" / ".figures").mkdir(exist_ok=True)
-    (ROOT / "tests" / "integration" / ".figures" / f"backpressure_c2b{SUFFIX}.txt").write_text(report + "\n")
+    (ROOT / "tests" / "integration" / ".figures" / f"backpressure_c2b_{front}{SUFFIX}.txt").write_text(report + "\n")
     assert hwm < 64 * 1024, report
     backend.close()
 

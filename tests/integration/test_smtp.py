@@ -214,6 +214,26 @@ def test_second_starttls_inside_tls_is_refused(daemon, pki, mta):
     assert "STARTTLS" not in mta.verbs()
 
 
+def test_large_message_with_smtplib_byte_for_byte(daemon, pki, mta):
+    """A 16 MiB message from Python's smtplib over STARTTLS: the proxy reads
+    it in large pieces under TLS, parses it as DATA content to its end, and
+    aiosmtpd gets it byte for byte (lines with leading dots included)."""
+    import hashlib
+    import smtplib
+    port = free_port()
+    daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki), debug=False)
+    line = b"." + b"0123456789abcdef" * 4 + b"\r\n"
+    body = b"Subject: large\r\n\r\n" + line * ((16 << 20) // len(line))
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as c:
+        c.starttls(context=client_ctx(pki.ca))
+        c.ehlo("client.test")
+        assert c.sendmail("a@example.org", ["b@example.org"], body) == {}
+    assert len(mta.messages) == 1
+    content = mta.messages[0][2]
+    assert (len(content), hashlib.sha256(content).hexdigest()) == \
+        (len(body), hashlib.sha256(body).hexdigest())
+
+
 def test_cleartext_transaction_is_forgotten_after_the_upgrade(daemon, pki, mta):
     """Without require_tls a transaction may start in cleartext; after
     STARTTLS the backend gets an RSET whose reply the client never sees."""

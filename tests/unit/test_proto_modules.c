@@ -1,0 +1,212 @@
+/*
+ * Unit tests for the protocol modules (src/proto_smtp.c, src/proto_line.c)
+ * driven through evbuffers, as the session drives them, without sockets.
+ *
+ * What they guard: a module must take everything it can from an input
+ * that holds many chunks at once.  A large read under TLS leaves dozens
+ * of chunks in a bufferevent's input; bytes a module leaves behind are
+ * not looked at again until the peer sends more, and a peer that has sent
+ * all it had waits for an answer: the session stalls.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "proto.h"
+
+#define MANY_CHUNKS	100
+
+struct harness {
+	struct listener_conf	 conf;
+	const struct proto	*proto;
+	void			*state;
+	struct evbuffer		*from_client;
+	struct evbuffer		*from_backend;
+	struct evbuffer		*to_client;
+	struct evbuffer		*to_backend;
+};
+
+static void
+harness_init(struct harness *h, const struct proto *p)
+{
+	memset(h, 0, sizeof(*h));
+	h->conf.proto = p;
+	h->conf.client_tls = CLIENT_TLS_STARTTLS;
+	h->conf.line.command = (char *)"STARTTLS";
+	h->conf.line.reply = (char *)"OK";
+	h->conf.line.refusal = (char *)"ERR";
+	h->proto = p;
+	h->state = p->session_new(&h->conf);
+	assert_non_null(h->state);
+	h->from_client = evbuffer_new();
+	h->from_backend = evbuffer_new();
+	h->to_client = evbuffer_new();
+	h->to_backend = evbuffer_new();
+}
+
+static void
+harness_free(struct harness *h)
+{
+	h->proto->session_free(h->state);
+	evbuffer_free(h->from_client);
+	evbuffer_free(h->from_backend);
+	evbuffer_free(h->to_client);
+	evbuffer_free(h->to_backend);
+}
+
+static enum proto_verdict
+run(struct harness *h, bool from_client)
+{
+	struct proto_io	 io;
+
+	memset(&io, 0, sizeof(io));
+	io.state = h->state;
+	io.conf = &h->conf;
+	io.in = from_client ? h->from_client : h->from_backend;
+	io.to_client = h->to_client;
+	io.to_backend = h->to_backend;
+	return from_client ? h->proto->client_input(&io) : h->proto->backend_input(&io);
+}
+
+static enum proto_verdict
+client_says(struct harness *h, const char *text)
+{
+	evbuffer_add(h->from_client, text, strlen(text));
+	return run(h, true);
+}
+
+static enum proto_verdict
+backend_says(struct harness *h, const char *text)
+{
+	evbuffer_add(h->from_backend, text, strlen(text));
+	return run(h, false);
+}
+
+/* Each piece in its own chunk, as reads into a bufferevent leave them. */
+static void
+add_chunk(struct evbuffer *buf, const char *text)
+{
+	struct evbuffer	*one = evbuffer_new();
+
+	assert_non_null(one);
+	evbuffer_add(one, text, strlen(text));
+	evbuffer_add_buffer(buf, one);	/* moves the chain, not the bytes */
+	evbuffer_free(one);
+}
+
+static char *
+drain_string(struct evbuffer *buf)
+{
+	size_t	 len = evbuffer_get_length(buf);
+	char	*s = malloc(len + 1);
+
+	assert_non_null(s);
+	evbuffer_remove(buf, s, len);
+	s[len] = '\0';
+	return s;
+}
+
+/* A whole message in a hundred chunks goes to the backend in one call. */
+static void
+test_smtp_data_in_many_chunks(void **state)
+{
+	struct harness	 h;
+	char		 line[64], *sent, *expected;
+	size_t		 explen = 0;
+
+	(void)state;
+	harness_init(&h, &proto_smtp);
+	assert_int_equal(backend_says(&h, "220 backend.test ESMTP\r\n"), PROTO_CONTINUE);
+	assert_int_equal(client_says(&h, "EHLO client.test\r\n"), PROTO_CONTINUE);
+	assert_int_equal(backend_says(&h, "250 backend.test\r\n"), PROTO_CONTINUE);
+	assert_int_equal(client_says(&h,
+	    "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"), PROTO_CONTINUE);
+	assert_int_equal(client_says(&h, "x"), PROTO_HOLD);	/* content before the 354 */
+	evbuffer_drain(h.from_client, 1);
+	assert_int_equal(backend_says(&h, "250 OK\r\n250 OK\r\n354 go ahead\r\n"), PROTO_CONTINUE);
+	free(drain_string(h.to_client));
+	free(drain_string(h.to_backend));
+
+	expected = calloc(MANY_CHUNKS + 1, sizeof(line) + 16);
+	assert_non_null(expected);
+	for (int i = 0; i < MANY_CHUNKS; i++) {
+		snprintf(line, sizeof(line), "line %03d of the message\r\n", i);
+		add_chunk(h.from_client, line);
+		memcpy(expected + explen, line, strlen(line));
+		explen += strlen(line);
+	}
+	add_chunk(h.from_client, ".\r\n");
+	add_chunk(h.from_client, "QUIT\r\n");
+	memcpy(expected + explen, ".\r\nQUIT\r\n", 10);
+
+	assert_int_equal(run(&h, true), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.from_client), 0);
+	sent = drain_string(h.to_backend);
+	assert_string_equal(sent, expected);
+	free(sent);
+	free(expected);
+	harness_free(&h);
+}
+
+/* Content that does not end yet is passed on whole, however many chunks. */
+static void
+test_smtp_unfinished_data_in_many_chunks(void **state)
+{
+	struct harness	 h;
+
+	(void)state;
+	harness_init(&h, &proto_smtp);
+	backend_says(&h, "220 backend.test ESMTP\r\n");
+	client_says(&h, "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+	backend_says(&h, "250 backend.test\r\n250 OK\r\n250 OK\r\n354 go ahead\r\n");
+	free(drain_string(h.to_backend));
+	for (int i = 0; i < MANY_CHUNKS; i++)
+		add_chunk(h.from_client, "0123456789\r\n");
+	assert_int_equal(run(&h, true), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.from_client), 0);
+	assert_int_equal(evbuffer_get_length(h.to_backend), MANY_CHUNKS * 12);
+	harness_free(&h);
+}
+
+/*
+ * line: replies that arrive in many chunks are all counted, so that an
+ * upgrade pipelined behind the lines they answer is not held for ever.
+ */
+static void
+test_line_replies_in_many_chunks(void **state)
+{
+	struct harness	 h;
+
+	(void)state;
+	harness_init(&h, &proto_line);
+	for (int i = 0; i < MANY_CHUNKS; i++)
+		assert_int_equal(client_says(&h, "PING\r\n"), PROTO_CONTINUE);
+	assert_int_equal(client_says(&h, "STARTTLS\r\n"), PROTO_HOLD);
+	for (int i = 0; i < MANY_CHUNKS; i++)
+		add_chunk(h.from_backend, "PONG\r\n");
+	assert_int_equal(run(&h, false), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.to_client), MANY_CHUNKS * 6);
+	assert_int_equal(run(&h, true), PROTO_UPGRADE);
+	harness_free(&h);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_smtp_data_in_many_chunks),
+		cmocka_unit_test(test_smtp_unfinished_data_in_many_chunks),
+		cmocka_unit_test(test_line_replies_in_many_chunks),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
