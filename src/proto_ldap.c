@@ -181,9 +181,14 @@ ldap_client_input(struct proto_io *io)
 			kind = ldap_starttls_check(evbuffer_pullup(io->in, (ssize_t)pk.total),
 			    (size_t)pk.total);
 			if (kind != LDAP_NOT_STARTTLS) {
+				enum proto_verdict v;
+
 				if (m->backend_left > 0)
 					return PROTO_HOLD;	/* between backend messages */
-				return ldap_starttls(m, io, &pk, kind);
+				/* a refusal: what was pipelined behind it is parsed too */
+				if ((v = ldap_starttls(m, io, &pk, kind)) != PROTO_CONTINUE)
+					return v;
+				continue;
 			}
 		}
 

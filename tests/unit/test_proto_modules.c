@@ -1,5 +1,6 @@
 /*
- * Unit tests for the protocol modules (src/proto_smtp.c, src/proto_line.c)
+ * Unit tests for the protocol modules (src/proto_smtp.c, src/proto_line.c,
+ * src/proto_ldap.c)
  * driven through evbuffers, as the session drives them, without sockets.
  *
  * What they guard: a module must take everything it can from an input
@@ -199,6 +200,52 @@ test_line_replies_in_many_chunks(void **state)
 	harness_free(&h);
 }
 
+/*
+ * ldap: a StartTLS that is refused (here: not offered on this listener)
+ * with a search pipelined behind it in the same read.  The search must go
+ * on to the backend at once: the client waits for its answer and sends
+ * nothing more.
+ */
+static void
+test_ldap_refused_starttls_then_pipelined_search(void **state)
+{
+	static const unsigned char starttls[] = {
+		0x30, 0x1d, 0x02, 0x01, 0x01, 0x77, 0x18, 0x80, 0x16,
+		'1', '.', '3', '.', '6', '.', '1', '.', '4', '.', '1', '.',
+		'1', '4', '6', '6', '.', '2', '0', '0', '3', '7',
+	};
+	static const unsigned char search[] = {
+		0x30, 0x25, 0x02, 0x01, 0x02, 0x63, 0x20,
+		0x04, 0x00, 0x0a, 0x01, 0x00, 0x0a, 0x01, 0x00,
+		0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x01, 0x01, 0x00,
+		0x87, 0x0b, 'o', 'b', 'j', 'e', 'c', 't', 'C', 'l', 'a', 's', 's',
+		0x30, 0x00,
+	};
+	struct harness	 h;
+	unsigned char	 out[sizeof(search)];
+	unsigned char	 resp[64];
+	size_t		 n;
+
+	(void)state;
+	harness_init(&h, &proto_ldap);
+	h.conf.client_tls = CLIENT_TLS_NONE;
+	evbuffer_add(h.from_client, starttls, sizeof(starttls));
+	evbuffer_add(h.from_client, search, sizeof(search));
+	assert_int_equal(run(&h, true), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.from_client), 0);
+	/* the search went on, untouched */
+	assert_int_equal(evbuffer_get_length(h.to_backend), sizeof(search));
+	evbuffer_remove(h.to_backend, out, sizeof(out));
+	assert_memory_equal(out, search, sizeof(search));
+	/* and the client got an ExtendedResponse to message 1: protocolError (2) */
+	n = evbuffer_remove(h.to_client, resp, sizeof(resp));
+	assert_true(n > 12);
+	assert_int_equal(resp[0], 0x30);
+	assert_memory_equal(resp + 2, "\x02\x01\x01\x78", 4);
+	assert_memory_equal(resp + 7, "\x0a\x01\x02", 3);	/* after 0x78 and its length */
+	harness_free(&h);
+}
+
 int
 main(void)
 {
@@ -206,6 +253,7 @@ main(void)
 		cmocka_unit_test(test_smtp_data_in_many_chunks),
 		cmocka_unit_test(test_smtp_unfinished_data_in_many_chunks),
 		cmocka_unit_test(test_line_replies_in_many_chunks),
+		cmocka_unit_test(test_ldap_refused_starttls_then_pipelined_search),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
