@@ -236,6 +236,8 @@ relay_forward(struct session *s, struct side *from, struct side *to)
 	}
 }
 
+static void	relay_pass_eof(struct session *, struct side *);
+
 /* One side's input ended: pass the EOF on once what it sent is delivered. */
 void
 relay_eof(struct session *s, struct side *sd)
@@ -259,6 +261,32 @@ relay_eof(struct session *s, struct side *sd)
 		relay_forward(s, sd, other);
 	if (s->dead)
 		return;
+	if (sd == &s->client && s->held &&
+	    evbuffer_get_length(bufferevent_get_input(sd->bev)) > 0) {
+		/*
+		 * The module holds commands the client pipelined before its
+		 * EOF (an upgrade or a refusal waits for earlier replies):
+		 * they reach the backend before the EOF does, once the hold
+		 * is released (relay_eof_released).
+		 */
+		session_update_reading(s);
+		return;
+	}
+	relay_pass_eof(s, other);
+}
+
+/* The client's EOF waited for held input: pass it on now if it is due. */
+void
+relay_eof_released(struct session *s)
+{
+	if (s->dead || !s->client.eof || s->held || s->backend.want_shut)
+		return;
+	relay_pass_eof(s, &s->backend);
+}
+
+static void
+relay_pass_eof(struct session *s, struct side *other)
+{
 	other->want_shut = true;
 	session_update_reading(s);
 	if (other == &s->backend && s->bstate != BACKEND_UP) {

@@ -562,6 +562,9 @@ session_parse(struct session *s, struct side *from)
 	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS) &&
 	    evbuffer_get_length(bufferevent_get_input(s->client.bev)) > 0)
 		session_parse(s, &s->client);
+	/* and the client's EOF may have waited for that input */
+	if (!s->dead && from == &s->client)
+		relay_eof_released(s);
 }
 
 /*

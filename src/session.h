@@ -145,6 +145,7 @@ void	 relay_readahead_stop(struct side *);
 void	 relay_forward(struct session *, struct side *from, struct side *to);
 size_t	 relay_pending(const struct side *);
 void	 relay_eof(struct session *, struct side *);
+void	 relay_eof_released(struct session *);
 void	 relay_try_shut(struct session *, struct side *);
 void	 relay_flush_final(struct side *);
 int	 relay_error_words(struct side *, const char *peer, bool handshake,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import (client_ctx, free_port, recv_all, recv_until, s_client, server_ctx,
+from helpers import (MemTLS, client_ctx, free_port, recv_all, recv_until, s_client, server_ctx,
                      wait_for)
 from smtp_backend import SMTPBackend
 
@@ -232,6 +232,35 @@ def test_large_message_with_smtplib_byte_for_byte(daemon, pki, mta):
     content = mta.messages[0][2]
     assert (len(content), hashlib.sha256(content).hexdigest()) == \
         (len(body), hashlib.sha256(body).hexdigest())
+
+
+def test_pipelined_commands_then_close_notify_are_all_answered(daemon, pki, mta):
+    """Inside TLS a client pipelines EHLO, STARTTLS (answered 503 by the
+    proxy, so held until the EHLO reply has gone out) and QUIT, with its
+    close_notify in the same flight.  The TLS filter reports that EOF while
+    the commands are held; it must reach the backend after QUIT, not
+    before: every command is answered, QUIT by the backend."""
+    port = free_port()
+    daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert read_reply(c).startswith(b"220 ")
+        c.sendall(b"STARTTLS\r\n")
+        assert read_reply(c).startswith(b"220 2.0.0")
+        t = MemTLS(c, client_ctx(pki.ca), "localhost")
+        t.handshake()
+        t.obj.write(b"EHLO client.test\r\nSTARTTLS\r\nQUIT\r\n")
+        t.close_notify()  # flushes the commands and the close_notify together
+        got = b""
+        while True:
+            chunk = t.recv()
+            if not chunk:
+                break
+            got += chunk
+    lines = got.split(b"\r\n")
+    assert lines[0].startswith(b"250-"), got
+    assert b"503 5.5.1 TLS already active" in lines, got
+    assert lines[-2].startswith(b"221"), got
+    assert mta.verbs() == ["EHLO", "QUIT"]
 
 
 def test_cleartext_transaction_is_forgotten_after_the_upgrade(daemon, pki, mta):
