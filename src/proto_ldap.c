@@ -115,14 +115,14 @@ ldap_starttls(struct ldap *m, struct proto_io *io, const struct ldap_peek *pk,
 		    "malformed StartTLS request", oid);
 		return PROTO_CONTINUE;
 	}
+	if (io->client_tls) {	/* RFC 4511 4.14.2, on an implicit listener too */
+		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_OPERATIONS_ERROR,
+		    "TLS already established", oid);
+		return PROTO_CONTINUE;
+	}
 	if (m->conf->client_tls != CLIENT_TLS_STARTTLS) {
 		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_PROTOCOL_ERROR,
 		    "StartTLS is not offered here", oid);
-		return PROTO_CONTINUE;
-	}
-	if (io->client_tls) {
-		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_OPERATIONS_ERROR,
-		    "TLS already established", oid);
 		return PROTO_CONTINUE;
 	}
 	if (m->noutstanding > 0) {
@@ -133,6 +133,19 @@ ldap_starttls(struct ldap *m, struct proto_io *io, const struct ldap_peek *pk,
 	respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_SUCCESS, "", oid);
 	io->refused--;	/* a success, not a refusal */
 	return PROTO_UPGRADE;
+}
+
+/*
+ * What may reach the backend before TLS under require_tls: UnbindRequest
+ * ([APPLICATION 2] NULL) and AbandonRequest ([APPLICATION 16] MessageID),
+ * both primitive, so their tags are exactly 0x42 and 0x50.  A constructed
+ * look-alike is not one of them.
+ */
+static bool
+ldap_passes_before_tls(const struct ldap_peek *pk)
+{
+	return pk->op_tag == (0x40 | LDAP_OP_UNBIND_REQUEST) ||
+	    pk->op_tag == (0x40 | LDAP_OP_ABANDON_REQUEST);
 }
 
 static enum proto_verdict
@@ -192,8 +205,7 @@ ldap_client_input(struct proto_io *io)
 			}
 		}
 
-		if (!io->client_tls && m->conf->require_tls &&
-		    pk.op != LDAP_OP_UNBIND_REQUEST && pk.op != LDAP_OP_ABANDON_REQUEST) {
+		if (!io->client_tls && m->conf->require_tls && !ldap_passes_before_tls(&pk)) {
 			int resp = ldap_response_for(pk.op);
 
 			if (resp == -1)

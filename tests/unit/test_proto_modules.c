@@ -34,6 +34,7 @@ struct harness {
 	struct evbuffer		*from_backend;
 	struct evbuffer		*to_client;
 	struct evbuffer		*to_backend;
+	bool			 client_tls;	/* the client side is in TLS */
 };
 
 static void
@@ -72,6 +73,7 @@ run(struct harness *h, bool from_client)
 	memset(&io, 0, sizeof(io));
 	io.state = h->state;
 	io.conf = &h->conf;
+	io.client_tls = h->client_tls;
 	io.in = from_client ? h->from_client : h->from_backend;
 	io.to_client = h->to_client;
 	io.to_backend = h->to_backend;
@@ -246,6 +248,74 @@ test_ldap_refused_starttls_then_pipelined_search(void **state)
 	harness_free(&h);
 }
 
+static const unsigned char ldap_starttls_request[] = {
+	0x30, 0x1d, 0x02, 0x01, 0x01, 0x77, 0x18, 0x80, 0x16,
+	'1', '.', '3', '.', '6', '.', '1', '.', '4', '.', '1', '.',
+	'1', '4', '6', '6', '.', '2', '0', '0', '3', '7',
+};
+
+/* RFC 4511 4.14.2: StartTLS with TLS on is operationsError (1), implicit TLS too. */
+static void
+test_ldap_starttls_on_implicit_listener(void **state)
+{
+	struct harness	 h;
+	unsigned char	 resp[64];
+
+	(void)state;
+	harness_init(&h, &proto_ldap);
+	h.conf.client_tls = CLIENT_TLS_IMPLICIT;
+	h.client_tls = true;
+	evbuffer_add(h.from_client, ldap_starttls_request, sizeof(ldap_starttls_request));
+	assert_int_equal(run(&h, true), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+	assert_true(evbuffer_remove(h.to_client, resp, sizeof(resp)) > 12);
+	assert_memory_equal(resp + 2, "\x02\x01\x01\x78", 4);
+	assert_memory_equal(resp + 7, "\x0a\x01\x01", 3);
+	harness_free(&h);
+}
+
+/*
+ * Under require_tls only a real UnbindRequest (0x42) or AbandonRequest
+ * (0x50) passes before TLS; constructed look-alikes with the same tag
+ * numbers (0x62, 0x70) are protocol errors and never reach the backend.
+ */
+static void
+test_ldap_constructed_unbind_does_not_pass(void **state)
+{
+	static const unsigned char fake_unbind[] = {
+		0x30, 0x07, 0x02, 0x01, 0x05, 0x62, 0x02, 0x04, 0x00,
+	};
+	static const unsigned char fake_abandon[] = {
+		0x30, 0x08, 0x02, 0x01, 0x06, 0x70, 0x03, 0x02, 0x01, 0x01,
+	};
+	static const unsigned char unbind[] = {
+		0x30, 0x05, 0x02, 0x01, 0x07, 0x42, 0x00,
+	};
+	struct harness	 h;
+
+	(void)state;
+	harness_init(&h, &proto_ldap);
+	h.conf.require_tls = true;
+	evbuffer_add(h.from_client, unbind, sizeof(unbind));
+	assert_int_equal(run(&h, true), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.to_backend), sizeof(unbind));
+	harness_free(&h);
+
+	harness_init(&h, &proto_ldap);
+	h.conf.require_tls = true;
+	evbuffer_add(h.from_client, fake_unbind, sizeof(fake_unbind));
+	assert_int_equal(run(&h, true), PROTO_CLOSE);
+	assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+	harness_free(&h);
+
+	harness_init(&h, &proto_ldap);
+	h.conf.require_tls = true;
+	evbuffer_add(h.from_client, fake_abandon, sizeof(fake_abandon));
+	assert_int_equal(run(&h, true), PROTO_CLOSE);
+	assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+	harness_free(&h);
+}
+
 int
 main(void)
 {
@@ -254,6 +324,8 @@ main(void)
 		cmocka_unit_test(test_smtp_unfinished_data_in_many_chunks),
 		cmocka_unit_test(test_line_replies_in_many_chunks),
 		cmocka_unit_test(test_ldap_refused_starttls_then_pipelined_search),
+		cmocka_unit_test(test_ldap_starttls_on_implicit_listener),
+		cmocka_unit_test(test_ldap_constructed_unbind_does_not_pass),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
