@@ -112,7 +112,8 @@ backend_connect(struct session *s)
 	hints.ai_flags = EVUTIL_AI_ADDRCONFIG;
 	s->bstate = BACKEND_RESOLVING;
 	/* may answer at once (from /etc/hosts), calling backend_resolved first */
-	req = evdns_getaddrinfo(s->w->dns, a->host, port, &hints, backend_resolved, s);
+	req = evdns_getaddrinfo(s->target != NULL ? s->w->dns_exact : s->w->dns,
+	    a->host, port, &hints, backend_resolved, s);
 	if (req != NULL && s->bstate == BACKEND_RESOLVING && !s->dead)
 		s->dns = req;
 }

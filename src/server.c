@@ -126,6 +126,22 @@ server_base_new(void)
 
 /* Workers */
 
+/* A resolver for a worker; without a usable resolv.conf, /etc/hosts only. */
+static struct evdns_base *
+worker_dns_new(struct event_base *base)
+{
+	struct evdns_base	*dns;
+
+	dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+	    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (dns == NULL) {
+		dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+		if (dns != NULL)
+			evdns_base_load_hosts(dns, NULL);
+	}
+	return dns;
+}
+
 static struct worker *
 worker_new(struct daemon *d, unsigned index)
 {
@@ -140,18 +156,19 @@ worker_new(struct daemon *d, unsigned index)
 	pthread_cond_init(&w->done_cv, NULL);
 	if ((w->base = server_base_new()) == NULL)
 		return w;	/* the caller sees w->base == NULL */
-	w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-	    EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-	if (w->dns == NULL) {
-		/* no usable resolv.conf: names from /etc/hosts still resolve */
-		w->dns = evdns_base_new(w->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-		if (w->dns != NULL)
-			evdns_base_load_hosts(w->dns, NULL);
-	}
+	w->dns = worker_dns_new(w->base);
+	/*
+	 * Names a client chose (an HTTP CONNECT target) are looked up as
+	 * they are: with resolv.conf's search list, a name that does not
+	 * exist would be tried again under the local domains, and an allowed
+	 * "nosuch.example.com" could reach "nosuch.example.com.corp.internal".
+	 */
+	if ((w->dns_exact = worker_dns_new(w->base)) != NULL)
+		evdns_base_search_clear(w->dns_exact);
 	w->to_client = evbuffer_new();
 	w->to_backend = evbuffer_new();
 	w->cmd_ev = event_new(w->base, -1, 0, worker_cmd_cb, w);
-	if (w->dns == NULL || w->to_client == NULL || w->to_backend == NULL ||
+	if (w->dns == NULL || w->dns_exact == NULL || w->to_client == NULL || w->to_backend == NULL ||
 	    w->cmd_ev == NULL || listener_init(w) == -1) {
 		event_base_free(w->base);
 		w->base = NULL;
@@ -175,6 +192,7 @@ worker_free(struct worker *w)
 		evbuffer_free(w->to_client);
 		evbuffer_free(w->to_backend);
 		evdns_base_free(w->dns, 0);
+		evdns_base_free(w->dns_exact, 0);
 		event_base_free(w->base);
 	}
 	config_unref(w->cfg);

@@ -70,6 +70,7 @@ struct worker {
 	bool			 started;
 	struct event_base	*base;
 	struct evdns_base	*dns;
+	struct evdns_base	*dns_exact;	/* no search list: client-chosen names */
 	struct config		*cfg;
 	struct listen_sock	**socks;
 	size_t			 nsocks;
