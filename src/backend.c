@@ -223,7 +223,7 @@ backend_eventcb(struct bufferevent *bev, short what, void *arg)
 	struct session	*s = arg;
 	char		 why[320];
 
-	if (s->dead)
+	if (s->dead || s->bstate == BACKEND_FAILED)
 		return;
 	if (s->bstate == BACKEND_UP) {
 		session_backend_event(s, what);

@@ -285,7 +285,14 @@ session_arm(struct session *s)
 	uint64_t	 now = now_ms(), next, d;
 	struct timeval	 tv;
 
-	if (s->dead)
+	/*
+	 * Work is scheduled: the timer event is active and runs at once, and
+	 * arms itself when it is done.  Adding it with a timeout now would
+	 * take it off libevent's active queue (event_add does that to an
+	 * event made active with EV_TIMEOUT), and the work would wait for
+	 * the next deadline.
+	 */
+	if (s->dead || s->work != 0)
 		return;
 	next = s->last_ms + s->lc->timeouts.idle * 1000ULL;
 	if (s->phase_deadline != 0 && s->phase_deadline < next)
@@ -880,6 +887,17 @@ session_backend_failed(struct session *s, const char *end, const char *why)
 	if (s->dead)
 		return;
 	backend_cancel(s);
+	/*
+	 * Give the backend up for good: the connect deadline must not fire
+	 * again on the next tick, and a connect that completes later must
+	 * not deliver the client's bytes after the client was told it failed.
+	 */
+	s->connect_deadline = 0;
+	if (s->bstate != BACKEND_UP) {
+		s->bstate = BACKEND_FAILED;
+		if (s->backend.bev != NULL)
+			bufferevent_disable(s->backend.bev, EV_READ | EV_WRITE);
+	}
 	if (strcmp(end, "internal") != 0)
 		STAT_INC(s->counters, backend_failures[
 		    strcmp(end, "backend-timeout") == 0 ? BACKEND_FAIL_TIMEOUT :

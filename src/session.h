@@ -46,6 +46,7 @@ enum backend_state {
 	BACKEND_CONNECTING,
 	BACKEND_HANDSHAKE,
 	BACKEND_UP,
+	BACKEND_FAILED,		/* given up on: its socket, if any, is idle */
 };
 
 /* Things to do from the session's timer event, outside I/O callbacks. */
