@@ -134,23 +134,23 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 
 		s->client.sock = ssl == NULL ? NULL : bufferevent_openssl_socket_new(w->base, fd,
 		    ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		/* on failure libevent has freed the SSL (BEV_OPT_CLOSE_ON_FREE) */
 		if (s->client.sock != NULL) {
 			s->client.ssl = ssl;
 			bufferevent_openssl_set_allow_dirty_shutdown(s->client.sock, 1);
 			bufferevent_enable(s->client.sock, EV_WRITE);
-		} else
-			SSL_free(ssl);
+		}
 	} else
 		s->client.sock = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->client.sock == NULL)
 		close(fd);
+	s->client.bev = s->client.sock;	/* freed with the session from here on */
 	if (s->timer == NULL || s->client.sock == NULL ||
 	    (s->proto->session_new != NULL &&
 	    (s->proto_state = s->proto->session_new(lc)) == NULL)) {
 		session_close(s, "internal", "out of memory");
 		return;
 	}
-	s->client.bev = s->client.sock;
 	relay_attach(&s->client);
 	bufferevent_setcb(s->client.sock, session_client_readcb, NULL,
 	    session_client_eventcb, s);
