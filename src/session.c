@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -937,11 +938,37 @@ session_finish(struct session *s, const char *end, const char *reason)
 		session_arm(s);
 }
 
+/*
+ * Peers choose some of what the session line shows (the SNI name, reply
+ * text in a reason): keep it to one line of key=value pairs that a log
+ * parser cannot be fooled by.  In a quoted value '"' and '\\' become '\'';
+ * in a bare one anything but a host name's characters becomes '?'.
+ */
+static const char *
+log_clean(const char *in, bool quoted, char *out, size_t outlen)
+{
+	size_t	 i;
+
+	for (i = 0; in[i] != '\0' && i + 1 < outlen; i++) {
+		unsigned char c = (unsigned char)in[i];
+
+		if (c < 0x20 || c >= 0x7f)
+			c = '?';
+		else if (quoted && (c == '"' || c == '\\'))
+			c = '\'';
+		else if (!quoted && !(isalnum(c) || c == '.' || c == '-' || c == '_' || c == '*'))
+			c = '?';
+		out[i] = (char)c;
+	}
+	out[i] = '\0';
+	return out;
+}
+
 static void
 session_log(struct session *s, const char *end, const char *reason)
 {
 	SSL	*ssl = s->client.tls_up ? s->client.ssl : NULL;
-	char	 extra[64] = "";
+	char	 extra[64] = "", sni[256], why[512];
 
 	if (s->discarded > 0)
 		snprintf(extra, sizeof(extra), " discarded=%llu",
@@ -950,11 +977,12 @@ session_log(struct session *s, const char *end, const char *reason)
 	    "upgraded=%s in=%llu out=%llu ms=%llu end=%s%s id=%llu%s%s%s",
 	    s->lc->name, s->client_addr, s->backend_addr,
 	    ssl ? tls_version_name(ssl) : "-", tls_cipher_name(ssl),
-	    tls_sni_name(ssl), s->upgraded,
+	    log_clean(tls_sni_name(ssl), false, sni, sizeof(sni)), s->upgraded,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    (unsigned long long)(now_ms() - s->start_ms), end, extra,
 	    (unsigned long long)s->id,
-	    reason && *reason ? " reason=\"" : "", reason && *reason ? reason : "",
+	    reason && *reason ? " reason=\"" : "",
+	    reason && *reason ? log_clean(reason, true, why, sizeof(why)) : "",
 	    reason && *reason ? "\"" : "");
 }
 
