@@ -35,6 +35,18 @@
 
 static void	backend_eventcb(struct bufferevent *, short, void *);
 
+/* backend.tls = "starttls": the backend's replies to the module's dialogue. */
+static void
+backend_starttls_readcb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	(void)bev;
+	if (s->dead || s->bstate != BACKEND_STARTTLS)
+		return;
+	session_backend_starttls(s);
+}
+
 static void
 backend_start(struct session *s, const struct sockaddr *sa, socklen_t len)
 {
@@ -129,7 +141,7 @@ backend_cancel(struct session *s)
 	}
 }
 
-static void
+void
 backend_tls_start(struct session *s)
 {
 	const struct backend_conf	*b = &s->lc->backend;
@@ -240,7 +252,14 @@ backend_eventcb(struct bufferevent *bev, short what, void *arg)
 			if (s->lc->backend.proxy_protocol != PROXY_PROTO_NONE &&
 			    backend_proxy_header(s) == -1)
 				return;
-			if (s->lc->backend.tls != BACKEND_TLS_NONE) {
+			if (s->lc->backend.tls == BACKEND_TLS_STARTTLS) {
+				s->bstate = BACKEND_STARTTLS;
+				bufferevent_setcb(s->backend.sock, backend_starttls_readcb, NULL,
+				    backend_eventcb, s);
+				session_backend_starttls(s);
+				return;
+			}
+			if (s->lc->backend.tls == BACKEND_TLS_IMPLICIT) {
 				backend_tls_start(s);
 				return;
 			}
@@ -263,6 +282,13 @@ backend_eventcb(struct bufferevent *bev, short what, void *arg)
 	}
 	if (s->bstate == BACKEND_HANDSHAKE) {
 		backend_tls_failed(s);
+		return;
+	}
+	if (s->bstate == BACKEND_STARTTLS) {
+		snprintf(why, sizeof(why), "STARTTLS with the backend %s: %s", s->backend_addr,
+		    (what & BEV_EVENT_EOF) ? "it closed the connection" :
+		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		session_backend_failed(s, "backend-tls-failed", why);
 		return;
 	}
 	snprintf(why, sizeof(why), "cannot connect to %s: %s", s->backend_addr,

@@ -154,6 +154,25 @@ ldap_op_tlv(const uint8_t *p, size_t len, struct ber_tlv *op, size_t *off)
 	return 0;
 }
 
+int
+ldap_result_code(const uint8_t *p, size_t len, enum ldap_op *op_out)
+{
+	struct ber_tlv	 op, rc;
+	size_t		 off;
+	int32_t		 code;
+
+	if (ldap_op_tlv(p, len, &op, &off) == -1 ||
+	    (op.tag & (BER_CLASS_MASK | BER_CONSTRUCTED)) != (BER_CLASS_APPLICATION | BER_CONSTRUCTED))
+		return -1;
+	off += op.hdrlen;
+	if (ber_tlv_header(p + off, len - off, &rc) != PARSE_OK || rc.tag != BER_ENUMERATED ||
+	    rc.hdrlen + rc.len > len - off ||
+	    ber_int_value(p + off + rc.hdrlen, rc.len, &code) == -1)
+		return -1;
+	*op_out = (enum ldap_op)(op.tag & BER_TAG_NUMBER);
+	return code;
+}
+
 int32_t
 ldap_abandon_target(const uint8_t *p, size_t len)
 {

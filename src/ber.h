@@ -97,6 +97,13 @@ bool	ldap_op_is_final_response(enum ldap_op);
  */
 int	ldap_response_for(enum ldap_op request);
 
+/*
+ * The resultCode of a response that carries an LDAPResult (whole message
+ * in p: BindResponse, ExtendedResponse, ...), with its operation in
+ * *op; -1 if it is not one.
+ */
+int	ldap_result_code(const uint8_t *p, size_t len, enum ldap_op *op);
+
 /* The messageID an AbandonRequest names (whole message in p), or -1. */
 int32_t	ldap_abandon_target(const uint8_t *p, size_t len);
 

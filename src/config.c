@@ -433,15 +433,19 @@ get_group(struct walk *w, const config_setting_t *group, const char *parent,
 	return s;
 }
 
+/* "smtp, line", the protocols that can upgrade a backend connection. */
 static void
-not_supported_yet(struct walk *w, const config_setting_t *group,
-    const char *parent, const char *key, const char *what)
+backend_starttls_names(char *buf, size_t len)
 {
-	char	 p[PATH_MAX_TEXT];
+	size_t	 off = 0;
 
-	child_path(p, sizeof(p), parent, key);
-	problem(w, config_setting_get_member(group, key), p,
-	    "%s is not supported yet", what);
+	buf[0] = '\0';
+	for (size_t i = 0; proto_table[i] != NULL && off < len; i++) {
+		if (proto_table[i]->backend_starttls == NULL)
+			continue;
+		off += (size_t)snprintf(buf + off, len - off, "%s%s", off ? ", " : "",
+		    proto_table[i]->name);
+	}
 }
 
 /* Parts of a listener */
@@ -616,8 +620,6 @@ parse_backend(struct walk *w, const config_setting_t *g, const char *path,
 	}
 	if (get_enum(w, g, path, "tls", tlsnames, &i) == 1) {
 		b->tls = (enum backend_tls)i;
-		if (b->tls == BACKEND_TLS_STARTTLS)
-			not_supported_yet(w, g, path, "tls", "tls = \"starttls\" towards the backend");
 	}
 	get_nonempty(w, g, path, "ca", &b->ca);
 	if (get_bool(w, g, path, "verify", &b->verify) == 1)
@@ -650,12 +652,12 @@ parse_backend(struct walk *w, const config_setting_t *g, const char *path,
 				continue;
 			child_path(p, sizeof(p), path, tls_only[k]);
 			problem(w, config_setting_get_member(g, tls_only[k]), p,
-			    "only applies with tls = \"implicit\" (the backend is reached in plaintext)");
+			    "only applies with tls = \"implicit\" or \"starttls\" (the backend is reached in plaintext)");
 		}
 		if (verify_set && b->verify) {
 			child_path(p, sizeof(p), path, "verify");
 			problem(w, config_setting_get_member(g, "verify"), p,
-			    "only applies with tls = \"implicit\" (the backend is reached in plaintext)");
+			    "only applies with tls = \"implicit\" or \"starttls\" (the backend is reached in plaintext)");
 		}
 	}
 	if (b->has_address && b->address.kind == ADDR_UNIX && b->tls != BACKEND_TLS_NONE &&
@@ -924,6 +926,16 @@ parse_listener(struct walk *w, const config_setting_t *g, const char *path,
 		parse_backend(w, sub, sp, &lc->backend);
 	else if (!bad && (lc->proto == NULL || strcmp(lc->proto->name, "http") != 0))
 		problem(w, g, path, "backend is required (backend = { address = \"host:port\"; };)");
+	if (sub != NULL && lc->backend.tls == BACKEND_TLS_STARTTLS && lc->proto != NULL &&
+	    lc->proto->backend_starttls == NULL) {
+		char names[64];
+
+		backend_starttls_names(names, sizeof(names));
+		child_path(p, sizeof(p), sp, "tls");
+		problem(w, config_setting_get_member(sub, "tls"), p,
+		    "protocol %s has no upgrade verb to send to the backend "
+		    "(expected none or implicit; starttls works with %s)", lc->proto->name, names);
+	}
 	if (sub != NULL && !lc->backend.has_address &&
 	    config_setting_get_member(sub, "address") == NULL &&
 	    (lc->proto == NULL || strcmp(lc->proto->name, "http") != 0))

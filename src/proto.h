@@ -17,6 +17,17 @@
  *   backend_failed     when the backend cannot be reached: queue the
  *                      protocol's error reply (the session then closes)
  *   busy               past max_connections: the protocol's busy reply
+ *   backend_starttls   with backend.tls = "starttls", the proxy as the
+ *                      STARTTLS client: once when the backend's TCP
+ *                      connection is up (io->in empty: the module may
+ *                      speak first), then with each read of the backend's
+ *                      bytes.  PROTO_CONTINUE to wait, PROTO_UPGRADE to
+ *                      start TLS (io->in must then be empty: bytes after
+ *                      the upgrade reply are refused, not fed to TLS),
+ *                      PROTO_CLOSE when the backend cannot be upgraded
+ *                      (io->reason).  What the client must still see
+ *                      (SMTP's greeting) the module keeps, and gives to
+ *                      backend_input once the backend is up.
  *   session_free       once, at close
  */
 #ifndef STP_PROTO_H
@@ -72,6 +83,7 @@ struct proto {
 	enum proto_verdict (*backend_ready)(struct proto_io *);
 	void		 (*backend_failed)(struct proto_io *);
 	void		 (*busy)(struct evbuffer *to_client);
+	enum proto_verdict (*backend_starttls)(struct proto_io *);
 };
 
 const struct proto *proto_lookup(const char *name);

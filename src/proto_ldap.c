@@ -14,9 +14,13 @@
  * proxy writes goes to the client only between two backend messages.
  * Inside TLS only responses to requests made inside TLS (and unsolicited
  * notifications, messageID 0) reach the client.
+ *
+ * With backend.tls = "starttls" the proxy sends its own StartTLS to the
+ * backend first (messageID 1) and starts TLS on a success.
  */
 #include "autoconfig.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +39,15 @@ struct ldap {
 	bool			 client_drop;	/* ... to drop rather than relay */
 	uint64_t		 backend_left;	/* bytes of the current backend message */
 	bool			 backend_drop;	/* ... to drop rather than relay */
+	bool			 bup_sent;	/* backend.tls = "starttls": request sent */
+	char			 bup_why[160];
+};
+
+/* The proxy's own StartTLS towards the backend: messageID 1, no controls. */
+static const uint8_t ldap_starttls_request[] = {
+	0x30, 0x1d, 0x02, 0x01, 0x01, 0x77, 0x18, 0x80, 0x16,
+	'1', '.', '3', '.', '6', '.', '1', '.', '4', '.', '1', '.',
+	'1', '4', '6', '6', '.', '2', '0', '0', '3', '7',
 };
 
 static void *
@@ -318,6 +331,69 @@ ldap_busy(struct evbuffer *to_client)
 		evbuffer_add(to_client, buf, (size_t)n);
 }
 
+static enum proto_verdict
+ldap_bup_fail(struct ldap *m, struct proto_io *io, const char *why, int code)
+{
+	if (code >= 0)
+		snprintf(m->bup_why, sizeof(m->bup_why),
+		    "StartTLS with the backend: %s: resultCode %d", why, code);
+	else
+		snprintf(m->bup_why, sizeof(m->bup_why), "StartTLS with the backend: %s", why);
+	io->end = "backend-tls-failed";
+	io->reason = m->bup_why;
+	return PROTO_CLOSE;
+}
+
+/*
+ * backend.tls = "starttls": the proxy's own StartTLS request, then one
+ * ExtendedResponse to it with success, and nothing after it before TLS.
+ */
+static enum proto_verdict
+ldap_backend_starttls(struct proto_io *io)
+{
+	struct ldap		*m = io->state;
+	struct ldap_peek	 pk;
+	size_t			 len = evbuffer_get_length(io->in);
+	const uint8_t		*p;
+	enum ldap_op		 op;
+	int			 code;
+
+	if (!m->bup_sent) {
+		evbuffer_add(io->to_backend, ldap_starttls_request, sizeof(ldap_starttls_request));
+		m->bup_sent = true;
+		return PROTO_CONTINUE;
+	}
+	if (len == 0)
+		return PROTO_CONTINUE;
+	p = evbuffer_pullup(io->in, (ssize_t)(len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX));
+	switch (ldap_peek(p, len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX, LDAP_MSG_MAX_PRE_TLS, &pk)) {
+	case PARSE_NEED_MORE:
+		if (len >= LDAP_PEEK_MAX)
+			return ldap_bup_fail(m, io, "a malformed LDAP message", -1);
+		return PROTO_CONTINUE;
+	case PARSE_OK:
+		break;
+	default:
+		return ldap_bup_fail(m, io, "a malformed or oversized LDAP message", -1);
+	}
+	if (len < pk.total)
+		return PROTO_CONTINUE;
+	p = evbuffer_pullup(io->in, (ssize_t)pk.total);
+	code = ldap_result_code(p, (size_t)pk.total, &op);
+	if (code < 0 || op != LDAP_OP_EXTENDED_RESPONSE)
+		return ldap_bup_fail(m, io, "an answer that is not an ExtendedResponse", -1);
+	if (pk.msgid == 0)
+		return ldap_bup_fail(m, io, "a Notice of Disconnection", code);
+	if (pk.msgid != 1)
+		return ldap_bup_fail(m, io, "a response to another request", -1);
+	if (code != LDAP_SUCCESS)
+		return ldap_bup_fail(m, io, "StartTLS refused", code);
+	evbuffer_drain(io->in, (size_t)pk.total);
+	if (evbuffer_get_length(io->in) > 0)
+		return ldap_bup_fail(m, io, "the backend sent bytes after its response, before TLS", -1);
+	return PROTO_UPGRADE;
+}
+
 const struct proto proto_ldap = {
 	.name = "ldap",
 	.default_client_tls = CLIENT_TLS_STARTTLS,
@@ -331,4 +407,5 @@ const struct proto proto_ldap = {
 	.tls_ready = ldap_tls_ready,
 	.backend_failed = ldap_backend_failed,
 	.busy = ldap_busy,
+	.backend_starttls = ldap_backend_starttls,
 };

@@ -11,9 +11,14 @@
  * before the client's first bytes inside TLS answer nothing asked inside
  * TLS, so they are dropped, never delivered as if they came after the
  * upgrade.  From the client's first bytes on, the relay is transparent.
+ *
+ * With backend.tls = "starttls" the proxy upgrades its connection to the
+ * backend the same way, as the client: line.command, line.reply back when
+ * it is set, then TLS.
  */
 #include "autoconfig.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +30,8 @@
 struct line {
 	const struct listener_conf *conf;
 	size_t			 outstanding;	/* relayed lines not answered yet */
+	bool			 bup_sent;	/* backend.tls = "starttls": command sent */
+	char			 bup_why[160];
 };
 
 static void *
@@ -139,6 +146,56 @@ line_tls_ready(struct proto_io *io)
 	return m->conf->client_tls == CLIENT_TLS_STARTTLS ? PROTO_CONTINUE : PROTO_TRANSPARENT;
 }
 
+static enum proto_verdict
+line_bup_fail(struct line *m, struct proto_io *io, const char *why, const char *p, size_t n)
+{
+	snprintf(m->bup_why, sizeof(m->bup_why), "STARTTLS with the backend: %s%s%.*s%s",
+	    why, p ? " '" : "", (int)(n < 60 ? n : 60), p ? p : "", p ? "'" : "");
+	io->end = "backend-tls-failed";
+	io->reason = m->bup_why;
+	return PROTO_CLOSE;
+}
+
+/*
+ * backend.tls = "starttls": the proxy sends line.command to the backend
+ * and, when line.reply is set, waits for that line back; then TLS.  The
+ * backend is taken to speak the protocol the listener speaks to clients.
+ */
+static enum proto_verdict
+line_backend_starttls(struct proto_io *io)
+{
+	struct line		*m = io->state;
+	const struct line_conf	*lc = &m->conf->line;
+	size_t			 len = evbuffer_get_length(io->in), linelen, textlen;
+	const char		*p;
+
+	if (!m->bup_sent) {
+		if (len > 0)
+			return line_bup_fail(m, io, "the backend spoke before the upgrade command", NULL, 0);
+		evbuffer_add_printf(io->to_backend, "%s\r\n", lc->command);
+		m->bup_sent = true;
+		return lc->reply[0] == '\0' ? PROTO_UPGRADE : PROTO_CONTINUE;
+	}
+	if (len == 0)
+		return PROTO_CONTINUE;
+	p = (const char *)evbuffer_pullup(io->in,
+	    (ssize_t)(len < LINE_MAX_PRE_TLS ? len : LINE_MAX_PRE_TLS));
+	switch (line_next(p, len, LINE_MAX_PRE_TLS, &linelen, &textlen)) {
+	case PARSE_NEED_MORE:
+		return PROTO_CONTINUE;
+	case PARSE_OK:
+		break;
+	default:
+		return line_bup_fail(m, io, "a reply line longer than 8 KiB", NULL, 0);
+	}
+	if (!line_equals(p, textlen, lc->reply))
+		return line_bup_fail(m, io, "the backend answered", p, textlen);
+	evbuffer_drain(io->in, linelen);
+	if (evbuffer_get_length(io->in) > 0)
+		return line_bup_fail(m, io, "the backend sent bytes after its reply, before TLS", NULL, 0);
+	return PROTO_UPGRADE;
+}
+
 const struct proto proto_line = {
 	.name = "line",
 	.default_client_tls = CLIENT_TLS_STARTTLS,
@@ -151,4 +208,5 @@ const struct proto proto_line = {
 	.client_input = line_client_input,
 	.backend_input = line_backend_input,
 	.tls_ready = line_tls_ready,
+	.backend_starttls = line_backend_starttls,
 };

@@ -11,18 +11,25 @@
  * not overtake the backend's replies to earlier commands, so the module
  * holds the client's input until that queue is empty.  DATA content and
  * BDAT chunks are relayed as content, never read as commands.
+ *
+ * With backend.tls = "starttls" the proxy also upgrades its own connection
+ * to the backend before any client command reaches it: it reads the
+ * greeting (kept, and shown to the client once the backend is in TLS),
+ * sends EHLO and STARTTLS itself, and starts TLS after the 220.
  */
 #include "autoconfig.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 
 #include "line_parse.h"
 #include "proto.h"
 #include "smtp_parse.h"
+#include "util.h"
 
 enum smtp_expect {
 	EXPECT_GREETING,
@@ -50,6 +57,19 @@ struct smtp {
 	bool			 cleartext_txn;	/* MAIL, RCPT, DATA or BDAT before TLS */
 	bool			 tls_quiet;	/* in TLS, no command from the client yet */
 	struct evbuffer		*ehlo;		/* a multiline EHLO reply, whole */
+
+	/* backend.tls = "starttls": the proxy's own dialogue with the backend */
+	enum {
+		BUP_CONNECTED,		/* nothing read yet */
+		BUP_GREETING,		/* inside the greeting */
+		BUP_EHLO,		/* our EHLO sent */
+		BUP_STARTTLS,		/* our STARTTLS sent */
+		BUP_DONE,
+	}			 bup;
+	unsigned		 bup_lines;	/* lines of the reply read so far */
+	bool			 bup_offered;	/* the EHLO reply lists STARTTLS */
+	struct evbuffer		*greeting;	/* for the client, once the backend is in TLS */
+	char			 bup_why[160];
 };
 
 #define REPLY_STARTTLS		"220 2.0.0 Ready to start TLS\r\n"
@@ -96,6 +116,8 @@ smtp_free(void *arg)
 
 	if (m->ehlo != NULL)
 		evbuffer_free(m->ehlo);
+	if (m->greeting != NULL)
+		evbuffer_free(m->greeting);
 	free(m);
 }
 
@@ -304,6 +326,12 @@ smtp_backend_input(struct proto_io *io)
 	size_t			 len, linelen, textlen;
 	const char		*p;
 
+	if (m->greeting != NULL) {
+		/* backend.tls = "starttls": its greeting, read before TLS */
+		evbuffer_prepend_buffer(io->in, m->greeting);
+		evbuffer_free(m->greeting);
+		m->greeting = NULL;
+	}
 	while ((len = evbuffer_get_length(io->in)) > 0) {
 		enum smtp_expect kind = m->count > 0 ? m->expect[m->head] : EXPECT_OTHER;
 
@@ -378,6 +406,103 @@ smtp_tls_ready(struct proto_io *io)
 	return PROTO_CONTINUE;
 }
 
+static enum proto_verdict
+smtp_bup_fail(struct smtp *m, struct proto_io *io, const char *why, const struct smtp_reply *r)
+{
+	if (r != NULL)
+		snprintf(m->bup_why, sizeof(m->bup_why), "STARTTLS with the backend: %s: %d %.*s",
+		    why, r->code, (int)(r->textlen < 80 ? r->textlen : 80), r->text);
+	else
+		snprintf(m->bup_why, sizeof(m->bup_why), "STARTTLS with the backend: %s", why);
+	io->end = "backend-tls-failed";
+	io->reason = m->bup_why;
+	return PROTO_CLOSE;
+}
+
+/*
+ * backend.tls = "starttls": greeting (kept for the client), EHLO, a reply
+ * that must offer STARTTLS, STARTTLS, 220, and nothing after it: bytes
+ * that follow the 220 before TLS would be taken for the server's side of
+ * the handshake, or worse, for replies inside TLS (CVE-2011-0411 the
+ * other way round), so they end the attempt.
+ */
+static enum proto_verdict
+smtp_backend_starttls(struct proto_io *io)
+{
+	struct smtp		*m = io->state;
+	struct smtp_reply	 r;
+	size_t			 len, linelen, textlen;
+	const char		*p;
+	char			 host[256];
+
+	while ((len = evbuffer_get_length(io->in)) > 0) {
+		p = (const char *)evbuffer_pullup(io->in,
+		    (ssize_t)(len < SMTP_REPLY_LINE_MAX ? len : SMTP_REPLY_LINE_MAX));
+		switch (line_next(p, len, SMTP_REPLY_LINE_MAX, &linelen, &textlen)) {
+		case PARSE_NEED_MORE:
+			return PROTO_CONTINUE;
+		case PARSE_OK:
+			break;
+		default:
+			return smtp_bup_fail(m, io, "a reply line longer than 8 KiB", NULL);
+		}
+		if (smtp_reply_parse(p, textlen, &r) != PARSE_OK)
+			return smtp_bup_fail(m, io, "not an SMTP reply", NULL);
+		m->bup_lines++;
+		switch (m->bup) {
+		case BUP_CONNECTED:
+		case BUP_GREETING:
+			if (r.code != 220)
+				return smtp_bup_fail(m, io, "the greeting is not 220", &r);
+			m->bup = BUP_GREETING;
+			if (m->greeting == NULL && (m->greeting = evbuffer_new()) == NULL)
+				return smtp_bup_fail(m, io, "out of memory", NULL);
+			evbuffer_remove_buffer(io->in, m->greeting, linelen);
+			if (evbuffer_get_length(m->greeting) > SMTP_EHLO_REPLY_MAX)
+				return smtp_bup_fail(m, io, "a greeting longer than 16 KiB", NULL);
+			if (!r.final)
+				continue;
+			if (gethostname(host, sizeof(host)) == -1 || !hostname_valid(host))
+				snprintf(host, sizeof(host), "localhost");
+			evbuffer_add_printf(io->to_backend, "EHLO %s\r\n", host);
+			m->bup = BUP_EHLO;
+			m->bup_lines = 0;
+			break;
+		case BUP_EHLO:
+			if (r.code != 250)
+				return smtp_bup_fail(m, io, "EHLO refused", &r);
+			/* the first line names the server: its first word is no keyword */
+			if (m->bup_lines > 1 && smtp_ehlo_keyword_is(r.text, r.textlen, "STARTTLS"))
+				m->bup_offered = true;
+			evbuffer_drain(io->in, linelen);
+			if (m->bup_lines > 128)
+				return smtp_bup_fail(m, io, "an EHLO reply of more than 128 lines", NULL);
+			if (!r.final)
+				continue;
+			if (!m->bup_offered)
+				return smtp_bup_fail(m, io, "the backend does not offer STARTTLS", NULL);
+			evbuffer_add(io->to_backend, "STARTTLS\r\n", 10);
+			m->bup = BUP_STARTTLS;
+			m->bup_lines = 0;
+			break;
+		case BUP_STARTTLS:
+			if (r.code != 220)
+				return smtp_bup_fail(m, io, "STARTTLS refused", &r);
+			evbuffer_drain(io->in, linelen);
+			if (!r.final)
+				continue;
+			if (evbuffer_get_length(io->in) > 0)
+				return smtp_bup_fail(m, io,
+				    "the backend sent bytes after its 220 reply, before TLS", NULL);
+			m->bup = BUP_DONE;
+			return PROTO_UPGRADE;
+		case BUP_DONE:
+			return smtp_bup_fail(m, io, "bytes after the upgrade", NULL);
+		}
+	}
+	return PROTO_CONTINUE;
+}
+
 static void
 smtp_backend_failed(struct proto_io *io)
 {
@@ -403,4 +528,5 @@ const struct proto proto_smtp = {
 	.tls_ready = smtp_tls_ready,
 	.backend_failed = smtp_backend_failed,
 	.busy = smtp_busy,
+	.backend_starttls = smtp_backend_starttls,
 };

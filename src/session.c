@@ -858,6 +858,13 @@ session_backend_up(struct session *s)
 	if (s->backend.ssl != NULL)
 		bufferevent_enable(s->backend.bev, EV_WRITE);
 	relay_output_added(&s->backend);
+	if (s->lc->backend.tls == BACKEND_TLS_STARTTLS &&
+	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
+		/* what the module kept from before TLS (SMTP's greeting) */
+		session_parse(s, &s->backend);
+		if (s->dead)
+			return;
+	}
 	if (s->proto->backend_ready != NULL &&
 	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
 		struct proto_io io;
@@ -878,6 +885,39 @@ session_backend_up(struct session *s)
 			return;
 	}
 	session_update_reading(s);
+}
+
+/*
+ * backend.tls = "starttls": one step of the module's dialogue with the
+ * backend, on the plaintext socket, before anything of the client's is
+ * sent there.
+ */
+void
+session_backend_starttls(struct session *s)
+{
+	struct bufferevent	*sock = s->backend.sock;
+	struct proto_io		 io;
+	enum proto_verdict	 v;
+
+	session_io(s, &io, bufferevent_get_input(sock));
+	io.to_backend = bufferevent_get_output(sock);
+	v = s->proto->backend_starttls(&io);
+	evbuffer_drain(s->w->to_client, evbuffer_get_length(s->w->to_client));
+	if (evbuffer_get_length(io.to_backend) > 0)
+		bufferevent_enable(sock, EV_WRITE);
+	switch (v) {
+	case PROTO_UPGRADE:
+		log_debug("session %llu: backend %s upgraded, TLS handshake",
+		    (unsigned long long)s->id, s->backend_addr);
+		backend_tls_start(s);
+		break;
+	case PROTO_CLOSE:
+		session_backend_failed(s, io.end ? io.end : "backend-tls-failed", io.reason);
+		break;
+	default:
+		bufferevent_enable(sock, EV_READ);
+		break;
+	}
 }
 
 void

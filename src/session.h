@@ -44,6 +44,7 @@ enum backend_state {
 	BACKEND_IDLE,		/* not asked for yet */
 	BACKEND_RESOLVING,
 	BACKEND_CONNECTING,
+	BACKEND_STARTTLS,	/* backend.tls = "starttls": the module's dialogue */
 	BACKEND_HANDSHAKE,
 	BACKEND_UP,
 	BACKEND_FAILED,		/* given up on: its socket, if any, is idle */
@@ -131,6 +132,7 @@ void	 session_close(struct session *, const char *end, const char *fmt, ...)
 void	 session_finish(struct session *, const char *end, const char *reason);
 void	 session_schedule(struct session *, unsigned work);
 void	 session_backend_up(struct session *);
+void	 session_backend_starttls(struct session *);
 void	 session_backend_failed(struct session *, const char *end, const char *why);
 void	 session_backend_event(struct session *, short what);
 void	 session_backend_readcb(struct bufferevent *, void *);
@@ -155,5 +157,6 @@ int	 relay_error_words(struct side *, const char *peer, bool handshake,
 /* backend.c */
 void	 backend_connect(struct session *);
 void	 backend_cancel(struct session *);
+void	 backend_tls_start(struct session *);
 
 #endif

@@ -112,6 +112,12 @@ ehlo_keyword_is(const char *text, size_t len, const char *kw, bool allow_eq)
 	return len == n || text[n] == ' ' || (allow_eq && text[n] == '=');
 }
 
+bool
+smtp_ehlo_keyword_is(const char *text, size_t len, const char *kw)
+{
+	return ehlo_keyword_is(text, len, kw, false);
+}
+
 static bool
 append(char *out, size_t outlen, size_t *off, const char *p, size_t n)
 {

@@ -71,6 +71,9 @@ enum parse_result smtp_reply_parse(const char *text, size_t len, struct smtp_rep
 #define SMTP_EHLO_DROP_STARTTLS	0x02
 #define SMTP_EHLO_DROP_AUTH	0x04
 
+/* Is the text of an EHLO reply line (after "250-") the extension kw? */
+bool	smtp_ehlo_keyword_is(const char *text, size_t len, const char *kw);
+
 /*
  * Rewrite a complete, positive multiline EHLO reply: drop the STARTTLS
  * or AUTH (and AUTH=) extensions, add "250-STARTTLS" before the last line

@@ -27,6 +27,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		(void)ldap_starttls_check(data + off, (size_t)pk.total);
 		(void)ldap_abandon_target(data + off, (size_t)pk.total);
+		{
+			enum ldap_op op;
+
+			(void)ldap_result_code(data + off, (size_t)pk.total, &op);
+		}
 		(void)ldap_op_is_final_response(pk.op);
 		if (ldap_response_for(pk.op) != -1) {
 			ssize_t n = ldap_build_result(pk.msgid, (enum ldap_op)ldap_response_for(pk.op),

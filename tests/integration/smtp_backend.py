@@ -12,6 +12,7 @@ class Recorder:
     def __init__(self):
         self.commands = []
         self.messages = []
+        self.in_tls = []  # for each command: did it arrive inside TLS
 
     async def handle_DATA(self, server, session, envelope):
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
@@ -28,6 +29,7 @@ def make_smtp_class(recorder):
 
         async def method(self, arg, _verb=verb, _parent=parent):
             recorder.commands.append((_verb, arg))
+            recorder.in_tls.append(self._tls_protocol is not None)
             return await _parent(self, arg)
         setattr(RecordingSMTP, "smtp_" + verb, method)
     return RecordingSMTP

@@ -262,3 +262,46 @@ def test_busy_gets_notice_of_disconnection_busy(daemon, pki, slapd):
         time.sleep(0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as b:
             assert [m[:3] for m in read_messages(b, 1)] == [(0, 0x78, 51)]
+
+
+def test_backend_starttls_to_slapd(daemon, pki, tmp_path):
+    """backend.tls = "starttls": the proxy sends its own StartTLS to slapd,
+    verifies slapd's certificate, and the client's bind (ldapwhoami -ZZ on
+    its side) reaches slapd only inside that TLS (slapd logs ssf > 0)."""
+    s = Slapd(tmp_path, tls=(pki.backend_cert, pki.backend_key, pki.ca))
+    try:
+        port = free_port()
+        d = daemon(ldap_conf(port, s.port, pki).replace(
+            f'backend = {{ address = "127.0.0.1:{s.port}"; }};',
+            f'backend = {{ address = "127.0.0.1:{s.port}"; tls = "starttls"; '
+            f'ca = "{pki.ca}"; server_name = "backend.test"; }};'))
+        r = subprocess.run(["ldapwhoami", "-ZZ", "-x", "-H", f"ldap://127.0.0.1:{port}",
+                            "-D", s.user_dn, "-w", s.user_pw],
+                           capture_output=True, text=True, env=ldap_env(pki), timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == f"dn:{s.user_dn}"
+        binds = s.successful_binds()
+        assert len(binds) == 1 and binds[0][0] == s.user_dn and binds[0][1] > 0, binds
+        # one StartTLS (the proxy's own, first; the client's never arrives), then WhoAmI
+        assert s.ext_oids() == [STARTTLS_OID.decode(), "1.3.6.1.4.1.4203.1.11.3"], s.ext_oids()
+        assert "upgraded=starttls" in d.wait_session()[0]
+    finally:
+        s.stop()
+
+
+def test_backend_starttls_refused_by_slapd_without_tls(daemon, pki, slapd):
+    """slapd without TLS refuses the proxy's StartTLS: the client gets a
+    Notice of Disconnection, and its bind never reaches slapd."""
+    port = free_port()
+    d = daemon(ldap_conf(port, slapd.port, pki).replace(
+        f'backend = {{ address = "127.0.0.1:{slapd.port}"; }};',
+        f'backend = {{ address = "127.0.0.1:{slapd.port}"; tls = "starttls"; '
+        f'ca = "{pki.ca}"; server_name = "backend.test"; }};'))
+    r = subprocess.run(["ldapwhoami", "-ZZ", "-x", "-H", f"ldap://127.0.0.1:{port}",
+                        "-D", slapd.user_dn, "-w", slapd.user_pw],
+                       capture_output=True, text=True, env=ldap_env(pki), timeout=30)
+    assert r.returncode != 0
+    line = d.wait_session()[0]
+    assert "end=backend-tls-failed" in line, line
+    assert "StartTLS with the backend: StartTLS refused: resultCode" in line, line
+    assert "BIND" not in slapd.verbs()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import MemTLS, Server, client_ctx, free_port, recv_all, recv_until
+from helpers import MemTLS, Server, client_ctx, free_port, recv_all, recv_until, server_ctx
 
 
 def line_server():
@@ -225,4 +225,82 @@ def test_backend_bytes_before_the_first_request_inside_tls_are_dropped(daemon, p
             t.sendall(b"PING\r\n")
             assert recv_until(t, b"\n") == b"PONG\r\n"
     d.wait_log("discarded 21 bytes from the backend .* answered nothing the client asked inside TLS")
+    backend.close()
+
+
+def starttls_line_server(pki, reply):
+    """A line server that upgrades too: STARTTLS first (answered with reply,
+    if any), then TLS with the backend certificate, then PING -> PONG and
+    QUIT -> BYE.  It records each line with whether it came inside TLS."""
+    ctx = server_ctx(pki.backend_cert, pki.backend_key)
+
+    def handler(conn, srv):
+        line = b""
+        while not line.endswith(b"\n"):  # a byte at a time: a ClientHello may follow
+            d = conn.recv(1)
+            if not d:
+                return
+            line += d
+        srv.record(b"cleartext " + line)
+        if line.rstrip(b"\r\n") != b"STARTTLS":
+            return
+        if reply:
+            conn.sendall(reply + b"\r\n")
+        t = ctx.wrap_socket(conn, server_side=True)
+        buf = b""
+        while True:
+            while b"\n" not in buf:
+                d = t.recv(4096)
+                if not d:
+                    return
+                buf += d
+            line, buf = buf.split(b"\n", 1)
+            srv.record(b"tls " + line + b"\n")
+            word = line.rstrip(b"\r")
+            t.sendall(b"PONG\r\n" if word == b"PING" else b"BYE\r\n")
+            if word == b"QUIT":
+                t.close()
+                return
+    return Server(handler)
+
+
+@pytest.mark.parametrize("reply", [b"", b"OK"])
+def test_backend_starttls(daemon, pki, reply):
+    """backend.tls = "starttls" on a line listener: the proxy sends STARTTLS
+    to the backend itself (and waits for line.reply when it is set), checks
+    the backend's certificate, and relays the client's lines, cleartext ones
+    included, only inside that TLS."""
+    backend = starttls_line_server(pki, reply)
+    port = free_port()
+    block = f'line = {{ reply = "{reply.decode()}"; }};' if reply else ""
+    text = line_conf(port, backend.port, pki, block).replace(
+        f'backend = {{ address = "127.0.0.1:{backend.port}"; }};',
+        f'backend = {{ address = "127.0.0.1:{backend.port}"; tls = "starttls"; '
+        f'ca = "{pki.ca}"; server_name = "backend.test"; }};')
+    d = daemon(text)
+    t = asyncio.run(demo_client(port, pki.ca, expect_reply=True if reply else None))
+    assert t == ([b"PONG\r\n"] + ([reply + b"\r\n"] if reply else []) +
+                 [b"PONG\r\n", b"BYE\r\n", b""])
+    assert bytes(backend.received) == b"cleartext STARTTLS\r\ntls PING\r\ntls PING\r\ntls QUIT\r\n"
+    assert "upgraded=starttls" in d.wait_session()[0]
+    backend.close()
+
+
+def test_backend_starttls_wrong_reply(daemon, pki):
+    """The backend answers something else than line.reply: no TLS, and the
+    client's lines never reach it."""
+    backend = starttls_line_server(pki, b"ERR no")
+    port = free_port()
+    text = line_conf(port, backend.port, pki, 'line = { reply = "OK"; };').replace(
+        f'backend = {{ address = "127.0.0.1:{backend.port}"; }};',
+        f'backend = {{ address = "127.0.0.1:{backend.port}"; tls = "starttls"; '
+        f'ca = "{pki.ca}"; server_name = "backend.test"; }};')
+    d = daemon(text)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"PING\r\n")
+        assert recv_all(c, timeout=10) == b""
+    line = d.wait_session()[0]
+    assert "end=backend-tls-failed" in line, line
+    assert "STARTTLS with the backend: the backend answered 'ERR no'\"" in line, line
+    assert bytes(backend.received) == b"cleartext STARTTLS\r\n"
     backend.close()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import (MemTLS, client_ctx, free_port, recv_all, recv_until, s_client, server_ctx,
+from helpers import (MemTLS, Server, client_ctx, free_port, recv_all, recv_until, s_client, server_ctx,
                      wait_for)
 from smtp_backend import SMTPBackend
 
@@ -318,6 +318,128 @@ def test_tls_backend_implicit_smtps(daemon, pki, tmp_path):
         assert "upgraded=starttls" in d.wait_session()[0]
     finally:
         mta.stop()
+
+
+def test_tls_backend_starttls(daemon, pki, tmp_path):
+    """backend.tls = "starttls": the proxy reads aiosmtpd's greeting, sends
+    EHLO and STARTTLS itself, verifies the backend's certificate, and only
+    then lets the client's commands through, all of them inside TLS.  The
+    client (swaks, STARTTLS on its own side) sees the backend's greeting."""
+    mta = SMTPBackend(starttls_ctx=server_ctx(pki.backend_cert, pki.backend_key))
+    port = free_port()
+    try:
+        d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
+                             backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "backend.test";'))
+        msg = tmp_path / "m.eml"
+        msg.write_bytes(MESSAGE[:-2])
+        r = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--tls", "--from", "a@example.org",
+                            "--to", "b@example.org", "--data", str(msg)], capture_output=True, timeout=30)
+        out = r.stdout.decode(errors="replace")
+        assert r.returncode == 0, out
+        assert "<-  220 backend.test" in out, out  # aiosmtpd's own greeting
+        assert mta.messages[0][2] == MESSAGE
+        verbs = mta.verbs()
+        # the proxy's EHLO and STARTTLS in cleartext, then everything in TLS
+        assert verbs[:2] == ["EHLO", "STARTTLS"], verbs
+        assert mta.recorder.in_tls[:2] == [False, False]
+        assert all(mta.recorder.in_tls[2:]) and "MAIL" in verbs[2:], list(zip(verbs, mta.recorder.in_tls))
+        assert "upgraded=starttls" in d.wait_session()[0]
+    finally:
+        mta.stop()
+
+
+def test_tls_backend_starttls_refused_when_not_offered(daemon, pki):
+    """A backend that does not offer STARTTLS (aiosmtpd without a TLS
+    context): the client gets 421, and nothing of its reaches the backend."""
+    mta = SMTPBackend()
+    port = free_port()
+    try:
+        d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
+                             backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "backend.test";'))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
+        line = d.wait_session()[0]
+        assert "end=backend-tls-failed" in line, line
+        assert 'reason="STARTTLS with the backend: the backend does not offer STARTTLS"' in line, line
+        assert mta.verbs() == ["EHLO"]
+    finally:
+        mta.stop()
+
+
+def test_tls_backend_starttls_certificate_rejected(daemon, pki):
+    """STARTTLS with the backend works but its certificate does not match
+    server_name: the session ends before any client command is relayed."""
+    mta = SMTPBackend(starttls_ctx=server_ctx(pki.backend_cert, pki.backend_key))
+    port = free_port()
+    try:
+        d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
+                             backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "other.test";'))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
+        line = d.wait_session()[0]
+        assert "end=backend-verify-failed" in line, line
+        assert mta.verbs() == ["EHLO", "STARTTLS"]
+    finally:
+        mta.stop()
+
+
+def test_tls_backend_starttls_refuses_bytes_injected_after_220(daemon, pki):
+    """A backend (or someone on the path to it) that sends more after its
+    220 to STARTTLS: those bytes would be read as the server's side of the
+    handshake, or as replies inside TLS.  The proxy gives up on that
+    backend, and the client gets 421."""
+    seen = []
+
+    def handler(conn, srv):
+        conn.sendall(b"220 fake.test ESMTP\r\n")
+        buf = b""
+        for want in (b"EHLO", b"STARTTLS"):
+            while b"\r\n" not in buf:
+                buf += conn.recv(4096)
+            line, buf = buf.split(b"\r\n", 1)
+            seen.append(line)
+            assert line.startswith(want)
+            conn.sendall(b"250-fake.test\r\n250 STARTTLS\r\n" if want == b"EHLO" else
+                         b"220 2.0.0 go ahead\r\n250 injected\r\n")
+        conn.recv(4096)
+
+    fake = Server(handler)
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{fake.port}", pki=pki,
+                         backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "backend.test";'))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
+    line = d.wait_session()[0]
+    assert "end=backend-tls-failed" in line, line
+    assert "the backend sent bytes after its 220 reply, before TLS" in line, line
+    assert [l.split()[0] for l in seen] == [b"EHLO", b"STARTTLS"]
+    fake.close()
+
+
+def test_tls_backend_starttls_refusal_text_cannot_forge_log_keys(daemon, pki):
+    """A backend's refusal text is quoted in the session line; quotes in it
+    must not end the value and forge keys of their own."""
+    def handler(conn, srv):
+        conn.sendall(b"220 fake.test ESMTP\r\n")
+        buf = b""
+        for reply in (b"250-fake.test\r\n250 STARTTLS\r\n", b'454 no TLS" end=client-closed x="\r\n'):
+            while b"\r\n" not in buf:
+                buf += conn.recv(4096)
+            _, buf = buf.split(b"\r\n", 1)
+            conn.sendall(reply)
+        conn.recv(4096)
+
+    fake = Server(handler)
+    port = free_port()
+    d = daemon(smtp_conf(port, f"127.0.0.1:{fake.port}", pki=pki,
+                         backend_extra=f'tls = "starttls"; ca = "{pki.ca}";'))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
+    line = d.wait_session()[0]
+    assert line.endswith("reason=\"STARTTLS with the backend: STARTTLS refused: "
+                         "454 no TLS' end=client-closed x='\""), line
+    assert line.count('"') == 2 and line.count(" end=") == 2, line  # ours, and the quoted one
+    fake.close()
 
 
 def test_cleartext_timeout(daemon, pki, mta):

@@ -856,6 +856,26 @@ test_build_notice(void **state)
 	check_built(n, buf, want_empty, FIXLEN(want_empty), 0, LDAP_OP_EXTENDED_RESPONSE);
 }
 
+/* The resultCode of captured responses, and what is not a result. */
+static void
+test_result_code(void **state)
+{
+	enum ldap_op	 op;
+
+	(void)state;
+	assert_int_equal(ldap_result_code(slapd_bind_ok, FIXLEN(slapd_bind_ok), &op), 0);
+	assert_int_equal(op, LDAP_OP_BIND_RESPONSE);
+	assert_int_equal(ldap_result_code(slapd_search_done, FIXLEN(slapd_search_done), &op), 0);
+	assert_int_equal(op, LDAP_OP_SEARCH_DONE);
+	assert_true(ldap_result_code(slapd_starttls_refused, FIXLEN(slapd_starttls_refused), &op) > 0);
+	assert_int_equal(op, LDAP_OP_EXTENDED_RESPONSE);
+	/* a SearchResultEntry carries no LDAPResult; requests neither */
+	assert_int_equal(ldap_result_code(slapd_search_entry, FIXLEN(slapd_search_entry), &op), -1);
+	assert_int_equal(ldap_result_code(ldap3_unbind, FIXLEN(ldap3_unbind), &op), -1);
+	/* truncated */
+	assert_int_equal(ldap_result_code(slapd_bind_ok, FIXLEN(slapd_bind_ok) - 1, &op), -1);
+}
+
 /* messageIDs in the fewest octets of two's complement: 00 80 for 128. */
 static void
 test_build_msgids(void **state)
@@ -1001,6 +1021,7 @@ main(void)
 		cmocka_unit_test(test_build_matches_slapd),
 		cmocka_unit_test(test_build_confidentiality_required),
 		cmocka_unit_test(test_build_notice),
+		cmocka_unit_test(test_result_code),
 		cmocka_unit_test(test_build_msgids),
 		cmocka_unit_test(test_build_long),
 		cmocka_unit_test(test_build_too_small),

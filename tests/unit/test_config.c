@@ -47,6 +47,19 @@ expect_error(const char *text, const char *want)
 	fail();
 }
 
+/* Load text; expect it to load without a problem. */
+static void
+expect_ok(const char *text)
+{
+	struct config	*cfg = config_load_string(text, "t.conf", &errs);
+
+	for (size_t i = 0; i < errs.count; i++)
+		fprintf(stderr, "got: %s\n", errs.lines[i]);
+	assert_non_null(cfg);
+	config_unref(cfg);
+	teardown_errs();
+}
+
 static void
 test_defaults(void **state)
 {
@@ -265,7 +278,7 @@ test_backend_errors(void **state)
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  backend = { address = \"127.0.0.1:2\";\n"
 	    "    ca = \"/etc/ssl/certs/ca-certificates.crt\"; }; } );\n",
-	    "t.conf:3: listeners.[0].backend.ca: only applies with tls = \"implicit\" (the backend is reached in plaintext)");
+	    "t.conf:3: listeners.[0].backend.ca: only applies with tls = \"implicit\" or \"starttls\" (the backend is reached in plaintext)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  backend = { address = \"unix:/run/x\"; tls = \"implicit\"; }; } );\n",
@@ -362,9 +375,9 @@ test_http_block(void **state)
 	    "t.conf:1: listeners.[0]: an http listener without client_tls = \"starttls\" (so without CONNECT) needs backend.address");
 }
 
-/* What later releases implement is refused clearly, not ignored. */
+/* Limits, and a backend upgrade that the protocol cannot drive. */
 static void
-test_not_supported_yet(void **state)
+test_limits_and_backend_starttls(void **state)
 {
 	expect_error("workers = 1025;\n" MINIMAL,
 	    "t.conf:1: workers: 1025 is out of range (expected 0 to 1024)");
@@ -373,7 +386,10 @@ test_not_supported_yet(void **state)
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  backend = { address = \"127.0.0.1:2\"; tls = \"starttls\"; }; } );\n",
-	    "t.conf:2: listeners.[0].backend.tls: tls = \"starttls\" towards the backend is not supported yet");
+	    "t.conf:2: listeners.[0].backend.tls: protocol tcp has no upgrade verb to send to the backend (expected none or implicit; starttls works with smtp, ldap, line)");
+	expect_ok(
+	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"smtp\";\n"
+	    "  backend = { address = \"127.0.0.1:2\"; tls = \"starttls\"; }; } );\n");
 }
 
 /* Every problem is reported, not only the first. */
@@ -406,7 +422,7 @@ main(void)
 		cmocka_unit_test(test_protocol_defaults),
 		cmocka_unit_test(test_protocol_block_errors),
 		cmocka_unit_test(test_http_block),
-		cmocka_unit_test(test_not_supported_yet),
+		cmocka_unit_test(test_limits_and_backend_starttls),
 		cmocka_unit_test(test_all_errors_collected),
 	};
 

@@ -1,6 +1,6 @@
 /*
  * Unit tests for the protocol modules (src/proto_smtp.c, src/proto_line.c,
- * src/proto_ldap.c)
+ * src/proto_ldap.c), and their side of backend.tls = "starttls"
  * driven through evbuffers, as the session drives them, without sockets.
  *
  * What they guard: a module must take everything it can from an input
@@ -316,6 +316,206 @@ test_ldap_constructed_unbind_does_not_pass(void **state)
 	harness_free(&h);
 }
 
+/* backend.tls = "starttls": one step of the module's dialogue. */
+static enum proto_verdict
+backend_upgrade_says(struct harness *h, const char *text, const char **reason)
+{
+	struct proto_io	 io;
+	enum proto_verdict v;
+
+	evbuffer_add(h->from_backend, text, strlen(text));
+	memset(&io, 0, sizeof(io));
+	io.state = h->state;
+	io.conf = &h->conf;
+	io.in = h->from_backend;
+	io.to_client = h->to_client;
+	io.to_backend = h->to_backend;
+	v = h->proto->backend_starttls(&io);
+	if (reason != NULL)
+		*reason = io.reason;
+	return v;
+}
+
+static void
+expect_sent(struct harness *h, const char *prefix)
+{
+	char	*sent = drain_string(h->to_backend);
+
+	if (strncmp(sent, prefix, strlen(prefix)) != 0)
+		fail_msg("sent \"%s\", expected \"%s...\"", sent, prefix);
+	free(sent);
+}
+
+/*
+ * SMTP towards the backend: the greeting is kept for the client, EHLO and
+ * STARTTLS are the proxy's own, and TLS starts after the 220.
+ */
+static void
+test_smtp_backend_starttls_dialogue(void **state)
+{
+	struct harness	 h;
+	char		*shown;
+
+	(void)state;
+	harness_init(&h, &proto_smtp);
+	assert_int_equal(backend_upgrade_says(&h, "", NULL), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.to_backend), 0);	/* SMTP: the server speaks first */
+	assert_int_equal(backend_upgrade_says(&h, "220-mx.test ESMTP\r\n220 ", NULL), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+	assert_int_equal(backend_upgrade_says(&h, "ready\r\n", NULL), PROTO_CONTINUE);
+	expect_sent(&h, "EHLO ");
+	assert_int_equal(backend_upgrade_says(&h,
+	    "250-mx.test\r\n250-starttls\r\n250 SIZE 1000\r\n", NULL), PROTO_CONTINUE);
+	expect_sent(&h, "STARTTLS\r\n");
+	assert_int_equal(backend_upgrade_says(&h, "220 2.0.0 go ahead\r\n", NULL), PROTO_UPGRADE);
+	assert_int_equal(evbuffer_get_length(h.to_client), 0);	/* nothing shown yet */
+
+	/* in TLS: the client's turn, starting with the greeting read before */
+	assert_int_equal(run(&h, false), PROTO_CONTINUE);
+	shown = drain_string(h.to_client);
+	assert_string_equal(shown, "220-mx.test ESMTP\r\n220 ready\r\n");
+	free(shown);
+	harness_free(&h);
+}
+
+/* What ends the dialogue, each with its reason. */
+static void
+test_smtp_backend_starttls_failures(void **state)
+{
+	static const struct {
+		const char	*greeting_and_ehlo;
+		const char	*starttls_reply;
+		const char	*reason;
+	} cases[] = {
+		{ "554 no service\r\n", NULL,
+		  "STARTTLS with the backend: the greeting is not 220: 554 no service" },
+		/* the first EHLO line names the server; only later lines are keywords */
+		{ "220 mx\r\n250-STARTTLS\r\n250 SIZE\r\n", NULL,
+		  "STARTTLS with the backend: the backend does not offer STARTTLS" },
+		{ "220 mx\r\n502 no EHLO\r\n", NULL,
+		  "STARTTLS with the backend: EHLO refused: 502 no EHLO" },
+		{ "220 mx\r\n250-mx\r\n250 STARTTLS\r\n", "454 TLS not available\r\n",
+		  "STARTTLS with the backend: STARTTLS refused: 454 TLS not available" },
+		{ "220 mx\r\n250-mx\r\n250 STARTTLS\r\n", "220 go\r\n250 injected\r\n",
+		  "STARTTLS with the backend: the backend sent bytes after its 220 reply, before TLS" },
+		{ "HTTP/1.1 400 Bad Request\r\n", NULL,
+		  "STARTTLS with the backend: not an SMTP reply" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct harness	 h;
+		const char	*reason = NULL;
+		enum proto_verdict v;
+
+		harness_init(&h, &proto_smtp);
+		v = backend_upgrade_says(&h, cases[i].greeting_and_ehlo, &reason);
+		if (cases[i].starttls_reply != NULL) {
+			assert_int_equal(v, PROTO_CONTINUE);
+			v = backend_upgrade_says(&h, cases[i].starttls_reply, &reason);
+		}
+		assert_int_equal(v, PROTO_CLOSE);
+		assert_non_null(reason);
+		assert_string_equal(reason, cases[i].reason);
+		harness_free(&h);
+	}
+}
+
+/* LDAP towards the backend: its own StartTLS, then one ExtendedResponse. */
+static void
+test_ldap_backend_starttls_dialogue(void **state)
+{
+	static const char success[] = "\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x00\x04\x00\x04\x00";
+	struct harness	 h;
+	unsigned char	 sent[64];
+	size_t		 n;
+
+	(void)state;
+	harness_init(&h, &proto_ldap);
+	assert_int_equal(backend_upgrade_says(&h, "", NULL), PROTO_CONTINUE);
+	n = evbuffer_remove(h.to_backend, sent, sizeof(sent));
+	assert_int_equal(n, sizeof(ldap_starttls_request));
+	assert_memory_equal(sent, ldap_starttls_request, n);
+	/* the response in two reads */
+	evbuffer_add(h.from_backend, success, 5);
+	assert_int_equal(backend_upgrade_says(&h, "", NULL), PROTO_CONTINUE);
+	evbuffer_add(h.from_backend, success + 5, sizeof(success) - 1 - 5);
+	assert_int_equal(backend_upgrade_says(&h, "", NULL), PROTO_UPGRADE);
+	assert_int_equal(evbuffer_get_length(h.from_backend), 0);
+	harness_free(&h);
+}
+
+static void
+test_ldap_backend_starttls_failures(void **state)
+{
+	static const struct {
+		const char	*bytes;
+		size_t		 len;
+		const char	*reason;
+	} cases[] = {
+		{ "\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x02\x04\x00\x04\x00", 14,
+		  "StartTLS with the backend: StartTLS refused: resultCode 2" },
+		{ "\x30\x0c\x02\x01\x00\x78\x07\x0a\x01\x34\x04\x00\x04\x00", 14,
+		  "StartTLS with the backend: a Notice of Disconnection: resultCode 52" },
+		{ "\x30\x0c\x02\x01\x01\x78\x07\x0a\x01\x00\x04\x00\x04\x00\x16", 15,
+		  "StartTLS with the backend: the backend sent bytes after its response, before TLS" },
+		{ "\x30\x0c\x02\x01\x01\x61\x07\x0a\x01\x00\x04\x00\x04\x00", 14,
+		  "StartTLS with the backend: an answer that is not an ExtendedResponse" },
+		{ "\x30\x0c\x02\x01\x07\x78\x07\x0a\x01\x00\x04\x00\x04\x00", 14,
+		  "StartTLS with the backend: a response to another request" },
+		{ "\x30\x80\x02\x01\x01", 5,
+		  "StartTLS with the backend: a malformed or oversized LDAP message" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct harness	 h;
+		const char	*reason = NULL;
+
+		harness_init(&h, &proto_ldap);
+		assert_int_equal(backend_upgrade_says(&h, "", NULL), PROTO_CONTINUE);
+		evbuffer_add(h.from_backend, cases[i].bytes, cases[i].len);
+		assert_int_equal(backend_upgrade_says(&h, "", &reason), PROTO_CLOSE);
+		assert_non_null(reason);
+		assert_string_equal(reason, cases[i].reason);
+		harness_free(&h);
+	}
+}
+
+/* line towards the backend: line.command, and line.reply back when set. */
+static void
+test_line_backend_starttls(void **state)
+{
+	struct harness	 h;
+	const char	*reason = NULL;
+
+	(void)state;
+	harness_init(&h, &proto_line);
+	h.conf.line.reply = (char *)"";
+	assert_int_equal(backend_upgrade_says(&h, "", NULL), PROTO_UPGRADE);
+	expect_sent(&h, "STARTTLS\r\n");
+	harness_free(&h);
+
+	harness_init(&h, &proto_line);		/* reply = "OK" */
+	assert_int_equal(backend_upgrade_says(&h, "", NULL), PROTO_CONTINUE);
+	expect_sent(&h, "STARTTLS\r\n");
+	assert_int_equal(backend_upgrade_says(&h, "o", NULL), PROTO_CONTINUE);
+	assert_int_equal(backend_upgrade_says(&h, "k\n", NULL), PROTO_UPGRADE);
+	harness_free(&h);
+
+	harness_init(&h, &proto_line);
+	backend_upgrade_says(&h, "", NULL);
+	assert_int_equal(backend_upgrade_says(&h, "ERR busy\r\n", &reason), PROTO_CLOSE);
+	assert_string_equal(reason, "STARTTLS with the backend: the backend answered 'ERR busy'");
+	harness_free(&h);
+
+	harness_init(&h, &proto_line);
+	backend_upgrade_says(&h, "", NULL);
+	assert_int_equal(backend_upgrade_says(&h, "OK\r\nPONG\r\n", &reason), PROTO_CLOSE);
+	assert_string_equal(reason, "STARTTLS with the backend: the backend sent bytes after its reply, before TLS");
+	harness_free(&h);
+}
+
 int
 main(void)
 {
@@ -326,6 +526,11 @@ main(void)
 		cmocka_unit_test(test_ldap_refused_starttls_then_pipelined_search),
 		cmocka_unit_test(test_ldap_starttls_on_implicit_listener),
 		cmocka_unit_test(test_ldap_constructed_unbind_does_not_pass),
+		cmocka_unit_test(test_smtp_backend_starttls_dialogue),
+		cmocka_unit_test(test_smtp_backend_starttls_failures),
+		cmocka_unit_test(test_ldap_backend_starttls_dialogue),
+		cmocka_unit_test(test_ldap_backend_starttls_failures),
+		cmocka_unit_test(test_line_backend_starttls),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
