@@ -44,6 +44,7 @@ backend_starttls_readcb(struct bufferevent *bev, void *arg)
 	(void)bev;
 	if (s->dead || s->bstate != BACKEND_STARTTLS)
 		return;
+	s->last_ms = now_ms();
 	session_backend_starttls(s);
 }
 

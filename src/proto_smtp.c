@@ -462,7 +462,9 @@ smtp_backend_starttls(struct proto_io *io)
 				return smtp_bup_fail(m, io, "a greeting longer than 16 KiB", NULL);
 			if (!r.final)
 				continue;
-			if (gethostname(host, sizeof(host)) == -1 || !hostname_valid(host))
+			/* a domain for EHLO (RFC 5321 section 4.1.2): no '_' there */
+			if (gethostname(host, sizeof(host)) == -1 || !hostname_valid(host) ||
+			    strchr(host, '_') != NULL)
 				snprintf(host, sizeof(host), "localhost");
 			evbuffer_add_printf(io->to_backend, "EHLO %s\r\n", host);
 			m->bup = BUP_EHLO;

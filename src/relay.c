@@ -307,6 +307,13 @@ relay_try_shut(struct session *s, struct side *sd)
 {
 	if (s->dead || sd->bev == NULL)
 		return;
+	/*
+	 * Not while the backend is still being reached: its TLS handshake
+	 * or STARTTLS dialogue needs the connection both ways, and what the
+	 * client sent is not there yet.  session_backend_up applies it.
+	 */
+	if (sd == &s->backend && s->bstate != BACKEND_UP)
+		return;
 	if (sd->want_shut && !sd->shut && relay_pending(sd) == 0) {
 		sd->shut = true;
 		if (sd->ssl != NULL && sd->tls_up) {

@@ -747,8 +747,10 @@ session_client_tls_ready(struct session *s)
 	/* what either side sent during the handshake */
 	if (evbuffer_get_length(bufferevent_get_input(s->client.bev)) > 0)
 		session_client_readcb(s->client.bev, s);
+	/* (with backend.tls = "starttls", what the module kept: SMTP's greeting) */
 	if (!s->dead && s->bstate == BACKEND_UP &&
-	    evbuffer_get_length(bufferevent_get_input(s->backend.bev)) > 0)
+	    (evbuffer_get_length(bufferevent_get_input(s->backend.bev)) > 0 ||
+	    s->lc->backend.tls == BACKEND_TLS_STARTTLS))
 		session_backend_readcb(s->backend.bev, s);
 }
 

@@ -259,6 +259,14 @@ def starttls_line_server(pki, reply):
             word = line.rstrip(b"\r")
             t.sendall(b"PONG\r\n" if word == b"PING" else b"BYE\r\n")
             if word == b"QUIT":
+                # read the proxy's close_notify, if it comes, so that the
+                # close is a FIN and not a reset that destroys the BYE
+                t.settimeout(0.5)
+                try:
+                    while t.recv(4096):
+                        pass
+                except (OSError, ssl.SSLError):
+                    pass
                 t.close()
                 return
     return Server(handler)
@@ -303,4 +311,25 @@ def test_backend_starttls_wrong_reply(daemon, pki):
     assert "end=backend-tls-failed" in line, line
     assert "STARTTLS with the backend: the backend answered 'ERR no'\"" in line, line
     assert bytes(backend.received) == b"cleartext STARTTLS\r\n"
+    backend.close()
+
+
+def test_backend_starttls_client_half_close_during_dialogue(daemon, pki):
+    """A client that sends its line and shuts its side at once (nc -N): the
+    EOF must wait until the backend's upgrade is done and the line has gone
+    through it, not cut the dialogue short."""
+    backend = starttls_line_server(pki, b"OK")
+    port = free_port()
+    text = line_conf(port, backend.port, pki, 'line = { reply = "OK"; };', extra="require_tls = false;").replace(
+        f'backend = {{ address = "127.0.0.1:{backend.port}"; }};',
+        f'backend = {{ address = "127.0.0.1:{backend.port}"; tls = "starttls"; '
+        f'ca = "{pki.ca}"; server_name = "backend.test"; }};')
+    d = daemon(text)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"PING\r\nQUIT\r\n")
+        c.shutdown(socket.SHUT_WR)
+        got = recv_all(c, timeout=10)
+    assert got == b"PONG\r\nBYE\r\n", (got, bytes(backend.received), backend.errors)
+    assert bytes(backend.received) == b"cleartext STARTTLS\r\ntls PING\r\ntls QUIT\r\n"
+    d.wait_session()
     backend.close()

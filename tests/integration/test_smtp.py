@@ -348,6 +348,31 @@ def test_tls_backend_starttls(daemon, pki, tmp_path):
         mta.stop()
 
 
+def test_tls_backend_starttls_behind_implicit_tls(daemon, pki, tmp_path):
+    """Port 465 in front of a backend that wants STARTTLS: the backend's
+    dialogue usually ends while the client is still in its own handshake;
+    the greeting kept from it must still reach the client once its TLS is
+    up (swaks --tlsc waits for it)."""
+    mta = SMTPBackend(starttls_ctx=server_ctx(pki.backend_cert, pki.backend_key))
+    port = free_port()
+    try:
+        d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
+                             extra='client_tls = "implicit";',
+                             backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "backend.test";'))
+        msg = tmp_path / "m.eml"
+        msg.write_bytes(MESSAGE[:-2])
+        r = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--tlsc", "--from", "a@example.org",
+                            "--to", "b@example.org", "--data", str(msg), "--timeout", "10"],
+                           capture_output=True, timeout=30)
+        out = r.stdout.decode(errors="replace")
+        assert r.returncode == 0, out
+        assert "<~  220 backend.test" in out, out
+        assert mta.messages[0][2] == MESSAGE
+        assert "upgraded=implicit" in d.wait_session()[0]
+    finally:
+        mta.stop()
+
+
 def test_tls_backend_starttls_refused_when_not_offered(daemon, pki):
     """A backend that does not offer STARTTLS (aiosmtpd without a TLS
     context): the client gets 421, and nothing of its reaches the backend."""
