@@ -1,0 +1,189 @@
+/*
+ * libFuzzer target: the protocol modules (smtp, ldap, http, line) driven
+ * as the session drives them, with a hostile client and a hostile backend
+ * taking turns, so that their state machines are fuzzed, not only the
+ * pure parsers under them.
+ *
+ * Input: byte 0 picks the protocol, byte 1 the listener's flags (bit 0
+ * require_tls, bit 1 implicit client TLS, bit 2 the proxy's own STARTTLS
+ * towards the backend first).  Then records: an op byte (0 client bytes,
+ * 1 backend bytes, 2 "the backend came up"), a length byte, the bytes.
+ * Bytes a module leaves in an input stay there for the next turn, as in
+ * a session.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "proto.h"
+
+struct run {
+	const struct proto	*proto;
+	struct listener_conf	 conf;
+	void			*state;
+	struct evbuffer		*cin, *bin, *to_client, *to_backend;
+	bool			 client_tls;
+	bool			 held;
+	bool			 bup;		/* backend STARTTLS dialogue still on */
+	bool			 over;
+};
+
+static enum proto_verdict
+call(struct run *r, enum proto_verdict (*fn)(struct proto_io *), struct evbuffer *in)
+{
+	struct proto_io	 io;
+
+	memset(&io, 0, sizeof(io));
+	io.state = r->state;
+	io.conf = &r->conf;
+	io.client_tls = r->client_tls;
+	io.in = in;
+	io.to_client = r->to_client;
+	io.to_backend = r->to_backend;
+	return fn(&io);
+}
+
+/* What the session does with a verdict, as far as the module can tell. */
+static void
+verdict(struct run *r, enum proto_verdict v)
+{
+	switch (v) {
+	case PROTO_CONTINUE:
+		r->held = false;
+		break;
+	case PROTO_HOLD:
+		r->held = true;
+		break;
+	case PROTO_UPGRADE:
+		r->held = false;
+		r->client_tls = true;
+		/* bytes behind the verb are discarded by the session */
+		evbuffer_drain(r->cin, evbuffer_get_length(r->cin));
+		if (r->proto->tls_ready != NULL)
+			verdict(r, call(r, r->proto->tls_ready, NULL));
+		break;
+	case PROTO_CONNECT:
+		r->held = true;
+		if (r->proto->backend_ready != NULL)
+			verdict(r, call(r, r->proto->backend_ready, NULL));
+		break;
+	case PROTO_TRANSPARENT:
+	case PROTO_CLOSE:
+		r->over = true;
+		break;
+	}
+}
+
+/*
+ * SMTP under require_tls, before the client's TLS: nothing that carries a
+ * transaction or a credential may reach the backend (a trap otherwise).
+ */
+static void
+check_smtp_cleartext(struct evbuffer *to_backend)
+{
+	static const char *const forbidden[] = {
+		"MAIL", "RCPT", "DATA", "BDAT", "AUTH", "VRFY", "EXPN",
+	};
+	size_t		 len = evbuffer_get_length(to_backend);
+	const char	*p = (const char *)evbuffer_pullup(to_backend, -1);
+	size_t		 bol = 0;
+
+	for (size_t i = 0; i <= len; i++) {
+		if (i < len && p[i] != '\n')
+			continue;
+		for (size_t k = 0; k < sizeof(forbidden) / sizeof(forbidden[0]); k++)
+			if (i - bol >= 4 && strncasecmp(p + bol, forbidden[k], 4) == 0)
+				__builtin_trap();
+		bol = i + 1;
+	}
+}
+
+static const char *const allow[] = { "a.test:443", "*.b.test:8443" };
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const struct proto *const protos[] = {
+		&proto_smtp, &proto_ldap, &proto_http, &proto_line,
+	};
+	struct run	 r;
+	size_t		 off = 2;
+	unsigned	 steps = 0;
+
+	if (size < 2)
+		return 0;
+	memset(&r, 0, sizeof(r));
+	r.proto = protos[data[0] % 4];
+	r.conf.proto = r.proto;
+	r.conf.require_tls = data[1] & 1;
+	r.conf.client_tls = (data[1] & 2) ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
+	r.client_tls = r.conf.client_tls == CLIENT_TLS_IMPLICIT;
+	r.conf.line.command = (char *)"STARTTLS";
+	r.conf.line.reply = (char *)((data[1] & 8) ? "OK" : "");
+	r.conf.line.refusal = (char *)"ERR STARTTLS required";
+	r.conf.http.connect_allow = (char **)allow;
+	r.conf.http.nconnect_allow = 2;
+	r.bup = (data[1] & 4) && r.proto->backend_starttls != NULL;
+	if ((r.state = r.proto->session_new(&r.conf)) == NULL)
+		return 0;
+	r.cin = evbuffer_new();
+	r.bin = evbuffer_new();
+	r.to_client = evbuffer_new();
+	r.to_backend = evbuffer_new();
+	if (r.bup && call(&r, r.proto->backend_starttls, r.bin) != PROTO_CONTINUE)
+		r.bup = false;
+	if (r.client_tls && r.proto->tls_ready != NULL)
+		verdict(&r, call(&r, r.proto->tls_ready, NULL));
+
+	while (!r.over && off + 2 <= size && steps++ < 256) {
+		uint8_t		 op = data[off] % 3;
+		size_t		 n = data[off + 1];
+		bool		 cleartext = !r.client_tls;
+
+		off += 2;
+		if (n > size - off)
+			n = size - off;
+		if (op == 0) {
+			evbuffer_add(r.cin, data + off, n);
+			if (!r.held && evbuffer_get_length(r.cin) > 0)
+				verdict(&r, call(&r, r.proto->client_input, r.cin));
+		} else if (op == 1 && r.bup) {
+			enum proto_verdict v;
+
+			evbuffer_add(r.bin, data + off, n);
+			v = call(&r, r.proto->backend_starttls, r.bin);
+			if (v == PROTO_CLOSE)
+				r.over = true;
+			else if (v == PROTO_UPGRADE) {
+				r.bup = false;	/* up: the module's kept bytes come next */
+				verdict(&r, call(&r, r.proto->backend_input, r.bin));
+			}
+		} else if (op == 1) {
+			evbuffer_add(r.bin, data + off, n);
+			verdict(&r, call(&r, r.proto->backend_input, r.bin));
+			/* a backend answer may release held client input */
+			if (!r.over && !r.held && evbuffer_get_length(r.cin) > 0)
+				verdict(&r, call(&r, r.proto->client_input, r.cin));
+		} else if (r.proto->backend_ready != NULL && !r.bup) {
+			verdict(&r, call(&r, r.proto->backend_ready, NULL));
+		}
+		off += n;
+		if (r.proto == &proto_smtp && r.conf.require_tls && cleartext)
+			check_smtp_cleartext(r.to_backend);
+		evbuffer_drain(r.to_client, evbuffer_get_length(r.to_client));
+		evbuffer_drain(r.to_backend, evbuffer_get_length(r.to_backend));
+	}
+	r.proto->session_free(r.state);
+	evbuffer_free(r.cin);
+	evbuffer_free(r.bin);
+	evbuffer_free(r.to_client);
+	evbuffer_free(r.to_backend);
+	return 0;
+}
