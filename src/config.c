@@ -433,21 +433,6 @@ get_group(struct walk *w, const config_setting_t *group, const char *parent,
 	return s;
 }
 
-/* "smtp, line", the protocols that can upgrade a backend connection. */
-static void
-backend_starttls_names(char *buf, size_t len)
-{
-	size_t	 off = 0;
-
-	buf[0] = '\0';
-	for (size_t i = 0; proto_table[i] != NULL && off < len; i++) {
-		if (proto_table[i]->backend_starttls == NULL)
-			continue;
-		off += (size_t)snprintf(buf + off, len - off, "%s%s", off ? ", " : "",
-		    proto_table[i]->name);
-	}
-}
-
 /* Parts of a listener */
 
 static void
@@ -930,7 +915,7 @@ parse_listener(struct walk *w, const config_setting_t *g, const char *path,
 	    lc->proto->backend_starttls == NULL) {
 		char names[64];
 
-		backend_starttls_names(names, sizeof(names));
+		proto_backend_starttls_names(names, sizeof(names));
 		child_path(p, sizeof(p), sp, "tls");
 		problem(w, config_setting_get_member(sub, "tls"), p,
 		    "protocol %s has no upgrade verb to send to the backend "

@@ -3,6 +3,7 @@
  */
 #include "autoconfig.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,16 +27,50 @@ proto_lookup(const char *name)
 	return NULL;
 }
 
+/* "a, b, c": the names of the protocols that match, or all with NULL. */
+static void
+names_where(bool (*match)(const struct proto *), char *buf, size_t len)
+{
+	size_t	 off = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; proto_table[i] != NULL && off < len; i++)
+		if (match == NULL || match(proto_table[i]))
+			off += (size_t)snprintf(buf + off, len - off, "%s%s",
+			    off ? ", " : "", proto_table[i]->name);
+}
+
 const char *
 proto_names(void)
 {
 	static char	 names[128];
-	size_t		 off = 0;
 
-	if (names[0] != '\0')
-		return names;
-	for (size_t i = 0; proto_table[i] != NULL && off < sizeof(names); i++)
-		off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s",
-		    i ? ", " : "", proto_table[i]->name);
+	if (names[0] == '\0')
+		names_where(NULL, names, sizeof(names));
 	return names;
+}
+
+static bool
+drives_backend_starttls(const struct proto *p)
+{
+	return p->backend_starttls != NULL;
+}
+
+void
+proto_backend_starttls_names(char *buf, size_t len)
+{
+	names_where(drives_backend_starttls, buf, len);
+}
+
+enum proto_verdict
+proto_upgrade_failed(struct proto_io *io, char *why, size_t len, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	io->end = "backend-tls-failed";
+	io->reason = why;
+	return PROTO_CLOSE;
 }

@@ -89,6 +89,15 @@ struct proto {
 const struct proto *proto_lookup(const char *name);
 /* "smtp, ldap, http, line, tcp", for error messages. */
 const char	*proto_names(void);
+/* "smtp, ldap, line": those with backend_starttls. */
+void		 proto_backend_starttls_names(char *buf, size_t len);
+/*
+ * For backend_starttls: the attempt failed; why, formatted into the
+ * module's own buffer (it must outlive the call), becomes io->reason, with
+ * end=backend-tls-failed.  Returns PROTO_CLOSE.
+ */
+enum proto_verdict proto_upgrade_failed(struct proto_io *io, char *why, size_t len,
+		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* The table, NULL-terminated. */
 extern const struct proto *const proto_table[];
 

@@ -149,6 +149,21 @@ ldap_starttls(struct ldap *m, struct proto_io *io, const struct ldap_peek *pk,
 }
 
 /*
+ * The envelope of the next message in in: ldap_peek over its first bytes.
+ * A header that does not fit in LDAP_PEEK_MAX bytes is malformed, not
+ * incomplete.
+ */
+static enum parse_result
+ldap_peek_in(struct evbuffer *in, uint64_t max, struct ldap_peek *pk)
+{
+	size_t			 len = evbuffer_get_length(in);
+	size_t			 n = len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX;
+	enum parse_result	 r = ldap_peek(evbuffer_pullup(in, (ssize_t)n), n, max, pk);
+
+	return r == PARSE_NEED_MORE && len >= LDAP_PEEK_MAX ? PARSE_MALFORMED : r;
+}
+
+/*
  * What may reach the backend before TLS under require_tls: UnbindRequest
  * ([APPLICATION 2] NULL) and AbandonRequest ([APPLICATION 16] MessageID),
  * both primitive, so their tags are exactly 0x42 and 0x50.  A constructed
@@ -168,7 +183,6 @@ ldap_client_input(struct proto_io *io)
 	uint64_t		 max = io->client_tls ? LDAP_MSG_MAX : LDAP_MSG_MAX_PRE_TLS;
 	struct ldap_peek	 pk;
 	size_t			 len;
-	const uint8_t		*p;
 
 	while ((len = evbuffer_get_length(io->in)) > 0) {
 		if (m->client_left > 0) {	/* the rest of a message */
@@ -181,12 +195,8 @@ ldap_client_input(struct proto_io *io)
 			m->client_left -= n;
 			continue;
 		}
-		p = evbuffer_pullup(io->in, (ssize_t)(len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX));
-		switch (ldap_peek(p, len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX, max, &pk)) {
+		switch (ldap_peek_in(io->in, max, &pk)) {
 		case PARSE_NEED_MORE:
-			if (len >= LDAP_PEEK_MAX)
-				return disconnect(io, LDAP_PROTOCOL_ERROR, "malformed LDAP message",
-				    "protocol-error", "a malformed LDAP message from the client");
 			return PROTO_CONTINUE;
 		case PARSE_TOO_LONG:
 			return disconnect(io, LDAP_PROTOCOL_ERROR, "message too large before TLS",
@@ -256,7 +266,6 @@ ldap_backend_input(struct proto_io *io)
 	struct ldap		*m = io->state;
 	struct ldap_peek	 pk;
 	size_t			 len;
-	const uint8_t		*p;
 
 	while ((len = evbuffer_get_length(io->in)) > 0) {
 		if (m->backend_left > 0) {
@@ -270,12 +279,9 @@ ldap_backend_input(struct proto_io *io)
 			m->backend_left -= n;
 			continue;
 		}
-		p = evbuffer_pullup(io->in, (ssize_t)(len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX));
-		switch (ldap_peek(p, len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX, LDAP_MSG_MAX, &pk)) {
+		switch (ldap_peek_in(io->in, LDAP_MSG_MAX, &pk)) {
 		case PARSE_NEED_MORE:
-			if (len < LDAP_PEEK_MAX)
-				return PROTO_CONTINUE;
-			/* FALLTHROUGH */
+			return PROTO_CONTINUE;
 		default:
 			return disconnect(io, LDAP_UNAVAILABLE, "the directory server misbehaved",
 			    "backend-error", "the backend sent a malformed LDAP message");
@@ -335,13 +341,10 @@ static enum proto_verdict
 ldap_bup_fail(struct ldap *m, struct proto_io *io, const char *why, int code)
 {
 	if (code >= 0)
-		snprintf(m->bup_why, sizeof(m->bup_why),
+		return proto_upgrade_failed(io, m->bup_why, sizeof(m->bup_why),
 		    "StartTLS with the backend: %s: resultCode %d", why, code);
-	else
-		snprintf(m->bup_why, sizeof(m->bup_why), "StartTLS with the backend: %s", why);
-	io->end = "backend-tls-failed";
-	io->reason = m->bup_why;
-	return PROTO_CLOSE;
+	return proto_upgrade_failed(io, m->bup_why, sizeof(m->bup_why),
+	    "StartTLS with the backend: %s", why);
 }
 
 /*
@@ -365,11 +368,8 @@ ldap_backend_starttls(struct proto_io *io)
 	}
 	if (len == 0)
 		return PROTO_CONTINUE;
-	p = evbuffer_pullup(io->in, (ssize_t)(len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX));
-	switch (ldap_peek(p, len < LDAP_PEEK_MAX ? len : LDAP_PEEK_MAX, LDAP_MSG_MAX_PRE_TLS, &pk)) {
+	switch (ldap_peek_in(io->in, LDAP_MSG_MAX_PRE_TLS, &pk)) {
 	case PARSE_NEED_MORE:
-		if (len >= LDAP_PEEK_MAX)
-			return ldap_bup_fail(m, io, "a malformed LDAP message", -1);
 		return PROTO_CONTINUE;
 	case PARSE_OK:
 		break;

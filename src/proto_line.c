@@ -58,6 +58,17 @@ line_reply(struct proto_io *io, const char *text, bool crlf)
 	io->refused++;
 }
 
+/* The next line of in, before TLS: the line_next of its first bytes. */
+static enum parse_result
+line_next_in(struct evbuffer *in, const char **p, size_t *linelen, size_t *textlen)
+{
+	size_t	 len = evbuffer_get_length(in);
+
+	*p = (const char *)evbuffer_pullup(in,
+	    (ssize_t)(len < LINE_MAX_PRE_TLS ? len : LINE_MAX_PRE_TLS));
+	return line_next(*p, len, LINE_MAX_PRE_TLS, linelen, textlen);
+}
+
 static enum proto_verdict
 line_client_input(struct proto_io *io)
 {
@@ -69,9 +80,7 @@ line_client_input(struct proto_io *io)
 	if (m->conf->client_tls != CLIENT_TLS_STARTTLS || io->client_tls)
 		return PROTO_TRANSPARENT;	/* bytes inside TLS: nothing left to enforce */
 	while ((len = evbuffer_get_length(io->in)) > 0) {
-		p = (const char *)evbuffer_pullup(io->in,
-		    (ssize_t)(len < LINE_MAX_PRE_TLS ? len : LINE_MAX_PRE_TLS));
-		switch (line_next(p, len, LINE_MAX_PRE_TLS, &linelen, &textlen)) {
+		switch (line_next_in(io->in, &p, &linelen, &textlen)) {
 		case PARSE_NEED_MORE:
 			return PROTO_CONTINUE;
 		case PARSE_OK:
@@ -149,11 +158,9 @@ line_tls_ready(struct proto_io *io)
 static enum proto_verdict
 line_bup_fail(struct line *m, struct proto_io *io, const char *why, const char *p, size_t n)
 {
-	snprintf(m->bup_why, sizeof(m->bup_why), "STARTTLS with the backend: %s%s%.*s%s",
+	return proto_upgrade_failed(io, m->bup_why, sizeof(m->bup_why),
+	    "STARTTLS with the backend: %s%s%.*s%s",
 	    why, p ? " '" : "", (int)(n < 60 ? n : 60), p ? p : "", p ? "'" : "");
-	io->end = "backend-tls-failed";
-	io->reason = m->bup_why;
-	return PROTO_CLOSE;
 }
 
 /*
@@ -178,9 +185,7 @@ line_backend_starttls(struct proto_io *io)
 	}
 	if (len == 0)
 		return PROTO_CONTINUE;
-	p = (const char *)evbuffer_pullup(io->in,
-	    (ssize_t)(len < LINE_MAX_PRE_TLS ? len : LINE_MAX_PRE_TLS));
-	switch (line_next(p, len, LINE_MAX_PRE_TLS, &linelen, &textlen)) {
+	switch (line_next_in(io->in, &p, &linelen, &textlen)) {
 	case PARSE_NEED_MORE:
 		return PROTO_CONTINUE;
 	case PARSE_OK:

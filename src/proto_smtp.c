@@ -318,13 +318,36 @@ smtp_backend_error(struct proto_io *io, const char *why)
 	return PROTO_CLOSE;
 }
 
+/*
+ * The backend's next reply line, parsed into r, with *linelen its length
+ * with the line ending.  PARSE_NEED_MORE until the line is all here;
+ * PARSE_TOO_LONG past the 8 KiB line limit; PARSE_MALFORMED when it is
+ * not an SMTP reply.
+ */
+static enum parse_result
+smtp_next_reply(struct evbuffer *in, struct smtp_reply *r, size_t *linelen)
+{
+	size_t		 len = evbuffer_get_length(in), textlen;
+	const char	*p = (const char *)evbuffer_pullup(in,
+			    (ssize_t)(len < SMTP_REPLY_LINE_MAX ? len : SMTP_REPLY_LINE_MAX));
+
+	switch (line_next(p, len, SMTP_REPLY_LINE_MAX, linelen, &textlen)) {
+	case PARSE_NEED_MORE:
+		return PARSE_NEED_MORE;
+	case PARSE_OK:
+		break;
+	default:
+		return PARSE_TOO_LONG;
+	}
+	return smtp_reply_parse(p, textlen, r) == PARSE_OK ? PARSE_OK : PARSE_MALFORMED;
+}
+
 static enum proto_verdict
 smtp_backend_input(struct proto_io *io)
 {
 	struct smtp		*m = io->state;
 	struct smtp_reply	 r;
-	size_t			 len, linelen, textlen;
-	const char		*p;
+	size_t			 linelen;
 
 	if (m->greeting != NULL) {
 		/* backend.tls = "starttls": its greeting, read before TLS */
@@ -332,21 +355,19 @@ smtp_backend_input(struct proto_io *io)
 		evbuffer_free(m->greeting);
 		m->greeting = NULL;
 	}
-	while ((len = evbuffer_get_length(io->in)) > 0) {
+	while (evbuffer_get_length(io->in) > 0) {
 		enum smtp_expect kind = m->count > 0 ? m->expect[m->head] : EXPECT_OTHER;
 
-		p = (const char *)evbuffer_pullup(io->in,
-		    (ssize_t)(len < SMTP_REPLY_LINE_MAX ? len : SMTP_REPLY_LINE_MAX));
-		switch (line_next(p, len, SMTP_REPLY_LINE_MAX, &linelen, &textlen)) {
+		switch (smtp_next_reply(io->in, &r, &linelen)) {
 		case PARSE_NEED_MORE:
 			return PROTO_CONTINUE;
 		case PARSE_OK:
 			break;
-		default:
+		case PARSE_TOO_LONG:
 			return smtp_backend_error(io, "a reply line from the backend longer than 8 KiB");
-		}
-		if (smtp_reply_parse(p, textlen, &r) != PARSE_OK)
+		default:
 			return smtp_backend_error(io, "the backend sent something that is not an SMTP reply");
+		}
 
 		if (m->count == 0 && m->tls_quiet) {
 			/*
@@ -410,13 +431,11 @@ static enum proto_verdict
 smtp_bup_fail(struct smtp *m, struct proto_io *io, const char *why, const struct smtp_reply *r)
 {
 	if (r != NULL)
-		snprintf(m->bup_why, sizeof(m->bup_why), "STARTTLS with the backend: %s: %d %.*s",
+		return proto_upgrade_failed(io, m->bup_why, sizeof(m->bup_why),
+		    "STARTTLS with the backend: %s: %d %.*s",
 		    why, r->code, (int)(r->textlen < 80 ? r->textlen : 80), r->text);
-	else
-		snprintf(m->bup_why, sizeof(m->bup_why), "STARTTLS with the backend: %s", why);
-	io->end = "backend-tls-failed";
-	io->reason = m->bup_why;
-	return PROTO_CLOSE;
+	return proto_upgrade_failed(io, m->bup_why, sizeof(m->bup_why),
+	    "STARTTLS with the backend: %s", why);
 }
 
 /*
@@ -431,23 +450,20 @@ smtp_backend_starttls(struct proto_io *io)
 {
 	struct smtp		*m = io->state;
 	struct smtp_reply	 r;
-	size_t			 len, linelen, textlen;
-	const char		*p;
+	size_t			 linelen;
 	char			 host[256];
 
-	while ((len = evbuffer_get_length(io->in)) > 0) {
-		p = (const char *)evbuffer_pullup(io->in,
-		    (ssize_t)(len < SMTP_REPLY_LINE_MAX ? len : SMTP_REPLY_LINE_MAX));
-		switch (line_next(p, len, SMTP_REPLY_LINE_MAX, &linelen, &textlen)) {
+	while (evbuffer_get_length(io->in) > 0) {
+		switch (smtp_next_reply(io->in, &r, &linelen)) {
 		case PARSE_NEED_MORE:
 			return PROTO_CONTINUE;
 		case PARSE_OK:
 			break;
-		default:
+		case PARSE_TOO_LONG:
 			return smtp_bup_fail(m, io, "a reply line longer than 8 KiB", NULL);
-		}
-		if (smtp_reply_parse(p, textlen, &r) != PARSE_OK)
+		default:
 			return smtp_bup_fail(m, io, "not an SMTP reply", NULL);
+		}
 		m->bup_lines++;
 		switch (m->bup) {
 		case BUP_CONNECTED:
