@@ -1,11 +1,41 @@
 """Small real peers for the integration tests: servers in threads, TLS
 clients, and bounded waiting.  Loopback only; every loop has a deadline."""
+import contextlib
 import hashlib
 import socket
 import ssl
 import subprocess
 import threading
 import time
+
+
+@contextlib.contextmanager
+def never_connects():
+    """The port of a listening socket whose accept queue is full: the
+    kernel drops further SYNs, so a connect to it never completes (for
+    connect timeouts).  Closed on leaving the with block."""
+    full = socket.socket()
+    fillers = []
+    try:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        for _ in range(4):
+            f = socket.socket()
+            fillers.append(f)
+            f.setblocking(False)
+            f.connect_ex(full.getsockname())
+        time.sleep(0.2)
+        yield full.getsockname()[1]
+    finally:
+        for f in fillers:
+            f.close()
+        full.close()
+
+
+def backend_starttls(pki, server_name="backend.test"):
+    """The backend block's settings for the proxy's own STARTTLS towards
+    a test backend that has pki's backend certificate."""
+    return f'tls = "starttls"; ca = "{pki.ca}"; server_name = "{server_name}";'
 
 
 def free_port(family=socket.AF_INET, host="127.0.0.1"):

@@ -14,8 +14,8 @@ from conftest import BIN, ROOT
 
 SUFFIX = "-asan" if os.environ.get("STP_SANITIZED") == "1" else ""
 from helpers import (MemTLS, Server, client_ctx, digest_handler, echo_handler, free_port,
-                     line_then_close_handler, recv_all, recv_until, s_client, server_ctx,
-                     tls_connect, wait_for)
+                     line_then_close_handler, never_connects, recv_all, recv_until, s_client,
+                     server_ctx, tls_connect, wait_for)
 
 
 def conf(port, backend, tls="", extra="", backend_extra="", glob=""):
@@ -401,32 +401,19 @@ def test_backend_unreachable(daemon, pki):
 
 
 def test_backend_connect_timeout(daemon, pki):
-    # a listening socket whose accept queue is full drops further SYNs,
-    # so a connect to it never completes: the connect timeout must fire
-    full = socket.socket()
-    full.bind(("127.0.0.1", 0))
-    full.listen(0)
-    fillers = []
-    for _ in range(4):
-        f = socket.socket()
-        f.setblocking(False)
-        f.connect_ex(full.getsockname())
-        fillers.append(f)
-    time.sleep(0.2)
-    port = free_port()
-    d = daemon(conf(port, f"127.0.0.1:{full.getsockname()[1]}",
-                    certs(pki, (pki.server_cert, pki.server_key)),
-                    extra="timeouts = { connect = 1; };"))
-    with tls_connect(port, pki.ca) as c:
-        t0 = time.monotonic()
-        assert recv_all(c) == b""
-        assert time.monotonic() - t0 < 5
-    line = d.wait_session()[0]
-    assert "end=backend-timeout" in line, line
-    assert "no connection to the backend within 1 s" in line
-    for f in fillers:
-        f.close()
-    full.close()
+    # a connect that never completes: the connect timeout must fire
+    with never_connects() as bport:
+        port = free_port()
+        d = daemon(conf(port, f"127.0.0.1:{bport}",
+                        certs(pki, (pki.server_cert, pki.server_key)),
+                        extra="timeouts = { connect = 1; };"))
+        with tls_connect(port, pki.ca) as c:
+            t0 = time.monotonic()
+            assert recv_all(c) == b""
+            assert time.monotonic() - t0 < 5
+        line = d.wait_session()[0]
+        assert "end=backend-timeout" in line, line
+        assert "no connection to the backend within 1 s" in line
 
 
 def test_backend_by_name_unix_socket_and_ipv6(daemon, pki, tmp_path):

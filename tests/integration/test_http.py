@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import MemTLS, client_ctx, free_port, recv_all, recv_until
+from helpers import (MemTLS, client_ctx, free_port, never_connects, recv_all, recv_until)
 
 
 class WebBackend:
@@ -199,24 +199,12 @@ def test_backend_unreachable_gets_502(daemon, pki):
 
 
 def test_backend_timeout_gets_504(daemon, pki):
-    full = socket.socket()
-    full.bind(("127.0.0.1", 0))
-    full.listen(0)
-    fillers = []
-    for _ in range(4):
-        f = socket.socket()
-        f.setblocking(False)
-        f.connect_ex(full.getsockname())
-        fillers.append(f)
-    time.sleep(0.2)
-    port = free_port()
-    daemon(http_conf(port, pki, backend=f"127.0.0.1:{full.getsockname()[1]}", allow=["alt.test:443"],
-                     extra="timeouts = { connect = 1; };"))
-    r = curl(port, "https://alt.test/", pki)
-    assert r.returncode != 0 and b"CONNECT tunnel failed, response 504" in r.stderr
-    for f in fillers:
-        f.close()
-    full.close()
+    with never_connects() as bport:
+        port = free_port()
+        daemon(http_conf(port, pki, backend=f"127.0.0.1:{bport}", allow=["alt.test:443"],
+                         extra="timeouts = { connect = 1; };"))
+        r = curl(port, "https://alt.test/", pki)
+        assert r.returncode != 0 and b"CONNECT tunnel failed, response 504" in r.stderr
 
 
 def test_busy_gets_503(daemon, pki, web):

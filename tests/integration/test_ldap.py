@@ -9,19 +9,19 @@ import time
 
 import pytest
 
-from helpers import MemTLS, client_ctx, free_port, recv_all
+from helpers import (MemTLS, backend_starttls, client_ctx, free_port, recv_all)
 from slapd_backend import Slapd
 
 STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"
 
 
-def ldap_conf(port, backend_port, pki, extra=""):
+def ldap_conf(port, backend_port, pki, extra="", backend_extra=""):
     return f"""
 listeners = (
   {{ name = "directory"; listen = "127.0.0.1:{port}"; protocol = "ldap";
     {extra}
     tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-    backend = {{ address = "127.0.0.1:{backend_port}"; }};
+    backend = {{ address = "127.0.0.1:{backend_port}"; {backend_extra} }};
   }}
 );
 """
@@ -271,10 +271,7 @@ def test_backend_starttls_to_slapd(daemon, pki, tmp_path):
     s = Slapd(tmp_path, tls=(pki.backend_cert, pki.backend_key, pki.ca))
     try:
         port = free_port()
-        d = daemon(ldap_conf(port, s.port, pki).replace(
-            f'backend = {{ address = "127.0.0.1:{s.port}"; }};',
-            f'backend = {{ address = "127.0.0.1:{s.port}"; tls = "starttls"; '
-            f'ca = "{pki.ca}"; server_name = "backend.test"; }};'))
+        d = daemon(ldap_conf(port, s.port, pki, backend_extra=backend_starttls(pki)))
         r = subprocess.run(["ldapwhoami", "-ZZ", "-x", "-H", f"ldap://127.0.0.1:{port}",
                             "-D", s.user_dn, "-w", s.user_pw],
                            capture_output=True, text=True, env=ldap_env(pki), timeout=30)
@@ -293,10 +290,7 @@ def test_backend_starttls_refused_by_slapd_without_tls(daemon, pki, slapd):
     """slapd without TLS refuses the proxy's StartTLS: the client gets a
     Notice of Disconnection, and its bind never reaches slapd."""
     port = free_port()
-    d = daemon(ldap_conf(port, slapd.port, pki).replace(
-        f'backend = {{ address = "127.0.0.1:{slapd.port}"; }};',
-        f'backend = {{ address = "127.0.0.1:{slapd.port}"; tls = "starttls"; '
-        f'ca = "{pki.ca}"; server_name = "backend.test"; }};'))
+    d = daemon(ldap_conf(port, slapd.port, pki, backend_extra=backend_starttls(pki)))
     r = subprocess.run(["ldapwhoami", "-ZZ", "-x", "-H", f"ldap://127.0.0.1:{port}",
                         "-D", slapd.user_dn, "-w", slapd.user_pw],
                        capture_output=True, text=True, env=ldap_env(pki), timeout=30)

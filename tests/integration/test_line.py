@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from helpers import MemTLS, Server, client_ctx, free_port, recv_all, recv_until, server_ctx
+from helpers import (MemTLS, Server, backend_starttls, client_ctx, free_port, recv_all, recv_until,
+                     server_ctx)
 
 
 def line_server():
@@ -34,14 +35,14 @@ def line_server():
     return Server(handler)
 
 
-def line_conf(port, backend, pki, line_block="", extra=""):
+def line_conf(port, backend, pki, line_block="", extra="", backend_extra=""):
     return f"""
 listeners = (
   {{ name = "demo"; listen = "127.0.0.1:{port}"; protocol = "line";
     {extra}
     tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
     {line_block}
-    backend = {{ address = "127.0.0.1:{backend}"; }};
+    backend = {{ address = "127.0.0.1:{backend}"; {backend_extra} }};
   }}
 );
 """
@@ -281,10 +282,7 @@ def test_backend_starttls(daemon, pki, reply):
     backend = starttls_line_server(pki, reply)
     port = free_port()
     block = f'line = {{ reply = "{reply.decode()}"; }};' if reply else ""
-    text = line_conf(port, backend.port, pki, block).replace(
-        f'backend = {{ address = "127.0.0.1:{backend.port}"; }};',
-        f'backend = {{ address = "127.0.0.1:{backend.port}"; tls = "starttls"; '
-        f'ca = "{pki.ca}"; server_name = "backend.test"; }};')
+    text = line_conf(port, backend.port, pki, block, backend_extra=backend_starttls(pki))
     d = daemon(text)
     t = asyncio.run(demo_client(port, pki.ca, expect_reply=True if reply else None))
     assert t == ([b"PONG\r\n"] + ([reply + b"\r\n"] if reply else []) +
@@ -299,10 +297,8 @@ def test_backend_starttls_wrong_reply(daemon, pki):
     client's lines never reach it."""
     backend = starttls_line_server(pki, b"ERR no")
     port = free_port()
-    text = line_conf(port, backend.port, pki, 'line = { reply = "OK"; };').replace(
-        f'backend = {{ address = "127.0.0.1:{backend.port}"; }};',
-        f'backend = {{ address = "127.0.0.1:{backend.port}"; tls = "starttls"; '
-        f'ca = "{pki.ca}"; server_name = "backend.test"; }};')
+    text = line_conf(port, backend.port, pki, 'line = { reply = "OK"; };',
+                     backend_extra=backend_starttls(pki))
     d = daemon(text)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         c.sendall(b"PING\r\n")
@@ -320,10 +316,8 @@ def test_backend_starttls_client_half_close_during_dialogue(daemon, pki):
     through it, not cut the dialogue short."""
     backend = starttls_line_server(pki, b"OK")
     port = free_port()
-    text = line_conf(port, backend.port, pki, 'line = { reply = "OK"; };', extra="require_tls = false;").replace(
-        f'backend = {{ address = "127.0.0.1:{backend.port}"; }};',
-        f'backend = {{ address = "127.0.0.1:{backend.port}"; tls = "starttls"; '
-        f'ca = "{pki.ca}"; server_name = "backend.test"; }};')
+    text = line_conf(port, backend.port, pki, 'line = { reply = "OK"; };',
+                     extra="require_tls = false;", backend_extra=backend_starttls(pki))
     d = daemon(text)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         c.sendall(b"PING\r\nQUIT\r\n")

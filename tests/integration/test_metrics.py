@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from helpers import Server, client_ctx, echo_handler, free_port, recv_all, recv_until, tls_connect
+from helpers import (Server, client_ctx, echo_handler, free_port, never_connects, recv_all,
+                     recv_until, tls_connect)
 from smtp_backend import SMTPBackend
 from test_smtp import read_reply
 
@@ -102,35 +103,23 @@ def test_backend_timeout_is_counted_once_and_ends_the_session(daemon, pki):
     counted once.  The backend's socket is abandoned: if it connects later,
     nothing of the client's reaches it."""
     import time
-    full = socket.socket()
-    full.bind(("127.0.0.1", 0))
-    full.listen(0)
-    fillers = []
-    for _ in range(4):
-        f = socket.socket()
-        f.setblocking(False)
-        f.connect_ex(full.getsockname())
-        fillers.append(f)
-    time.sleep(0.2)
-    stats, port = free_port(), free_port()
-    d = daemon(f"""
-stats = {{ listen = "127.0.0.1:{stats}"; }};
-listeners = (
-  {{ name = "mail"; listen = "127.0.0.1:{port}"; protocol = "smtp";
-     timeouts = {{ connect = 1; }};
-     backend = {{ address = "127.0.0.1:{full.getsockname()[1]}"; }}; }}
-);
-""")
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-        c.sendall(b"EHLO client.test\r\n")
-        assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
-    line = d.wait_session()[0]
-    assert "end=backend-timeout" in line, line
-    time.sleep(0.5)  # a session that lived on would count again every tick
-    values, text = scrape(stats)
-    assert values['starttls_proxy_backend_failures_total{listener="mail",reason="timeout"}'] == 1, text
-    assert values['starttls_proxy_sessions_active{listener="mail"}'] == 0, text
-    assert d.log().count("end=backend-timeout") == 1
-    for f in fillers:
-        f.close()
-    full.close()
+    with never_connects() as bport:
+        stats, port = free_port(), free_port()
+        d = daemon(f"""
+    stats = {{ listen = "127.0.0.1:{stats}"; }};
+    listeners = (
+      {{ name = "mail"; listen = "127.0.0.1:{port}"; protocol = "smtp";
+         timeouts = {{ connect = 1; }};
+         backend = {{ address = "127.0.0.1:{bport}"; }}; }}
+    );
+    """)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"EHLO client.test\r\n")
+            assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
+        line = d.wait_session()[0]
+        assert "end=backend-timeout" in line, line
+        time.sleep(0.5)  # a session that lived on would count again every tick
+        values, text = scrape(stats)
+        assert values['starttls_proxy_backend_failures_total{listener="mail",reason="timeout"}'] == 1, text
+        assert values['starttls_proxy_sessions_active{listener="mail"}'] == 0, text
+        assert d.log().count("end=backend-timeout") == 1

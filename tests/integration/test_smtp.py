@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from helpers import (MemTLS, Server, client_ctx, free_port, recv_all, recv_until, s_client, server_ctx,
-                     wait_for)
+from helpers import (MemTLS, Server, backend_starttls, client_ctx, free_port, recv_all, recv_until,
+                     s_client, server_ctx, wait_for)
 from smtp_backend import SMTPBackend
 
 
@@ -329,7 +329,7 @@ def test_tls_backend_starttls(daemon, pki, tmp_path):
     port = free_port()
     try:
         d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
-                             backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "backend.test";'))
+                             backend_extra=backend_starttls(pki)))
         msg = tmp_path / "m.eml"
         msg.write_bytes(MESSAGE[:-2])
         r = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--tls", "--from", "a@example.org",
@@ -358,7 +358,7 @@ def test_tls_backend_starttls_behind_implicit_tls(daemon, pki, tmp_path):
     try:
         d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
                              extra='client_tls = "implicit";',
-                             backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "backend.test";'))
+                             backend_extra=backend_starttls(pki)))
         msg = tmp_path / "m.eml"
         msg.write_bytes(MESSAGE[:-2])
         r = subprocess.run(["swaks", "--server", f"127.0.0.1:{port}", "--tlsc", "--from", "a@example.org",
@@ -380,7 +380,7 @@ def test_tls_backend_starttls_refused_when_not_offered(daemon, pki):
     port = free_port()
     try:
         d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
-                             backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "backend.test";'))
+                             backend_extra=backend_starttls(pki)))
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
         line = d.wait_session()[0]
@@ -398,7 +398,7 @@ def test_tls_backend_starttls_certificate_rejected(daemon, pki):
     port = free_port()
     try:
         d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
-                             backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "other.test";'))
+                             backend_extra=backend_starttls(pki, "other.test")))
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
         line = d.wait_session()[0]
@@ -431,7 +431,7 @@ def test_tls_backend_starttls_refuses_bytes_injected_after_220(daemon, pki):
     fake = Server(handler)
     port = free_port()
     d = daemon(smtp_conf(port, f"127.0.0.1:{fake.port}", pki=pki,
-                         backend_extra=f'tls = "starttls"; ca = "{pki.ca}"; server_name = "backend.test";'))
+                         backend_extra=backend_starttls(pki)))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
     line = d.wait_session()[0]
@@ -457,7 +457,7 @@ def test_tls_backend_starttls_refusal_text_cannot_forge_log_keys(daemon, pki):
     fake = Server(handler)
     port = free_port()
     d = daemon(smtp_conf(port, f"127.0.0.1:{fake.port}", pki=pki,
-                         backend_extra=f'tls = "starttls"; ca = "{pki.ca}";'))
+                         backend_extra=backend_starttls(pki)))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
     line = d.wait_session()[0]
