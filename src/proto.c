@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 #include "proto.h"
 
 const struct proto *const proto_table[] = {
@@ -73,4 +75,13 @@ proto_upgrade_failed(struct proto_io *io, char *why, size_t len, const char *fmt
 	io->end = "backend-tls-failed";
 	io->reason = why;
 	return PROTO_CLOSE;
+}
+
+bool
+proto_client_full(struct proto_io *io)
+{
+	if (evbuffer_get_length(io->to_client) < io->client_room)
+		return false;
+	io->stopped = true;
+	return true;
 }

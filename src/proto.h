@@ -64,6 +64,8 @@ struct proto_io {
 	const char		*reason;	/* and why, in words */
 	size_t			 refused;	/* requests answered by the proxy so far */
 	size_t			 dropped;	/* backend bytes the module discarded */
+	size_t			 client_room;	/* what it may queue to the client: see proto_client_full */
+	bool			 stopped;	/* it stopped there, with input left */
 };
 
 struct proto {
@@ -98,6 +100,17 @@ void		 proto_backend_starttls_names(char *buf, size_t len);
  */
 enum proto_verdict proto_upgrade_failed(struct proto_io *io, char *why, size_t len,
 		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/*
+ * Guarantee 1 for the replies the proxy writes itself: true once what is
+ * queued towards the client has reached the listener's high watermark.
+ * A module asks before each command it may answer and, when it is true,
+ * returns PROTO_CONTINUE with the rest of the input left in io->in: the
+ * session pauses the client, as it pauses any source whose destination
+ * is full, and calls the module again once the client has read.  A client
+ * that sends refused commands and never reads its replies is held to the
+ * watermark, however many replies its bytes would earn.
+ */
+bool		 proto_client_full(struct proto_io *io);
 /* The table, NULL-terminated. */
 extern const struct proto *const proto_table[];
 

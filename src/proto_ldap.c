@@ -195,6 +195,8 @@ ldap_client_input(struct proto_io *io)
 			m->client_left -= n;
 			continue;
 		}
+		if (proto_client_full(io))
+			return PROTO_CONTINUE;	/* the client reads its replies first */
 		switch (ldap_peek_in(io->in, max, &pk)) {
 		case PARSE_NEED_MORE:
 			return PROTO_CONTINUE;

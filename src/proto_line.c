@@ -80,6 +80,8 @@ line_client_input(struct proto_io *io)
 	if (m->conf->client_tls != CLIENT_TLS_STARTTLS || io->client_tls)
 		return PROTO_TRANSPARENT;	/* bytes inside TLS: nothing left to enforce */
 	while ((len = evbuffer_get_length(io->in)) > 0) {
+		if (proto_client_full(io))
+			return PROTO_CONTINUE;	/* the client reads its replies first */
 		switch (line_next_in(io->in, &p, &linelen, &textlen)) {
 		case PARSE_NEED_MORE:
 			return PROTO_CONTINUE;

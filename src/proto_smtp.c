@@ -256,6 +256,8 @@ smtp_client_input(struct proto_io *io)
 	size_t			 len;
 
 	while ((len = evbuffer_get_length(io->in)) > 0) {
+		if (proto_client_full(io))
+			return PROTO_CONTINUE;	/* the client reads its replies first */
 		switch (m->mode) {
 		case CLIENT_DATA:
 			if (!smtp_relay_data(m, io))

@@ -261,13 +261,14 @@ relay_eof(struct session *s, struct side *sd)
 		relay_forward(s, sd, other);
 	if (s->dead)
 		return;
-	if (sd == &s->client && s->held &&
+	if (sd == &s->client && (s->held || s->unparsed) &&
 	    evbuffer_get_length(bufferevent_get_input(sd->bev)) > 0) {
 		/*
 		 * The module holds commands the client pipelined before its
-		 * EOF (an upgrade or a refusal waits for earlier replies):
-		 * they reach the backend before the EOF does, once the hold
-		 * is released (relay_eof_released).
+		 * EOF (an upgrade or a refusal waits for earlier replies, or
+		 * the client has not read its replies yet): they reach the
+		 * backend before the EOF does, once the module has had them
+		 * (relay_eof_released).
 		 */
 		session_update_reading(s);
 		return;
@@ -279,7 +280,7 @@ relay_eof(struct session *s, struct side *sd)
 void
 relay_eof_released(struct session *s)
 {
-	if (s->dead || !s->client.eof || s->held || s->backend.want_shut)
+	if (s->dead || !s->client.eof || s->held || s->unparsed || s->backend.want_shut)
 		return;
 	relay_pass_eof(s, &s->backend);
 }

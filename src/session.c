@@ -217,6 +217,13 @@ session_start(struct session *s)
 	session_arm(s);
 }
 
+/* The module still parses: before TLS, or inside it until it is transparent. */
+static bool
+session_parsing(const struct session *s)
+{
+	return s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS;
+}
+
 static void
 side_set_reading(struct side *sd, bool on)
 {
@@ -255,6 +262,13 @@ session_update_reading(struct session *s)
 		return;
 	cr = (parsing || s->state == SESSION_RELAY || s->state == SESSION_HANDSHAKE) &&
 	    !s->held && !b->full && !c->eof;
+	/*
+	 * While the module parses, what goes to the client may be the
+	 * proxy's own replies to what the client sends: a client that does
+	 * not read them is paused like any source whose destination is full.
+	 */
+	if (parsing && (c->full || s->unparsed))
+		cr = false;
 	if (s->state == SESSION_CLOSING || s->state == SESSION_PROXY_HEADER)
 		cr = !c->eof;	/* lingering, or the PROXY header */
 	if (cr && s->bstate != BACKEND_UP && s->state != SESSION_CLOSING) {
@@ -375,6 +389,10 @@ session_tick(evutil_socket_t fd, short what, void *arg)
 			if (sd->full && relay_pending(sd) <= s->lc->low_watermark)
 				sd->full = false;
 		session_update_reading(s);
+		/* the client has read its replies: the rest of its input, now */
+		if (!s->dead && s->unparsed && !s->held && !s->client.full &&
+		    session_parsing(s))
+			session_parse(s, &s->client);
 	}
 	if (!s->dead && (work & SESSION_WORK_SHUT)) {
 		relay_try_shut(s, &s->client);
@@ -430,7 +448,11 @@ session_flush_replies(struct session *s)
 static void
 session_io(struct session *s, struct proto_io *io, struct evbuffer *in)
 {
+	size_t	 pending = relay_pending(&s->client);
+
 	*io = (struct proto_io){
+		.client_room = pending < s->lc->high_watermark ?
+		    s->lc->high_watermark - pending : 0,
 		.state = s->proto_state,
 		.conf = s->lc,
 		.client_tls = s->client.tls_up,
@@ -549,22 +571,50 @@ session_verdict(struct session *s, enum proto_verdict v, struct proto_io *io)
 	session_update_reading(s);
 }
 
+/*
+ * The client's input, to the module.  When the module stops because its
+ * replies reached the client's watermark (proto_client_full) and the
+ * direct write has already taken them, it goes on at once; otherwise the
+ * client is paused with its input unparsed until it has read
+ * (SESSION_WORK_RESUME).
+ */
+static enum proto_verdict
+session_parse_client(struct session *s)
+{
+	struct evbuffer		*in = bufferevent_get_input(s->client.bev);
+	struct proto_io		 io;
+	enum proto_verdict	 v;
+	size_t			 before;
+
+	do {
+		before = evbuffer_get_length(in);
+		session_io(s, &io, in);
+		v = s->proto->client_input(&io);
+		s->bytes_in += before - evbuffer_get_length(in);
+		s->unparsed = io.stopped && v == PROTO_CONTINUE;
+		session_verdict(s, v, &io);
+	} while (!s->dead && s->unparsed && !s->client.full && session_parsing(s) &&
+	    evbuffer_get_length(in) > 0);
+	return v;
+}
+
 /* Hand the buffered input of one side to the protocol module. */
 static void
 session_parse(struct session *s, struct side *from)
 {
 	struct proto_io		 io;
 	struct evbuffer		*in = bufferevent_get_input(from->bev);
-	size_t			 before = evbuffer_get_length(in);
 	enum proto_verdict	 v;
 
-	if (from == &s->backend && s->held)
-		s->held = false;	/* the answer the module waited for may be here */
-	session_io(s, &io, in);
-	v = from == &s->client ? s->proto->client_input(&io) : s->proto->backend_input(&io);
-	if (from == &s->client)
-		s->bytes_in += before - evbuffer_get_length(in);
-	session_verdict(s, v, &io);
+	if (from == &s->client) {
+		v = session_parse_client(s);
+	} else {
+		if (s->held)
+			s->held = false;	/* the answer the module waited for may be here */
+		session_io(s, &io, in);
+		v = s->proto->backend_input(&io);
+		session_verdict(s, v, &io);
+	}
 	/* a backend answer may release client input the module held */
 	if (!s->dead && from == &s->backend && v == PROTO_CONTINUE &&
 	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS) &&

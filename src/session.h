@@ -95,6 +95,8 @@ struct session {
 	const struct proto	*proto;
 	void			*proto_state;
 	bool			 held;		/* client reading held by the module */
+	bool			 unparsed;	/* the module stopped at the client's
+						   watermark with input left (proto_client_full) */
 	bool			 dead;
 	unsigned		 work;
 

@@ -31,12 +31,18 @@ struct run {
 	bool			 held;
 	bool			 bup;		/* backend STARTTLS dialogue still on */
 	bool			 over;
+	size_t			 room;		/* what the client may be sent per step */
+	bool			 stopped;	/* the module stopped there */
 };
+
+/* One reply past the client's room is all a module may write (Guarantee 1). */
+#define REPLY_MAX	1024
 
 static enum proto_verdict
 call(struct run *r, enum proto_verdict (*fn)(struct proto_io *), struct evbuffer *in)
 {
-	struct proto_io	 io;
+	struct proto_io		 io;
+	enum proto_verdict	 v;
 
 	memset(&io, 0, sizeof(io));
 	io.state = r->state;
@@ -45,7 +51,15 @@ call(struct run *r, enum proto_verdict (*fn)(struct proto_io *), struct evbuffer
 	io.in = in;
 	io.to_client = r->to_client;
 	io.to_backend = r->to_backend;
-	return fn(&io);
+	io.client_room = r->room > evbuffer_get_length(r->to_client) ?
+	    r->room - evbuffer_get_length(r->to_client) : 0;
+	v = fn(&io);
+	if (fn == r->proto->client_input) {
+		r->stopped = io.stopped && v == PROTO_CONTINUE;
+		if (evbuffer_get_length(r->to_client) > r->room + REPLY_MAX)
+			__builtin_trap();	/* replies past the watermark */
+	}
+	return v;
 }
 
 /* What the session does with a verdict, as far as the module can tell. */
@@ -131,6 +145,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	r.conf.http.connect_allow = (char **)allow;
 	r.conf.http.nconnect_allow = 2;
 	r.bup = (data[1] & 4) && r.proto->backend_starttls != NULL;
+	r.room = (data[1] & 16) ? 256 : SIZE_MAX / 2;	/* a client that does not read */
 	if ((r.state = r.proto->session_new(&r.conf)) == NULL)
 		return 0;
 	r.cin = evbuffer_new();
@@ -179,6 +194,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_smtp_cleartext(r.to_backend);
 		evbuffer_drain(r.to_client, evbuffer_get_length(r.to_client));
 		evbuffer_drain(r.to_backend, evbuffer_get_length(r.to_backend));
+		/* the client has read its replies: the session resumes the module */
+		if (!r.over && r.stopped && !r.held && evbuffer_get_length(r.cin) > 0)
+			verdict(&r, call(&r, r.proto->client_input, r.cin));
 	}
 	r.proto->session_free(r.state);
 	evbuffer_free(r.cin);

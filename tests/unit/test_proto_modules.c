@@ -35,6 +35,7 @@ struct harness {
 	struct evbuffer		*to_client;
 	struct evbuffer		*to_backend;
 	bool			 client_tls;	/* the client side is in TLS */
+	size_t			 client_room;	/* 0: no limit */
 };
 
 static void
@@ -77,6 +78,7 @@ run(struct harness *h, bool from_client)
 	io.in = from_client ? h->from_client : h->from_backend;
 	io.to_client = h->to_client;
 	io.to_backend = h->to_backend;
+	io.client_room = h->client_room ? h->client_room : SIZE_MAX;
 	return from_client ? h->proto->client_input(&io) : h->proto->backend_input(&io);
 }
 
@@ -516,10 +518,58 @@ test_line_backend_starttls(void **state)
 	harness_free(&h);
 }
 
+/*
+ * Guarantee 1: a module stops answering once its replies reach the
+ * client's room, leaves the rest of the input, and goes on where it
+ * stopped when called again.
+ */
+static void
+check_stops_at_room(const struct proto *p, const char *greeting, const char *cmd,
+    size_t cmdlen, size_t reply_max)
+{
+	struct harness	 h;
+	size_t		 n = 0, got, total = 0;
+
+	harness_init(&h, p);
+	h.conf.require_tls = true;
+	if (greeting != NULL)
+		backend_says(&h, greeting);
+	free(drain_string(h.to_client));
+	for (int i = 0; i < 1000; i++)
+		evbuffer_add(h.from_client, cmd, cmdlen);
+	h.client_room = 200;
+	while (evbuffer_get_length(h.from_client) > 0 && n++ < 2000) {
+		assert_int_equal(run(&h, true), PROTO_CONTINUE);
+		got = evbuffer_get_length(h.to_client);
+		assert_true(got >= 1 || evbuffer_get_length(h.from_client) == 0);
+		assert_true(got < 200 + reply_max);
+		total += got;
+		evbuffer_drain(h.to_client, got);	/* the client reads */
+	}
+	assert_int_equal(evbuffer_get_length(h.from_client), 0);
+	assert_true(n > 10);	/* it did stop, many times */
+	assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+	assert_true(total >= 1000);
+	harness_free(&h);
+}
+
+static void
+test_modules_stop_at_the_clients_room(void **state)
+{
+	(void)state;
+	static const char bind[] =
+	    "\x30\x0c\x02\x01\x01\x60\x07\x02\x01\x03\x04\x00\x80\x00";
+
+	check_stops_at_room(&proto_smtp, "220 backend.test ESMTP\r\n", "MAIL\r\n", 6, 64);
+	check_stops_at_room(&proto_line, NULL, "\n", 1, 64);
+	check_stops_at_room(&proto_ldap, NULL, bind, sizeof(bind) - 1, 128);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_modules_stop_at_the_clients_room),
 		cmocka_unit_test(test_smtp_data_in_many_chunks),
 		cmocka_unit_test(test_smtp_unfinished_data_in_many_chunks),
 		cmocka_unit_test(test_line_replies_in_many_chunks),
