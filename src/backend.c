@@ -102,7 +102,7 @@ backend_connect(struct session *s)
 	const struct addr		*a = s->target ? s->target : &s->lc->backend.address;
 	struct evutil_addrinfo		 hints;
 	struct evdns_getaddrinfo_request *req;
-	char				 port[8];
+	char				 port[8], host[ADDR_HOST_MAX + 1];
 
 	if (s->bstate != BACKEND_IDLE)
 		return;
@@ -116,7 +116,9 @@ backend_connect(struct session *s)
 		backend_start(s, (const struct sockaddr *)&a->ss, a->sslen);
 		return;
 	}
-	snprintf(s->backend_addr, sizeof(s->backend_addr), "%s:%u", a->host, a->port);
+	/* a CONNECT target is the client's choice: escaped for the log */
+	log_escape(a->host, false, host, sizeof(host));
+	snprintf(s->backend_addr, sizeof(s->backend_addr), "%s:%u", host, a->port);
 	snprintf(port, sizeof(port), "%u", a->port);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;

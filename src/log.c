@@ -71,6 +71,57 @@ log_level_name(enum log_level level)
 	return level_names[level];
 }
 
+static bool
+log_byte_safe(unsigned char c, bool quoted)
+{
+	if (quoted)
+		return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	    (c != '\0' && strchr("._-:/[]*@+", c) != NULL);
+}
+
+const char *
+log_escape(const char *in, bool quoted, char *out, size_t outlen)
+{
+	static const char	 hex[] = "0123456789abcdef";
+	size_t			 o = 0;
+
+	if (outlen == 0)
+		return out;
+	for (; *in != '\0'; in++) {
+		unsigned char c = (unsigned char)*in;
+
+		if (log_byte_safe(c, quoted) || (quoted && (c == '"' || c == '\\'))) {
+			if (o + 1 >= outlen)
+				break;
+			/* in a quoted value, quotes stay readable as ' */
+			out[o++] = log_byte_safe(c, quoted) ? (char)c : '\'';
+			continue;
+		}
+		if (o + 4 >= outlen)
+			break;
+		out[o++] = '\\';
+		out[o++] = 'x';
+		out[o++] = hex[c >> 4];
+		out[o++] = hex[c & 0xf];
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/*
+ * The last line of defence: whatever a caller forgot to escape, no
+ * control character reaches the log, so no peer can start a line of its
+ * own (log_escape does the rest, per value).
+ */
+static void
+log_neutralize(char *msg)
+{
+	for (unsigned char *p = (unsigned char *)msg; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			*p = '?';
+}
+
 static void log_vwrite(enum log_level, const char *, const char *, va_list)
     __attribute__((format(printf, 3, 0)));
 
@@ -93,6 +144,7 @@ log_vwrite(enum log_level level, const char *errstr, const char *fmt, va_list ap
 		return;
 	if (errstr != NULL && (size_t)n < sizeof(msg))
 		snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", errstr);
+	log_neutralize(msg);
 
 	if (log_target == LOG_TARGET_SYSLOG) {
 		syslog(prio[level], "%s", msg);

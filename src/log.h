@@ -48,6 +48,18 @@ struct log_ratelimit {
 };
 bool	log_ratelimit_pass(struct log_ratelimit *, time_t now, unsigned long *suppressed);
 
+/*
+ * Guarantee 4: every value a peer chooses (an address from a PROXY header,
+ * an SNI name, a reply text, a host name it asked for) goes through this
+ * before it reaches a log line, at every level.  A byte that could end
+ * the value or the line becomes \xHH: in a bare value anything but
+ * letters, digits and ._-:/[]*@+; in a quoted one (for key="...") control
+ * characters and bytes past ASCII, while '"' and '\\' become '\''.  The
+ * result always fits
+ * in outlen (truncated, never cut inside an escape) and is returned.
+ */
+const char *log_escape(const char *in, bool quoted, char *out, size_t outlen);
+
 #define log_debug_enabled() log_enabled(LOG_LEVEL_DEBUG)
 
 #endif

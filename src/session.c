@@ -15,7 +15,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -91,6 +90,19 @@ session_enter(struct session *s, enum session_state st)
 	s->state = st;
 }
 
+/*
+ * The client's address as every log line shows it.  A PROXY header may
+ * carry a unix path of any bytes: it is escaped once, here (Guarantee 4).
+ */
+static void
+session_set_client_addr(struct session *s, const struct sockaddr *sa, socklen_t len)
+{
+	char	 raw[sizeof(s->client_addr)];
+
+	addr_format(sa, len, raw, sizeof(raw));
+	log_escape(raw, false, s->client_addr, sizeof(s->client_addr));
+}
+
 void
 session_accept(struct worker *w, struct listen_sock *ls, int fd,
     const struct sockaddr *sa, socklen_t salen)
@@ -114,7 +126,7 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	s->backend.s = s;
 	s->upgraded = "none";
 	s->start_ms = s->last_ms = now_ms();
-	addr_format(sa, salen, s->client_addr, sizeof(s->client_addr));
+	session_set_client_addr(s, sa, salen);
 	snprintf(s->backend_addr, sizeof(s->backend_addr), "-");
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
@@ -654,8 +666,7 @@ session_proxy_header(struct session *s)
 	}
 	evbuffer_drain(in, h.len);
 	if (!h.local) {
-		addr_format((struct sockaddr *)&h.src, h.srclen, s->client_addr,
-		    sizeof(s->client_addr));
+		session_set_client_addr(s, (struct sockaddr *)&h.src, h.srclen);
 		memcpy(&s->addrs->src, &h.src, h.srclen);
 		s->addrs->srclen = h.srclen;
 		memcpy(&s->addrs->dst, &h.dst, h.dstlen);
@@ -776,10 +787,13 @@ session_client_tls_ready(struct session *s)
 	else
 		STAT_INC(s->counters, upgrades_starttls);
 	stats_tls(s->counters, tls_version_name(s->client.ssl), tls_cipher_name(s->client.ssl));
-	if (log_debug_enabled())
+	if (log_debug_enabled()) {
+		char sni[256];
+
 		log_debug("session %llu: client TLS %s %s sni=%s", (unsigned long long)s->id,
 		    tls_version_name(s->client.ssl), tls_cipher_name(s->client.ssl),
-		    tls_sni_name(s->client.ssl));
+		    log_escape(tls_sni_name(s->client.ssl), false, sni, sizeof(sni)));
+	}
 	if (s->proto->tls_ready != NULL) {
 		session_enter(s, SESSION_TLS);
 		session_io(s, &io, NULL);
@@ -1030,32 +1044,6 @@ session_finish(struct session *s, const char *end, const char *reason)
 		session_arm(s);
 }
 
-/*
- * Peers choose some of what the session line shows (the SNI name, reply
- * text in a reason): keep it to one line of key=value pairs that a log
- * parser cannot be fooled by.  In a quoted value '"' and '\\' become '\'';
- * in a bare one anything but a host name's characters becomes '?'.
- */
-static const char *
-log_clean(const char *in, bool quoted, char *out, size_t outlen)
-{
-	size_t	 i;
-
-	for (i = 0; in[i] != '\0' && i + 1 < outlen; i++) {
-		unsigned char c = (unsigned char)in[i];
-
-		if (c < 0x20 || c >= 0x7f)
-			c = '?';
-		else if (quoted && (c == '"' || c == '\\'))
-			c = '\'';
-		else if (!quoted && !(isalnum(c) || c == '.' || c == '-' || c == '_' || c == '*'))
-			c = '?';
-		out[i] = (char)c;
-	}
-	out[i] = '\0';
-	return out;
-}
-
 static void
 session_log(struct session *s, const char *end, const char *reason)
 {
@@ -1069,12 +1057,12 @@ session_log(struct session *s, const char *end, const char *reason)
 	    "upgraded=%s in=%llu out=%llu ms=%llu end=%s%s id=%llu%s%s%s",
 	    s->lc->name, s->client_addr, s->backend_addr,
 	    ssl ? tls_version_name(ssl) : "-", tls_cipher_name(ssl),
-	    log_clean(tls_sni_name(ssl), false, sni, sizeof(sni)), s->upgraded,
+	    log_escape(tls_sni_name(ssl), false, sni, sizeof(sni)), s->upgraded,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    (unsigned long long)(now_ms() - s->start_ms), end, extra,
 	    (unsigned long long)s->id,
 	    reason && *reason ? " reason=\"" : "",
-	    reason && *reason ? log_clean(reason, true, why, sizeof(why)) : "",
+	    reason && *reason ? log_escape(reason, true, why, sizeof(why)) : "",
 	    reason && *reason ? "\"" : "");
 }
 

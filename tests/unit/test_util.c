@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
 
 static void
@@ -183,6 +184,30 @@ test_edit_distance(void **state)
 	assert_int_equal(edit_distance("same", "same"), 0);
 }
 
+/* Guarantee 4: what a peer chooses cannot end a value or a line. */
+static void
+test_log_escape(void **state)
+{
+	char	 out[64], small[8];
+
+	(void)state;
+	assert_string_equal(log_escape("mail.example", false, out, sizeof(out)), "mail.example");
+	assert_string_equal(log_escape("[::1]:25", false, out, sizeof(out)), "[::1]:25");
+	assert_string_equal(log_escape("unix:/run/a b", false, out, sizeof(out)),
+	    "unix:/run/a\\x20b");
+	assert_string_equal(log_escape("a\nsession x=\"y\"", false, out, sizeof(out)),
+	    "a\\x0asession\\x20x\\x3d\\x22y\\x22");
+	assert_string_equal(log_escape("caf\xc3\xa9", false, out, sizeof(out)), "caf\\xc3\\xa9");
+	/* quoted: spaces and '=' stay, quotes and backslashes become ', controls \xHH */
+	assert_string_equal(log_escape("454 no\" end=x \\ \r\n", true, out, sizeof(out)),
+	    "454 no' end=x ' \\x0d\\x0a");
+	assert_string_equal(log_escape("\x7f\x01", true, out, sizeof(out)), "\\x7f\\x01");
+	/* truncated, never inside an escape */
+	assert_string_equal(log_escape("abcd\nef", false, small, sizeof(small)), "abcd");
+	assert_string_equal(log_escape("abcdefghij", false, small, sizeof(small)), "abcdefg");
+	assert_string_equal(log_escape("", false, small, sizeof(small)), "");
+}
+
 int
 main(void)
 {
@@ -196,6 +221,7 @@ main(void)
 		cmocka_unit_test(test_pins),
 		cmocka_unit_test(test_tls_record_start),
 		cmocka_unit_test(test_edit_distance),
+		cmocka_unit_test(test_log_escape),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
