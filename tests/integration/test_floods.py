@@ -40,6 +40,8 @@ class Flooder:
         last = time.monotonic()
         while self.sent < FLOOD and time.monotonic() < end:
             n = self.send(self.chunk)
+            if n is None:
+                break
             if n:
                 self.sent += n
                 last = time.monotonic()
@@ -58,6 +60,8 @@ def raw_sender(sock):
             return sock.send(data)
         except BlockingIOError:
             return 0
+        except (ConnectionResetError, BrokenPipeError):
+            return None     # the proxy closed the connection
     return send
 
 
