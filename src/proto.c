@@ -72,7 +72,7 @@ proto_upgrade_failed(struct proto_io *io, char *why, size_t len, const char *fmt
 	va_start(ap, fmt);
 	vsnprintf(why, len, fmt, ap);
 	va_end(ap);
-	io->end = "backend-tls-failed";
+	io->end = END_BACKEND_TLS_FAILED;
 	io->reason = why;
 	return PROTO_CLOSE;
 }

@@ -37,6 +37,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "end.h"
 
 struct evbuffer;
 
@@ -60,7 +61,8 @@ struct proto_io {
 	struct evbuffer		*to_backend;
 	const struct addr	*connect_to;	/* with PROTO_CONNECT: instead of backend.address */
 	bool			 timed_out;	/* backend_failed: the connect timed out */
-	const char		*end;		/* set with PROTO_CLOSE: end= in the log */
+	enum session_end	 end;		/* with PROTO_CLOSE: end= in the log
+						   (END_PROTOCOL_ERROR unless set) */
 	const char		*reason;	/* and why, in words */
 	size_t			 refused;	/* requests answered by the proxy so far */
 	size_t			 dropped;	/* backend bytes the module discarded */

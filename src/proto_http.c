@@ -70,7 +70,7 @@ http_refuse(struct proto_io *io, int status, const char *extra, const char *body
 	evbuffer_drain(io->in, evbuffer_get_length(io->in));
 	http_respond(io->to_client, status, extra, body);
 	io->refused++;
-	io->end = "protocol-error";
+	io->end = END_PROTOCOL_ERROR;
 	io->reason = reason;
 	return PROTO_CLOSE;
 }

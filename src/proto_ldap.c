@@ -102,7 +102,7 @@ respond(struct proto_io *io, int32_t msgid, enum ldap_op op, enum ldap_result co
 /* A Notice of Disconnection, then close. */
 static enum proto_verdict
 disconnect(struct proto_io *io, enum ldap_result code, const char *diagnostic,
-    const char *end, const char *why)
+    enum session_end end, const char *why)
 {
 	uint8_t	 buf[LDAP_RESPONSE_MAX];
 	ssize_t	 n = ldap_build_notice(code, diagnostic, buf, sizeof(buf));
@@ -202,10 +202,10 @@ ldap_client_input(struct proto_io *io)
 			return PROTO_CONTINUE;
 		case PARSE_TOO_LONG:
 			return disconnect(io, LDAP_PROTOCOL_ERROR, "message too large before TLS",
-			    "protocol-error", "an LDAP message larger than 64 KiB before TLS");
+			    END_PROTOCOL_ERROR, "an LDAP message larger than 64 KiB before TLS");
 		case PARSE_MALFORMED:
 			return disconnect(io, LDAP_PROTOCOL_ERROR, "malformed LDAP message",
-			    "protocol-error", "a malformed LDAP message from the client (BER)");
+			    END_PROTOCOL_ERROR, "a malformed LDAP message from the client (BER)");
 		case PARSE_OK:
 			break;
 		}
@@ -235,7 +235,7 @@ ldap_client_input(struct proto_io *io)
 
 			if (resp == -1)
 				return disconnect(io, LDAP_PROTOCOL_ERROR, "not an LDAP request",
-				    "protocol-error", "the client sent something that is not an LDAP request");
+				    END_PROTOCOL_ERROR, "the client sent something that is not an LDAP request");
 			if (m->backend_left > 0)
 				return PROTO_HOLD;
 			respond(io, pk.msgid, (enum ldap_op)resp, LDAP_CONFIDENTIALITY_REQUIRED,
@@ -286,7 +286,7 @@ ldap_backend_input(struct proto_io *io)
 			return PROTO_CONTINUE;
 		default:
 			return disconnect(io, LDAP_UNAVAILABLE, "the directory server misbehaved",
-			    "backend-error", "the backend sent a malformed LDAP message");
+			    END_BACKEND_ERROR, "the backend sent a malformed LDAP message");
 		case PARSE_OK:
 			break;
 		}

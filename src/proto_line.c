@@ -89,7 +89,7 @@ line_client_input(struct proto_io *io)
 			break;
 		default:
 			evbuffer_drain(io->in, len);
-			io->end = "protocol-error";
+			io->end = END_PROTOCOL_ERROR;
 			io->reason = "a line longer than 8 KiB before TLS";
 			return PROTO_CLOSE;
 		}

@@ -203,7 +203,7 @@ smtp_command(struct smtp *m, struct proto_io *io)
 			return PROTO_HOLD;	/* answer in order */
 		evbuffer_drain(io->in, len);
 		reply(io, REPLY_TOO_LONG);
-		io->end = "protocol-error";
+		io->end = END_PROTOCOL_ERROR;
 		io->reason = io->client_tls ? "a command line longer than 64 KiB" :
 		    "a command line longer than 4 KiB before TLS";
 		return PROTO_CLOSE;
@@ -315,7 +315,7 @@ smtp_backend_error(struct proto_io *io, const char *why)
 {
 	evbuffer_drain(io->in, evbuffer_get_length(io->in));
 	evbuffer_add(io->to_client, REPLY_BACKEND_ERROR, strlen(REPLY_BACKEND_ERROR));
-	io->end = "backend-error";
+	io->end = END_BACKEND_ERROR;
 	io->reason = why;
 	return PROTO_CLOSE;
 }

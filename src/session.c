@@ -1,19 +1,29 @@
 /*
- * Sessions: accept, the protocol module's verdicts, the client-side TLS
- * upgrade, timeouts, and the single close path with its log line.
+ * Sessions: the policy.  A session is one client side (side.c), at most
+ * one backend (backend.c) and the protocol module between them; it owns
+ * every decision: what is read from whom (watermarks, the module's hold,
+ * the client's own replies), what is forwarded, when an EOF is passed
+ * on, when the client side upgrades to TLS, timeouts, and the one way a
+ * session ends, session_close(), with its log line.  The layers below
+ * report events to session_side_cb() and session_backend_cb() and never
+ * decide.
  *
  * The order of an upgrade (RFC 3207 section 4.2, CVE-2011-0411):
  * the module answers the verb; reading stops on both sides; whatever the
  * client sent behind the verb, up to the first byte that can start a TLS
  * record, is discarded and counted; the answer is flushed; only then is
- * the client's socket bufferevent wrapped in a TLS filter, so that no
- * cleartext byte ever reaches the TLS layer or the backend after the verb.
+ * the client's socket wrapped in TLS, so that no cleartext byte ever
+ * reaches the TLS layer or the backend after the verb.
+ *
+ * Structural changes (the TLS wrap, half-closes, the close, the free)
+ * run from the session's own timer event (session_tick), outside any
+ * I/O callback; the memory is freed from there too, so that no libevent
+ * callback ever runs on a freed session.
  */
 #include "autoconfig.h"
 
+#include <sys/queue.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <stdarg.h>
@@ -24,30 +34,109 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>	/* ev_read: see side_set_reading() */
 #include <event2/event.h>
 
 #include <openssl/err.h>
 
+#include "backend.h"
 #include "config.h"
+#include "end.h"
 #include "log.h"
 #include "proto.h"
 #include "proxy_proto.h"
 #include "server.h"
 #include "session.h"
+#include "side.h"
 #include "stats.h"
 #include "tlsctx.h"
 
+#define SESSION_MAGIC		0x53545031u	/* "STP1" */
+#define SESSION_LINGER_MS	5000		/* flushing a last reply */
+
+enum session_state {
+	SESSION_PROXY_HEADER,	/* waiting for the PROXY protocol header */
+	SESSION_CLEARTEXT,	/* the protocol module parses, before any TLS */
+	SESSION_UPGRADING,	/* the verb was answered; flushing the answer */
+	SESSION_HANDSHAKE,	/* client TLS handshake */
+	SESSION_TLS,		/* in TLS, the protocol module still parses */
+	SESSION_RELAY,		/* transparent relay both ways */
+	SESSION_CLOSING,	/* flushing a last reply to the client */
+};
+
+/* Things to do from the session's timer event, outside I/O callbacks. */
+#define SESSION_WORK_WRAP	0x01	/* start the client TLS handshake */
+#define SESSION_WORK_RESUME	0x02	/* a destination drained: resume its source */
+#define SESSION_WORK_SHUT	0x04	/* an output drained: pass an EOF on */
+#define SESSION_WORK_CLOSE	0x08	/* the last reply is out: close */
+#define SESSION_WORK_DEFER	0x10	/* a side asked for side_deferred() */
+
+/* The client's address and the one it connected to, as the PROXY protocol carries them. */
+struct session_addrs {
+	struct sockaddr_storage	 src;
+	struct sockaddr_storage	 dst;
+	socklen_t		 srclen;
+	socklen_t		 dstlen;
+};
+
+struct session {
+	uint32_t		 magic;
+	uint64_t		 id;
+	struct worker		*w;
+	struct config		*cfg;		/* a reference */
+	const struct listener_conf *lc;
+	struct listener_counters *counters;	/* its listener's, in its worker */
+	TAILQ_ENTRY(session)	 entry;
+
+	enum session_state	 state;
+	const struct proto	*proto;
+	void			*proto_state;
+	bool			 held;		/* client reading held by the module */
+	bool			 unparsed;	/* the module stopped at the client's
+						   watermark with input left (proto_client_full) */
+	bool			 dead;
+	bool			 client_full;	/* output towards the client above the
+						   high watermark: its sources are paused */
+	bool			 backend_full;	/* likewise towards the backend */
+	bool			 have_first_eof;
+	unsigned		 work;
+
+	struct side		 client;
+	struct backend		 backend;
+	struct evbuffer		*pending;	/* for the backend, until it is up */
+	const struct addr	*target;	/* the module's backend, or NULL */
+	struct session_addrs	*addrs;		/* for the PROXY protocol, or NULL */
+
+	struct event		*timer;
+	uint64_t		 start_ms;
+	uint64_t		 last_ms;	/* last byte either way */
+	uint64_t		 phase_deadline;	/* cleartext, handshake or closing */
+	uint64_t		 connect_deadline;
+
+	uint64_t		 bytes_in;
+	uint64_t		 bytes_out;
+	uint64_t		 discarded;
+	const char		*upgraded;	/* "starttls", "implicit", "none" */
+	enum session_end	 first_eof;	/* client-closed or backend-closed */
+	enum session_end	 close_end;	/* while SESSION_CLOSING */
+	char			*close_reason;
+	char			 client_addr[SESSION_PEER_MAX];
+};
+
 static void	session_tick(evutil_socket_t, short, void *);
-static void	session_proxy_header(struct session *);
-static void	session_client_readcb(struct bufferevent *, void *);
-static void	session_client_eventcb(struct bufferevent *, short, void *);
+static void	session_side_cb(struct side *, enum side_event, void *);
+static void	session_backend_cb(struct backend *, enum backend_result, enum session_end,
+		    const char *, void *);
 static void	session_client_tls(struct session *);
+static void	session_connect_backend(struct session *);
+static void	session_backend_failed(struct session *, enum session_end, const char *);
+static void	session_finish(struct session *, enum session_end, const char *);
+static void	session_close(struct session *, enum session_end, const char *, ...)
+		    PRINTFLIKE(3, 4);
 static void	session_free(struct session *);
 static void	session_parse(struct session *, struct side *);
 static void	session_start(struct session *);
+static void	session_update_reading(struct session *);
+static void	session_arm(struct session *);
 
 uint64_t
 now_ms(void)
@@ -56,14 +145,6 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void
-set_nodelay(int fd)
-{
-	int	 one = 1;
-
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 static const char *
@@ -90,6 +171,31 @@ session_enter(struct session *s, enum session_state st)
 	s->state = st;
 }
 
+/* The module still parses: before TLS, or inside it until it is transparent. */
+static bool
+session_parsing(const struct session *s)
+{
+	return s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS;
+}
+
+static bool
+backend_up(const struct session *s)
+{
+	return s->backend.state == BACKEND_UP;
+}
+
+static struct side *
+other_side(struct session *s, struct side *sd)
+{
+	return sd == &s->client ? &s->backend.side : &s->client;
+}
+
+static bool *
+full_flag(struct session *s, struct side *sd)
+{
+	return sd == &s->client ? &s->client_full : &s->backend_full;
+}
+
 /*
  * The client's address as every log line shows it.  A PROXY header may
  * carry a unix path of any bytes: it is escaped once, here (Guarantee 4).
@@ -109,6 +215,7 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 {
 	const struct listener_conf	*lc = ls->lc;
 	struct session			*s;
+	int				 rc;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		log_warn("listener %s: cannot allocate a session", lc->name);
@@ -122,59 +229,39 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	s->lc = lc;
 	s->counters = &lc->stats->workers[w->index];
 	s->proto = lc->proto;
-	s->client.s = s;
-	s->backend.s = s;
 	s->upgraded = "none";
 	s->start_ms = s->last_ms = now_ms();
+	side_init(&s->client, session_side_cb, s);
+	backend_init(&s->backend, session_backend_cb, s);
 	session_set_client_addr(s, sa, salen);
-	snprintf(s->backend_addr, sizeof(s->backend_addr), "-");
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
 	atomic_fetch_add_explicit(&w->d->nsessions, 1, memory_order_relaxed);
 	STAT_INC(s->counters, accepted);
 
-	if (sa->sa_family != AF_UNIX)
-		set_nodelay(fd);
 	s->timer = event_new(w->base, -1, 0, session_tick, s);
 	if (lc->client_tls == CLIENT_TLS_IMPLICIT && !lc->accept_proxy_protocol) {
-		/*
-		 * TLS from the first byte, with nothing to read before it:
-		 * OpenSSL reads and writes the socket itself, whole records
-		 * at a time, with no bufferevent between it and the socket
-		 * (libevent 2.1 reads a socket bufferevent 4 KiB at a time).
-		 */
 		SSL *ssl = tls_server_ssl(lc->tls_server);
 
-		s->client.sock = ssl == NULL ? NULL : bufferevent_openssl_socket_new(w->base, fd,
-		    ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-		/* on failure libevent has freed the SSL (BEV_OPT_CLOSE_ON_FREE) */
-		if (s->client.sock != NULL) {
-			s->client.ssl = ssl;
-			bufferevent_openssl_set_allow_dirty_shutdown(s->client.sock, 1);
-			bufferevent_enable(s->client.sock, EV_WRITE);
-		}
+		if (ssl == NULL) {
+			close(fd);
+			rc = -1;
+		} else
+			rc = side_accept_tls(&s->client, w->base, fd, sa->sa_family, ssl);
 	} else
-		s->client.sock = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (s->client.sock == NULL)
-		close(fd);
-	s->client.bev = s->client.sock;	/* freed with the session from here on */
-	if (s->timer == NULL || s->client.sock == NULL ||
+		rc = side_accept(&s->client, w->base, fd, sa->sa_family);
+	if (s->timer == NULL || rc == -1 ||
 	    (s->proto->session_new != NULL &&
 	    (s->proto_state = s->proto->session_new(lc)) == NULL)) {
-		session_close(s, "internal", "out of memory");
+		session_close(s, END_INTERNAL, "out of memory");
 		return;
 	}
-	relay_attach(&s->client);
-	bufferevent_setcb(s->client.sock, session_client_readcb, NULL,
-	    session_client_eventcb, s);
-	/* plaintext sockets are written directly; libevent only when they block */
-
 	log_debug("session %llu: listener %s accepted %s in worker %u",
 	    (unsigned long long)s->id, lc->name, s->client_addr, w->index);
 
 	if (lc->accept_proxy_protocol || lc->backend.proxy_protocol != PROXY_PROTO_NONE) {
 		if ((s->addrs = calloc(1, sizeof(*s->addrs))) == NULL) {
-			session_close(s, "internal", "out of memory");
+			session_close(s, END_INTERNAL, "out of memory");
 			return;
 		}
 		memcpy(&s->addrs->src, sa, salen);
@@ -222,91 +309,63 @@ session_start(struct session *s)
 	if (s->dead)
 		return;
 	if (s->proto->connect_early || lc->client_tls == CLIENT_TLS_NONE)
-		backend_connect(s);
+		session_connect_backend(s);
 	if (s->dead)
 		return;
 	session_update_reading(s);
 	session_arm(s);
 }
 
-/* The module still parses: before TLS, or inside it until it is transparent. */
-static bool
-session_parsing(const struct session *s)
-{
-	return s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS;
-}
-
-static void
-side_set_reading(struct side *sd, bool on)
-{
-	if (sd->bev == NULL || sd->reading == on)
-		return;
-	sd->reading = on;
-	if (!on) {
-		bufferevent_disable(sd->bev, EV_READ);
-		return;
-	}
-	bufferevent_enable(sd->bev, EV_READ);
-	if (sd->readahead != NULL)
-		event_add(sd->readahead, NULL);
-	/*
-	 * libevent issue #690: a TLS bufferevent on a socket does not look
-	 * again at records OpenSSL already holds when reading resumes; they
-	 * would wait for the next byte from the network, which may never
-	 * come.  Make it look.
-	 */
-	if (sd->ssl != NULL && sd->bev == sd->sock && SSL_has_pending(sd->ssl))
-		event_active(&sd->bev->ev_read, EV_READ, 1);
-}
-
 /*
  * Which side may read now.  The one place that decides it, from the
  * state: the module's hold, the watermarks and EOFs.
  */
-void
+static void
 session_update_reading(struct session *s)
 {
-	struct side	*c = &s->client, *b = &s->backend;
-	bool		 parsing = s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS;
+	struct side	*c = &s->client, *b = &s->backend.side;
+	bool		 parsing = session_parsing(s);
 	bool		 cr, br;
 
 	if (s->dead)
 		return;
 	cr = (parsing || s->state == SESSION_RELAY || s->state == SESSION_HANDSHAKE) &&
-	    !s->held && !b->full && !c->eof;
+	    !s->held && !s->backend_full && !c->eof;
 	/*
 	 * While the module parses, what goes to the client may be the
 	 * proxy's own replies to what the client sends: a client that does
 	 * not read them is paused like any source whose destination is full.
 	 */
-	if (parsing && (c->full || s->unparsed))
+	if (parsing && (s->client_full || s->unparsed))
 		cr = false;
 	if (s->state == SESSION_CLOSING || s->state == SESSION_PROXY_HEADER)
 		cr = !c->eof;	/* lingering, or the PROXY header */
-	if (cr && s->bstate != BACKEND_UP && s->state != SESSION_CLOSING) {
+	if (cr && !backend_up(s) && s->state != SESSION_CLOSING) {
+		/* held for a backend not up yet: up to the watermark */
 		size_t queued = s->pending ? evbuffer_get_length(s->pending) : 0;
 
 		if (c->bev != NULL)
-			queued += evbuffer_get_length(bufferevent_get_input(c->bev));
+			queued += evbuffer_get_length(side_input(c));
 		if (queued >= s->lc->high_watermark)
 			cr = false;
 	}
-	br = s->bstate == BACKEND_UP && (parsing || s->state == SESSION_RELAY) &&
-	    !c->full && !b->eof;
-
 	side_set_reading(c, cr);
-	side_set_reading(b, br);
+	/* until it is up, the backend's connection is backend.c's */
+	if (backend_up(s)) {
+		br = (parsing || s->state == SESSION_RELAY) && !s->client_full && !b->eof;
+		side_set_reading(b, br);
+	}
 }
 
 /* Run deferred work from the timer event, outside any I/O callback. */
-void
+static void
 session_schedule(struct session *s, unsigned work)
 {
 	s->work |= work;
 	event_active(s->timer, EV_TIMEOUT, 1);
 }
 
-void
+static void
 session_arm(struct session *s)
 {
 	uint64_t	 now = now_ms(), next, d;
@@ -335,6 +394,28 @@ session_arm(struct session *s)
 	event_add(s->timer, &tv);
 }
 
+/*
+ * Half-close towards a side once its output has drained; the session
+ * ends when both directions have ended and been passed on.
+ */
+static void
+session_shut_progress(struct session *s, struct side *sd)
+{
+	if (s->dead || sd->bev == NULL)
+		return;
+	/*
+	 * Not while the backend is still being reached: its TLS handshake
+	 * or STARTTLS dialogue needs the connection both ways, and what the
+	 * client sent is not there yet.  session_backend_up applies it.
+	 */
+	if (sd == &s->backend.side && !backend_up(s))
+		return;
+	side_shut_progress(sd);
+	if (s->client.eof && s->backend.side.eof && side_done_writing(&s->client) &&
+	    side_done_writing(&s->backend.side))
+		session_close(s, s->first_eof, NULL);
+}
+
 static void
 session_deadlines(struct session *s)
 {
@@ -349,31 +430,30 @@ session_deadlines(struct session *s)
 			    s->close_reason ? "; " : "");
 			return;
 		case SESSION_PROXY_HEADER:
-			session_close(s, "timeout-handshake",
+			session_close(s, END_TIMEOUT_HANDSHAKE,
 			    "no PROXY protocol header within %u s", t->handshake);
 			return;
 		case SESSION_HANDSHAKE:
 		case SESSION_UPGRADING:
 			STAT_INC(s->counters, handshake_failures[HS_FAIL_TIMEOUT]);
-			session_close(s, "timeout-handshake",
+			session_close(s, END_TIMEOUT_HANDSHAKE,
 			    "no TLS handshake from the client within %u s", t->handshake);
 			return;
 		default:
-			session_close(s, "timeout-cleartext",
+			session_close(s, END_TIMEOUT_CLEARTEXT,
 			    "the client did not upgrade to TLS within %u s", t->cleartext);
 			return;
 		}
 	}
-	if (s->connect_deadline != 0 && now >= s->connect_deadline &&
-	    s->bstate != BACKEND_UP) {
+	if (s->connect_deadline != 0 && now >= s->connect_deadline && !backend_up(s)) {
 		char why[96];
 
 		snprintf(why, sizeof(why), "no connection to the backend within %u s", t->connect);
-		session_backend_failed(s, "backend-timeout", why);
+		session_backend_failed(s, END_BACKEND_TIMEOUT, why);
 		return;
 	}
 	if (now >= s->last_ms + t->idle * 1000ULL)
-		session_close(s, "timeout-idle", "no data either way for %u s", t->idle);
+		session_close(s, END_TIMEOUT_IDLE, "no data either way for %u s", t->idle);
 }
 
 static void
@@ -382,49 +462,111 @@ session_tick(evutil_socket_t fd, short what, void *arg)
 	struct session	*s = arg;
 	unsigned	 work = s->work;
 
+	(void)fd;
+	(void)what;
 	if (s->dead) {
 		session_free(s);
 		return;
 	}
 	s->work = 0;
-	if ((work & SESSION_WORK_REWRITE) && s->client.ssl != NULL &&
-	    s->client.bev == s->client.sock) {
-		bufferevent_enable(s->client.bev, EV_WRITE);
-		relay_try_shut(s, &s->client);
+	if (work & SESSION_WORK_DEFER) {
+		side_deferred(&s->client);
+		side_deferred(&s->backend.side);
+		session_shut_progress(s, &s->client);
 	}
 	if (!s->dead && (work & SESSION_WORK_WRAP) && s->state == SESSION_UPGRADING &&
-	    relay_pending(&s->client) == 0)
+	    side_pending(&s->client) == 0)
 		session_client_tls(s);
 	if (!s->dead && (work & SESSION_WORK_RESUME)) {
-		for (struct side *sd = &s->client; sd != NULL;
-		    sd = sd == &s->client ? &s->backend : NULL)
-			if (sd->full && relay_pending(sd) <= s->lc->low_watermark)
-				sd->full = false;
+		if (s->client_full && side_pending(&s->client) <= s->lc->low_watermark)
+			s->client_full = false;
+		if (s->backend_full && side_pending(&s->backend.side) <= s->lc->low_watermark)
+			s->backend_full = false;
 		session_update_reading(s);
 		/* the client has read its replies: the rest of its input, now */
-		if (!s->dead && s->unparsed && !s->held && !s->client.full &&
-		    session_parsing(s))
+		if (!s->dead && s->unparsed && !s->held && !s->client_full && session_parsing(s))
 			session_parse(s, &s->client);
 	}
 	if (!s->dead && (work & SESSION_WORK_SHUT)) {
-		relay_try_shut(s, &s->client);
-		if (!s->dead)
-			relay_try_shut(s, &s->backend);
+		session_shut_progress(s, &s->client);
+		session_shut_progress(s, &s->backend.side);
 	}
 	if (!s->dead && (work & SESSION_WORK_CLOSE) && s->state == SESSION_CLOSING &&
-	    relay_pending(&s->client) == 0) {
+	    side_pending(&s->client) == 0) {
 		/*
 		 * The last reply is out: half-close, and read (and drop) until
 		 * the client closes too, so that its unread bytes do not turn
 		 * our close into a reset that destroys the reply in flight.
 		 */
-		s->client.want_shut = true;
-		relay_try_shut(s, &s->client);
+		side_want_shut(&s->client);
+		session_shut_progress(s, &s->client);
 	}
 	if (!s->dead)
 		session_deadlines(s);
 	if (!s->dead)
 		session_arm(s);
+}
+
+/* A side's output drained (from libevent's write path): what it makes due. */
+static void
+session_drained(struct session *s, struct side *sd)
+{
+	size_t		 left = side_pending(sd);
+	unsigned	 work = 0;
+
+	/* bytes leaving for a slow reader are activity too: not idle */
+	s->last_ms = now_ms();
+	if (*full_flag(s, sd) && left <= s->lc->low_watermark)
+		work |= SESSION_WORK_RESUME;
+	if (left == 0) {
+		if (sd == &s->client && s->state == SESSION_UPGRADING)
+			work |= SESSION_WORK_WRAP;
+		if (sd == &s->client && s->state == SESSION_CLOSING)
+			work |= SESSION_WORK_CLOSE;
+		if ((sd->want_shut && !sd->shut) || (sd->shut && !sd->fin_sent))
+			work |= SESSION_WORK_SHUT;
+	}
+	if (work != 0)
+		session_schedule(s, work);
+}
+
+/* Bytes were queued towards a side: write them, and mind its watermark. */
+static void
+session_queued(struct session *s, struct side *to)
+{
+	bool	*full = full_flag(s, to);
+
+	side_flush(to);
+	if (!*full && side_pending(to) >= s->lc->high_watermark) {
+		*full = true;
+		session_update_reading(s);
+	}
+}
+
+static void
+session_forward(struct session *s, struct side *from, struct side *to)
+{
+	struct evbuffer	*in;
+	size_t		 n;
+
+	if (from->bev == NULL || s->dead)
+		return;
+	in = side_input(from);
+	if ((n = evbuffer_get_length(in)) == 0)
+		return;
+	if (to == &s->backend.side && !backend_up(s)) {
+		/* kept in the client's input until the backend is up */
+		session_update_reading(s);
+		return;
+	}
+	if (to->bev == NULL || to->shut)
+		return;
+	evbuffer_add_buffer(side_output(to), in);
+	if (from == &s->client)
+		s->bytes_in += n;
+	else
+		s->bytes_out += n;
+	session_queued(s, to);
 }
 
 /* Move what a protocol module queued into the session's outputs. */
@@ -437,19 +579,19 @@ session_flush_replies(struct session *s)
 	if ((n = evbuffer_get_length(w->to_client)) > 0) {
 		if (s->client.bev != NULL) {
 			s->bytes_out += n;
-			evbuffer_add_buffer(bufferevent_get_output(s->client.bev), w->to_client);
-			relay_output_added(&s->client);
+			evbuffer_add_buffer(side_output(&s->client), w->to_client);
+			side_flush(&s->client);
 		} else
 			evbuffer_drain(w->to_client, n);
 	}
 	if ((n = evbuffer_get_length(w->to_backend)) > 0) {
-		if (s->bstate == BACKEND_UP) {
-			evbuffer_add_buffer(bufferevent_get_output(s->backend.bev), w->to_backend);
-			relay_output_added(&s->backend);
+		if (backend_up(s)) {
+			evbuffer_add_buffer(side_output(&s->backend.side), w->to_backend);
+			side_flush(&s->backend.side);
 		} else {
 			if (s->pending == NULL && (s->pending = evbuffer_new()) == NULL) {
 				evbuffer_drain(w->to_backend, n);
-				session_close(s, "internal", "out of memory");
+				session_close(s, END_INTERNAL, "out of memory");
 				return;
 			}
 			evbuffer_add_buffer(s->pending, w->to_backend);
@@ -460,7 +602,7 @@ session_flush_replies(struct session *s)
 static void
 session_io(struct session *s, struct proto_io *io, struct evbuffer *in)
 {
-	size_t	 pending = relay_pending(&s->client);
+	size_t	 pending = side_pending(&s->client);
 
 	*io = (struct proto_io){
 		.client_room = pending < s->lc->high_watermark ?
@@ -471,7 +613,66 @@ session_io(struct session *s, struct proto_io *io, struct evbuffer *in)
 		.in = in,
 		.to_client = s->w->to_client,
 		.to_backend = s->w->to_backend,
+		.end = END_PROTOCOL_ERROR,
 	};
+}
+
+/* The EOF of one side is passed on to the other. */
+static void
+session_pass_eof(struct session *s, struct side *to)
+{
+	side_want_shut(to);
+	session_update_reading(s);
+	if (to == &s->backend.side && !backend_up(s)) {
+		if (s->backend.state == BACKEND_IDLE)
+			session_close(s, END_CLIENT_CLOSED, NULL);
+		return;		/* applied by session_backend_up() */
+	}
+	session_shut_progress(s, to);
+}
+
+/* The client's EOF waited for input the module held: pass it on now if it is due. */
+static void
+session_eof_released(struct session *s)
+{
+	if (s->dead || !s->client.eof || s->held || s->unparsed || s->backend.side.want_shut)
+		return;
+	session_pass_eof(s, &s->backend.side);
+}
+
+/* One side's input ended: pass the EOF on once what it sent is delivered. */
+static void
+session_eof(struct session *s, struct side *sd)
+{
+	if (!s->have_first_eof) {
+		s->have_first_eof = true;
+		s->first_eof = sd == &s->client ? END_CLIENT_CLOSED : END_BACKEND_CLOSED;
+	}
+	log_debug("session %llu: EOF from the %s", (unsigned long long)s->id,
+	    sd == &s->client ? "client" : "backend");
+
+	if (sd == &s->backend.side && s->state != SESSION_RELAY) {
+		/* the backend left before the protocol was done: say goodbye */
+		session_finish(s, END_BACKEND_CLOSED, NULL);
+		return;
+	}
+	if (s->state == SESSION_RELAY)
+		session_forward(s, sd, other_side(s, sd));
+	if (s->dead)
+		return;
+	if (sd == &s->client && (s->held || s->unparsed) &&
+	    evbuffer_get_length(side_input(sd)) > 0) {
+		/*
+		 * The module holds commands the client pipelined before its
+		 * EOF (an upgrade or a refusal waits for earlier replies, or
+		 * the client has not read its replies yet): they reach the
+		 * backend before the EOF does, once the module has had them
+		 * (session_eof_released).
+		 */
+		session_update_reading(s);
+		return;
+	}
+	session_pass_eof(s, other_side(s, sd));
 }
 
 /*
@@ -481,7 +682,7 @@ session_io(struct session *s, struct proto_io *io, struct evbuffer *in)
 static void
 session_discard_injection(struct session *s)
 {
-	struct evbuffer	*in = bufferevent_get_input(s->client.sock);
+	struct evbuffer	*in = side_input(&s->client);
 	size_t		 len = evbuffer_get_length(in), keep_from;
 	unsigned long	 suppressed;
 
@@ -508,7 +709,7 @@ session_upgrade(struct session *s)
 	size_t		 n;
 
 	if (s->lc->client_tls != CLIENT_TLS_STARTTLS || s->client.tls_up) {
-		session_close(s, "internal", "protocol module asked for a second upgrade");
+		session_close(s, END_INTERNAL, "protocol module asked for a second upgrade");
 		return;
 	}
 	session_enter(s, SESSION_UPGRADING);
@@ -518,11 +719,11 @@ session_upgrade(struct session *s)
 	 * Backend bytes not yet delivered came before the upgrade: they must
 	 * never reach the client inside TLS as if they came after it.
 	 */
-	if (s->bstate == BACKEND_UP && !s->proto->keep_backend_at_upgrade &&
-	    (n = evbuffer_get_length(bin = bufferevent_get_input(s->backend.bev))) > 0) {
+	if (backend_up(s) && !s->proto->keep_backend_at_upgrade &&
+	    (n = evbuffer_get_length(bin = side_input(&s->backend.side))) > 0) {
 		evbuffer_drain(bin, n);
 		log_warnx("listener %s client %s: discarded %zu bytes the backend %s sent before the upgrade",
-		    s->lc->name, s->client_addr, n, s->backend_addr);
+		    s->lc->name, s->client_addr, n, s->backend.name);
 	}
 	s->phase_deadline = now_ms() + s->lc->timeouts.handshake * 1000ULL;
 	session_schedule(s, SESSION_WORK_WRAP);
@@ -535,7 +736,7 @@ session_verdict(struct session *s, enum proto_verdict v, struct proto_io *io)
 	if (io->dropped > 0)
 		log_warnx("listener %s client %s: discarded %zu bytes from the backend %s that "
 		    "answered nothing the client asked inside TLS",
-		    s->lc->name, s->client_addr, io->dropped, s->backend_addr);
+		    s->lc->name, s->client_addr, io->dropped, s->backend.name);
 	session_flush_replies(s);
 	if (s->dead)
 		return;
@@ -553,33 +754,33 @@ session_verdict(struct session *s, enum proto_verdict v, struct proto_io *io)
 	case PROTO_TRANSPARENT:
 		s->held = false;
 		session_enter(s, SESSION_RELAY);
-		if (s->bstate == BACKEND_IDLE) {
-			backend_connect(s);
+		if (s->backend.state == BACKEND_IDLE) {
+			session_connect_backend(s);
 			if (s->dead)
 				return;
 		}
-		relay_forward(s, &s->client, &s->backend);
-		if (s->bstate == BACKEND_UP)
-			relay_forward(s, &s->backend, &s->client);
+		session_forward(s, &s->client, &s->backend.side);
+		if (backend_up(s))
+			session_forward(s, &s->backend.side, &s->client);
 		break;
 	case PROTO_CONNECT:
 		s->held = true;
 		s->target = io->connect_to;
-		backend_connect(s);
+		session_connect_backend(s);
 		if (s->dead)
 			return;
 		break;
 	case PROTO_CLOSE:
-		session_finish(s, io->end ? io->end : "protocol-error", io->reason);
+		session_finish(s, io->end, io->reason);
 		return;
 	}
 	if (s->dead)
 		return;
-	if (!s->backend.full && s->bstate == BACKEND_UP &&
-	    relay_pending(&s->backend) >= s->lc->high_watermark)
-		s->backend.full = true;
-	if (!s->client.full && relay_pending(&s->client) >= s->lc->high_watermark)
-		s->client.full = true;
+	if (!s->backend_full && backend_up(s) &&
+	    side_pending(&s->backend.side) >= s->lc->high_watermark)
+		s->backend_full = true;
+	if (!s->client_full && side_pending(&s->client) >= s->lc->high_watermark)
+		s->client_full = true;
 	session_update_reading(s);
 }
 
@@ -593,7 +794,7 @@ session_verdict(struct session *s, enum proto_verdict v, struct proto_io *io)
 static enum proto_verdict
 session_parse_client(struct session *s)
 {
-	struct evbuffer		*in = bufferevent_get_input(s->client.bev);
+	struct evbuffer		*in = side_input(&s->client);
 	struct proto_io		 io;
 	enum proto_verdict	 v;
 	size_t			 before;
@@ -605,7 +806,7 @@ session_parse_client(struct session *s)
 		s->bytes_in += before - evbuffer_get_length(in);
 		s->unparsed = io.stopped && v == PROTO_CONTINUE;
 		session_verdict(s, v, &io);
-	} while (!s->dead && s->unparsed && !s->client.full && session_parsing(s) &&
+	} while (!s->dead && s->unparsed && !s->client_full && session_parsing(s) &&
 	    evbuffer_get_length(in) > 0);
 	return v;
 }
@@ -615,26 +816,23 @@ static void
 session_parse(struct session *s, struct side *from)
 {
 	struct proto_io		 io;
-	struct evbuffer		*in = bufferevent_get_input(from->bev);
 	enum proto_verdict	 v;
 
 	if (from == &s->client) {
 		v = session_parse_client(s);
 	} else {
-		if (s->held)
-			s->held = false;	/* the answer the module waited for may be here */
-		session_io(s, &io, in);
+		s->held = false;	/* the answer the module waited for may be here */
+		session_io(s, &io, side_input(from));
 		v = s->proto->backend_input(&io);
 		session_verdict(s, v, &io);
 	}
 	/* a backend answer may release client input the module held */
-	if (!s->dead && from == &s->backend && v == PROTO_CONTINUE &&
-	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS) &&
-	    evbuffer_get_length(bufferevent_get_input(s->client.bev)) > 0)
+	if (!s->dead && from == &s->backend.side && v == PROTO_CONTINUE &&
+	    session_parsing(s) && evbuffer_get_length(side_input(&s->client)) > 0)
 		session_parse(s, &s->client);
 	/* and the client's EOF may have waited for that input */
 	if (!s->dead && from == &s->client)
-		relay_eof_released(s);
+		session_eof_released(s);
 }
 
 /*
@@ -646,7 +844,7 @@ session_parse(struct session *s, struct side *from)
 static void
 session_proxy_header(struct session *s)
 {
-	struct evbuffer		*in = bufferevent_get_input(s->client.sock);
+	struct evbuffer		*in = side_input(&s->client);
 	size_t			 len = evbuffer_get_length(in);
 	size_t			 n = len < PROXY_V2_MAX ? len : PROXY_V2_MAX;
 	struct proxy_header	 h;
@@ -658,7 +856,7 @@ session_proxy_header(struct session *s)
 		/* FALLTHROUGH */
 	default:
 		STAT_INC(s->counters, refused[REFUSED_PROXY_HEADER]);
-		session_close(s, "proxy-header-invalid",
+		session_close(s, END_PROXY_HEADER_INVALID,
 		    "the connection did not start with a valid PROXY protocol header");
 		return;
 	case PARSE_OK:
@@ -675,23 +873,18 @@ session_proxy_header(struct session *s)
 	log_debug("session %llu: PROXY v%d header: client %s", (unsigned long long)s->id,
 	    h.version, s->client_addr);
 	session_start(s);
-	/* what came with the header is the client's */
-	if (!s->dead && s->state != SESSION_HANDSHAKE &&
-	    evbuffer_get_length(bufferevent_get_input(s->client.bev)) > 0)
-		session_client_readcb(s->client.bev, s);
 }
 
+/* Bytes from the client. */
 static void
-session_client_readcb(struct bufferevent *bev, void *arg)
+session_client_read(struct session *s)
 {
-	struct session	*s = arg;
+	struct evbuffer	*in;
 
-	if (s->dead)
-		return;
 	s->last_ms = now_ms();
 	switch (s->state) {
 	case SESSION_RELAY:
-		relay_forward(s, &s->client, &s->backend);
+		session_forward(s, &s->client, &s->backend.side);
 		break;
 	case SESSION_CLEARTEXT:
 	case SESSION_TLS:
@@ -700,78 +893,57 @@ session_client_readcb(struct bufferevent *bev, void *arg)
 		break;
 	case SESSION_PROXY_HEADER:
 		session_proxy_header(s);
+		/* what came with the header is the client's */
+		if (!s->dead && s->state != SESSION_PROXY_HEADER && s->state != SESSION_HANDSHAKE &&
+		    evbuffer_get_length(side_input(&s->client)) > 0)
+			session_client_read(s);
 		break;
-	case SESSION_CLOSING: {
-		struct evbuffer *in = bufferevent_get_input(bev);
-
+	case SESSION_CLOSING:
+		in = side_input(&s->client);
 		s->bytes_in += evbuffer_get_length(in);
 		evbuffer_drain(in, evbuffer_get_length(in));
 		break;
-	}
-	default:
+	case SESSION_UPGRADING:
+	case SESSION_HANDSHAKE:
 		break;	/* kept until the state allows it */
 	}
 }
 
-void
-session_backend_readcb(struct bufferevent *bev, void *arg)
+/* Bytes from the backend, once it is up. */
+static void
+session_backend_read(struct session *s)
 {
-	struct session	*s = arg;
-
-	if (s->dead)
-		return;
 	s->last_ms = now_ms();
 	switch (s->state) {
 	case SESSION_RELAY:
-		relay_forward(s, &s->backend, &s->client);
+		session_forward(s, &s->backend.side, &s->client);
 		break;
 	case SESSION_CLEARTEXT:
 	case SESSION_TLS:
-		session_parse(s, &s->backend);
+		session_parse(s, &s->backend.side);
 		break;
 	default:
 		break;
 	}
 }
 
-/* Wrap the client's socket bufferevent in a server-side TLS filter. */
+/* Wrap the client's socket in server-side TLS. */
 static void
 session_client_tls(struct session *s)
 {
-	struct bufferevent	*f;
-	SSL			*ssl;
+	SSL	*ssl;
 
 	if ((ssl = tls_server_ssl(s->lc->tls_server)) == NULL) {
-		session_close(s, "internal", "cannot create a TLS session");
+		session_close(s, END_INTERNAL, "cannot create a TLS session");
 		return;
 	}
-	f = bufferevent_openssl_filter_new(s->w->base, s->client.sock, ssl,
-	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (f == NULL) {
-		/* libevent freed the SSL and may have freed the socket: forget both */
-		s->client.sock = s->client.bev = NULL;
-		session_close(s, "internal", "cannot create a TLS filter");
+	if (side_start_tls(&s->client, ssl, true) == -1) {
+		session_close(s, END_INTERNAL, "cannot create a TLS filter");
 		return;
 	}
-	bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
-	s->client.bev = f;
-	s->client.ssl = ssl;
-	s->client.reading = false;
-	bufferevent_setcb(f, session_client_readcb, NULL, session_client_eventcb, s);
-	bufferevent_enable(f, EV_WRITE);
 	session_enter(s, SESSION_HANDSHAKE);
 	s->phase_deadline = now_ms() + s->lc->timeouts.handshake * 1000ULL;
 	session_update_reading(s);
-	/*
-	 * A ClientHello that came in the same read as the verb is already in
-	 * the socket's input: make the filter look at it now rather than on
-	 * the next read from the network, which may never come.
-	 */
-	if (evbuffer_get_length(bufferevent_get_input(s->client.sock)) > 0)
-		bufferevent_trigger(s->client.sock, EV_READ,
-		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
-	if (relay_readahead_start(&s->client) == -1)
-		relay_readahead_stop(&s->client);	/* libevent reads alone, slower */
 }
 
 static void
@@ -779,7 +951,6 @@ session_client_tls_ready(struct session *s)
 {
 	struct proto_io	 io;
 
-	s->client.tls_up = true;
 	s->phase_deadline = 0;
 	s->upgraded = s->lc->client_tls == CLIENT_TLS_IMPLICIT ? "implicit" : "starttls";
 	if (s->lc->client_tls == CLIENT_TLS_IMPLICIT)
@@ -804,135 +975,158 @@ session_client_tls_ready(struct session *s)
 	}
 	if (s->dead)
 		return;
-	if (s->bstate == BACKEND_IDLE) {
-		backend_connect(s);
+	if (s->backend.state == BACKEND_IDLE) {
+		session_connect_backend(s);
 		return;
 	}
 	/* what either side sent during the handshake */
-	if (evbuffer_get_length(bufferevent_get_input(s->client.bev)) > 0)
-		session_client_readcb(s->client.bev, s);
+	if (evbuffer_get_length(side_input(&s->client)) > 0)
+		session_client_read(s);
 	/* (with backend.tls = "starttls", what the module kept: SMTP's greeting) */
-	if (!s->dead && s->bstate == BACKEND_UP &&
-	    (evbuffer_get_length(bufferevent_get_input(s->backend.bev)) > 0 ||
+	if (!s->dead && backend_up(s) &&
+	    (evbuffer_get_length(side_input(&s->backend.side)) > 0 ||
 	    s->lc->backend.tls == BACKEND_TLS_STARTTLS))
-		session_backend_readcb(s->backend.bev, s);
+		session_backend_read(s);
 }
 
+/* The client's handshake failed (or it left during it). */
 static void
-session_side_event(struct session *s, struct side *sd, short what)
+session_handshake_failed(struct session *s, enum side_event ev)
 {
-	const char	*peer = sd == &s->client ? "client" : "backend";
-	char		 why[256];
+	int	 kind = HS_FAIL_CLOSED;
+	char	 why[256];
 
-	if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_WRITING)) {
-		/*
-		 * A TLS bufferevent on a socket reports a write to a peer that
-		 * is gone (EPIPE) as an EOF when dirty shutdowns are allowed:
-		 * nothing more can reach that side.
-		 */
-		what = BEV_EVENT_ERROR | BEV_EVENT_WRITING;
-	}
-	if (what & BEV_EVENT_ERROR) {
-		/* after an EOF, a TLS filter may report the TCP FIN again */
-		if (sd->eof && (what & BEV_EVENT_READING))
-			return;
-		relay_error_words(sd, peer, false, why, sizeof(why));
-		if (sd == &s->client)
-			session_close(s, "client-error", "%s", why);
-		else	/* the client is fine: what it is owed still goes out */
-			session_finish(s, "backend-error", why);
-		return;
-	}
-	if (what & BEV_EVENT_EOF) {
-		/*
-		 * A TLS filter may report the peer's close_notify before the
-		 * read callback has seen the bytes that came with it (a last
-		 * "221 Bye"): deal with those first.
-		 */
-		if (evbuffer_get_length(bufferevent_get_input(sd->bev)) > 0) {
-			if (sd == &s->client)
-				session_client_readcb(sd->bev, s);
-			else
-				session_backend_readcb(sd->bev, s);
-			if (s->dead)
-				return;
-		}
-		relay_eof(s, sd);
-		/*
-		 * A TLS bufferevent on a socket stops writing once it has
-		 * reported its peer's EOF, after this callback returns; the
-		 * other direction may still owe that peer bytes (a TLS
-		 * half-close), so have it write again afterwards.
-		 */
-		if (!s->dead && sd->ssl != NULL && sd->bev == sd->sock)
-			session_schedule(s, SESSION_WORK_REWRITE);
-	}
+	if (ev == SIDE_EOF)
+		snprintf(why, sizeof(why), "the client closed the connection during the TLS handshake");
+	else if ((kind = side_error_words(&s->client, "client", true, why, sizeof(why))) < 0)
+		kind = HS_FAIL_OTHER;
+	STAT_INC(s->counters, handshake_failures[kind]);
+	session_close(s, END_HANDSHAKE_FAILED, "%s", why);
 }
 
 static void
-session_client_eventcb(struct bufferevent *bev, short what, void *arg)
+session_side_error(struct session *s, struct side *sd)
+{
+	char	 why[256];
+
+	side_error_words(sd, sd == &s->client ? "client" : "backend", false, why, sizeof(why));
+	if (sd == &s->client)
+		session_close(s, END_CLIENT_ERROR, "%s", why);
+	else	/* the client is fine: what it is owed still goes out */
+		session_finish(s, END_BACKEND_ERROR, why);
+}
+
+/*
+ * The one dispatcher over the events of both sides (the backend's once
+ * it is up), by the session's state.
+ */
+static void
+session_side_cb(struct side *sd, enum side_event ev, void *arg)
 {
 	struct session	*s = arg;
-	char		 why[256];
+	bool		 client = sd == &s->client;
 
 	if (s->dead)
 		return;
-	if (what & BEV_EVENT_CONNECTED) {
-		session_client_tls_ready(s);
-		return;
-	}
-	if (s->state == SESSION_HANDSHAKE || s->state == SESSION_UPGRADING) {
-		enum stat_handshake_failure kind = HS_FAIL_CLOSED;
-
-		if (what & BEV_EVENT_EOF)
-			snprintf(why, sizeof(why), "the client closed the connection during the TLS handshake");
+	if (!client && s->state == SESSION_CLOSING && ev != SIDE_DRAINED)
+		return;		/* the client gets its last reply; the backend is done */
+	switch (ev) {
+	case SIDE_READ:
+		if (client)
+			session_client_read(s);
 		else
-			kind = relay_error_words(&s->client, "client", true, why, sizeof(why));
-		STAT_INC(s->counters, handshake_failures[kind]);
-		session_close(s, "handshake-failed", "%s", why);
-		return;
+			session_backend_read(s);
+		break;
+	case SIDE_DRAINED:
+		session_drained(s, sd);
+		break;
+	case SIDE_TLS_READY:
+		if (client && s->state == SESSION_HANDSHAKE)
+			session_client_tls_ready(s);
+		else
+			session_close(s, END_INTERNAL, "a TLS handshake completed in state %s",
+			    state_name(s->state));
+		break;
+	case SIDE_EOF:
+	case SIDE_ERROR:
+		if (client && (s->state == SESSION_HANDSHAKE || s->state == SESSION_UPGRADING))
+			session_handshake_failed(s, ev);
+		else if (client && s->state == SESSION_CLOSING)
+			session_close(s, s->close_end, "%s", s->close_reason ? s->close_reason : "");
+		else if (ev == SIDE_ERROR)
+			session_side_error(s, sd);
+		else
+			session_eof(s, sd);
+		break;
+	case SIDE_DEFER:
+		session_schedule(s, SESSION_WORK_DEFER);
+		break;
+	default:
+		fatalx("session %llu: unexpected event %d from the %s in state %s",
+		    (unsigned long long)s->id, (int)ev, client ? "client" : "backend",
+		    state_name(s->state));
 	}
-	if (s->state == SESSION_CLOSING) {
-		session_close(s, s->close_end, "%s", s->close_reason ? s->close_reason : "");
-		return;
-	}
-	session_side_event(s, &s->client, what);
 }
 
-void
-session_backend_event(struct session *s, short what)
+/* Reach the backend: the module's target, or backend.address. */
+static void
+session_connect_backend(struct session *s)
 {
-	if (s->dead)
+	const struct listener_conf	*lc = s->lc;
+	struct backend_client		 c;
+
+	if (s->backend.state != BACKEND_IDLE)
 		return;
-	if (s->state == SESSION_CLOSING)
+	if (s->target == NULL && !lc->backend.has_address) {
+		session_backend_failed(s, END_BACKEND_UNREACHABLE,
+		    "no backend for this request (backend.address is not set)");
 		return;
-	session_side_event(s, &s->backend, what);
+	}
+	memset(&c, 0, sizeof(c));
+	if (s->addrs != NULL) {
+		c.src = s->addrs->srclen ? (const struct sockaddr *)&s->addrs->src : NULL;
+		c.dst = s->addrs->dstlen ? (const struct sockaddr *)&s->addrs->dst : NULL;
+	}
+	c.tls = (struct proxy_tls_info){
+		.tls = s->client.tls_up,
+		.version = s->client.tls_up ? tls_version_name(s->client.ssl) : NULL,
+		.cipher = s->client.tls_up ? tls_cipher_name(s->client.ssl) : NULL,
+		.sni = s->client.tls_up && strcmp(tls_sni_name(s->client.ssl), "-") != 0 ?
+		    tls_sni_name(s->client.ssl) : NULL,
+		.upgrade = client_tls_name(lc->client_tls),
+	};
+	s->connect_deadline = now_ms() + lc->timeouts.connect * 1000ULL;
+	session_arm(s);
+	log_debug("session %llu: connecting to the backend", (unsigned long long)s->id);
+	/* a name the client chose is looked up without the search list */
+	backend_connect(&s->backend, s->w->base, s->target != NULL ? s->w->dns_exact : s->w->dns,
+	    &lc->backend, lc->tls_backend, s->target != NULL ? s->target : &lc->backend.address, &c);
 }
 
-void
+static void
 session_backend_up(struct session *s)
 {
-	s->bstate = BACKEND_UP;
+	struct side	*b = &s->backend.side;
+
+	side_set_cb(b, session_side_cb, s);
 	s->connect_deadline = 0;
-	s->backend.reading = false;
-	log_debug("session %llu: backend %s up", (unsigned long long)s->id, s->backend_addr);
+	if (log_debug_enabled())
+		log_debug("session %llu: backend %s up%s%s%s%s", (unsigned long long)s->id,
+		    s->backend.name, b->ssl ? ", TLS " : "", b->ssl ? tls_version_name(b->ssl) : "",
+		    b->ssl ? " " : "", b->ssl ? tls_cipher_name(b->ssl) : "");
 	if (s->pending != NULL) {
-		evbuffer_add_buffer(bufferevent_get_output(s->backend.bev), s->pending);
+		evbuffer_add_buffer(side_output(b), s->pending);
 		evbuffer_free(s->pending);
 		s->pending = NULL;
 	}
-	if (s->backend.ssl != NULL)
-		bufferevent_enable(s->backend.bev, EV_WRITE);
-	relay_output_added(&s->backend);
-	if (s->lc->backend.tls == BACKEND_TLS_STARTTLS &&
-	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
+	session_queued(s, b);
+	if (s->lc->backend.tls == BACKEND_TLS_STARTTLS && session_parsing(s)) {
 		/* what the module kept from before TLS (SMTP's greeting) */
-		session_parse(s, &s->backend);
+		session_parse(s, b);
 		if (s->dead)
 			return;
 	}
-	if (s->proto->backend_ready != NULL &&
-	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
+	if (s->proto->backend_ready != NULL && session_parsing(s)) {
 		struct proto_io io;
 
 		session_io(s, &io, NULL);
@@ -941,12 +1135,12 @@ session_backend_up(struct session *s)
 			return;
 	}
 	if (s->state == SESSION_RELAY)
-		relay_forward(s, &s->client, &s->backend);
+		session_forward(s, &s->client, b);
 	if (s->dead)
 		return;
 	if (s->client.eof) {
-		s->backend.want_shut = true;
-		relay_try_shut(s, &s->backend);
+		side_want_shut(b);
+		session_shut_progress(s, b);
 		if (s->dead)
 			return;
 	}
@@ -958,63 +1152,87 @@ session_backend_up(struct session *s)
  * backend, on the plaintext socket, before anything of the client's is
  * sent there.
  */
-void
-session_backend_starttls(struct session *s)
+static void
+session_backend_dialogue(struct session *s)
 {
-	struct bufferevent	*sock = s->backend.sock;
+	struct side		*b = &s->backend.side;
 	struct proto_io		 io;
 	enum proto_verdict	 v;
 
-	session_io(s, &io, bufferevent_get_input(sock));
-	io.to_backend = bufferevent_get_output(sock);
+	s->last_ms = now_ms();
+	session_io(s, &io, side_input(b));
+	io.to_backend = side_output(b);
+	io.end = END_BACKEND_TLS_FAILED;
 	v = s->proto->backend_starttls(&io);
 	evbuffer_drain(s->w->to_client, evbuffer_get_length(s->w->to_client));
-	if (evbuffer_get_length(io.to_backend) > 0)
-		bufferevent_enable(sock, EV_WRITE);
+	side_flush(b);
 	switch (v) {
 	case PROTO_UPGRADE:
 		log_debug("session %llu: backend %s upgraded, TLS handshake",
-		    (unsigned long long)s->id, s->backend_addr);
-		backend_tls_start(s);
+		    (unsigned long long)s->id, s->backend.name);
+		backend_dialogue_done(&s->backend);
 		break;
 	case PROTO_CLOSE:
-		session_backend_failed(s, io.end ? io.end : "backend-tls-failed", io.reason);
+		session_backend_failed(s, io.end, io.reason);
 		break;
 	default:
-		bufferevent_enable(sock, EV_READ);
 		break;
 	}
 }
 
-void
-session_backend_failed(struct session *s, const char *end, const char *why)
+static void
+session_backend_cb(struct backend *b, enum backend_result r, enum session_end end,
+    const char *why, void *arg)
+{
+	struct session	*s = arg;
+
+	(void)b;
+	if (s->dead)
+		return;
+	switch (r) {
+	case BACKEND_RESULT_UP:
+		session_backend_up(s);
+		break;
+	case BACKEND_RESULT_DIALOGUE:
+		session_backend_dialogue(s);
+		break;
+	case BACKEND_RESULT_FAILED:
+		session_backend_failed(s, end, why);
+		break;
+	default:
+		fatalx("session %llu: unexpected backend result %d", (unsigned long long)s->id, (int)r);
+	}
+}
+
+static void
+session_backend_failed(struct session *s, enum session_end end, const char *why)
 {
 	struct proto_io	 io;
 
 	if (s->dead)
 		return;
-	backend_cancel(s);
-	/*
-	 * Give the backend up for good: the connect deadline must not fire
-	 * again on the next tick, and a connect that completes later must
-	 * not deliver the client's bytes after the client was told it failed.
-	 */
+	/* given up for good: the connect deadline must not fire again */
+	backend_cancel(&s->backend);
 	s->connect_deadline = 0;
-	if (s->bstate != BACKEND_UP) {
-		s->bstate = BACKEND_FAILED;
-		if (s->backend.bev != NULL)
-			bufferevent_disable(s->backend.bev, EV_READ | EV_WRITE);
+	switch (end) {
+	case END_INTERNAL:
+		break;
+	case END_BACKEND_TIMEOUT:
+		STAT_INC(s->counters, backend_failures[BACKEND_FAIL_TIMEOUT]);
+		break;
+	case END_BACKEND_VERIFY_FAILED:
+		STAT_INC(s->counters, backend_failures[BACKEND_FAIL_VERIFY]);
+		break;
+	case END_BACKEND_TLS_FAILED:
+		STAT_INC(s->counters, backend_failures[BACKEND_FAIL_TLS]);
+		break;
+	default:
+		STAT_INC(s->counters, backend_failures[BACKEND_FAIL_UNREACHABLE]);
+		break;
 	}
-	if (strcmp(end, "internal") != 0)
-		STAT_INC(s->counters, backend_failures[
-		    strcmp(end, "backend-timeout") == 0 ? BACKEND_FAIL_TIMEOUT :
-		    strcmp(end, "backend-verify-failed") == 0 ? BACKEND_FAIL_VERIFY :
-		    strcmp(end, "backend-tls-failed") == 0 ? BACKEND_FAIL_TLS :
-		    BACKEND_FAIL_UNREACHABLE]);
-	if (s->proto->backend_failed != NULL &&
-	    (s->state == SESSION_CLEARTEXT || s->state == SESSION_TLS)) {
+	if (s->proto->backend_failed != NULL && session_parsing(s)) {
 		session_io(s, &io, NULL);
-		io.timed_out = strcmp(end, "backend-timeout") == 0;
+		io.timed_out = end == END_BACKEND_TIMEOUT;
 		s->proto->backend_failed(&io);
 		session_flush_replies(s);
 	}
@@ -1022,8 +1240,8 @@ session_backend_failed(struct session *s, const char *end, const char *why)
 }
 
 /* Flush what is queued to the client, then close. */
-void
-session_finish(struct session *s, const char *end, const char *reason)
+static void
+session_finish(struct session *s, enum session_end end, const char *reason)
 {
 	if (s->dead)
 		return;
@@ -1038,14 +1256,14 @@ session_finish(struct session *s, const char *end, const char *reason)
 	session_enter(s, SESSION_CLOSING);
 	s->phase_deadline = now_ms() + SESSION_LINGER_MS;
 	session_update_reading(s);
-	if (relay_pending(&s->client) == 0)
+	if (side_pending(&s->client) == 0)
 		session_schedule(s, SESSION_WORK_CLOSE);
 	else
 		session_arm(s);
 }
 
 static void
-session_log(struct session *s, const char *end, const char *reason)
+session_log(struct session *s, enum session_end end, const char *reason)
 {
 	SSL	*ssl = s->client.tls_up ? s->client.ssl : NULL;
 	char	 extra[64] = "", sni[256], why[512];
@@ -1055,11 +1273,11 @@ session_log(struct session *s, const char *end, const char *reason)
 		    (unsigned long long)s->discarded);
 	log_info("session listener=%s client=%s backend=%s tls=%s cipher=%s sni=%s "
 	    "upgraded=%s in=%llu out=%llu ms=%llu end=%s%s id=%llu%s%s%s",
-	    s->lc->name, s->client_addr, s->backend_addr,
+	    s->lc->name, s->client_addr, s->backend.name,
 	    ssl ? tls_version_name(ssl) : "-", tls_cipher_name(ssl),
 	    log_escape(tls_sni_name(ssl), false, sni, sizeof(sni)), s->upgraded,
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
-	    (unsigned long long)(now_ms() - s->start_ms), end, extra,
+	    (unsigned long long)(now_ms() - s->start_ms), end_name(end), extra,
 	    (unsigned long long)s->id,
 	    reason && *reason ? " reason=\"" : "",
 	    reason && *reason ? log_escape(reason, true, why, sizeof(why)) : "",
@@ -1070,8 +1288,8 @@ session_log(struct session *s, const char *end, const char *reason)
  * The one way a session ends: log it, stop every callback, and free it
  * from the timer event, outside whatever callback we are in.
  */
-void
-session_close(struct session *s, const char *end, const char *fmt, ...)
+static void
+session_close(struct session *s, enum session_end end, const char *fmt, ...)
 {
 	char	 reason[512];
 	va_list	 ap;
@@ -1088,21 +1306,13 @@ session_close(struct session *s, const char *end, const char *fmt, ...)
 	/* libevent's error queues are per bufferevent; the thread's must not leak into the next session */
 	ERR_clear_error();
 	session_log(s, end, reason);
-	backend_cancel(s);
-	relay_readahead_stop(&s->client);
-	relay_readahead_stop(&s->backend);
-	if (s->client.bev != NULL) {
-		bufferevent_setcb(s->client.bev, NULL, NULL, NULL, NULL);
-		bufferevent_disable(s->client.bev, EV_READ | EV_WRITE);
-		if (strcmp(end, "client-error") != 0)
-			relay_flush_final(&s->client);
-	}
-	if (s->backend.bev != NULL) {
-		bufferevent_setcb(s->backend.bev, NULL, NULL, NULL, NULL);
-		bufferevent_disable(s->backend.bev, EV_READ | EV_WRITE);
-		if (s->backend.tls_up && strcmp(end, "backend-error") != 0)
-			relay_flush_final(&s->backend);
-	}
+	backend_cancel(&s->backend);
+	side_quiesce(&s->client);
+	side_quiesce(&s->backend.side);
+	if (end != END_CLIENT_ERROR)
+		side_flush_final(&s->client);
+	if (s->backend.side.tls_up && end != END_BACKEND_ERROR)
+		side_flush_final(&s->backend.side);
 	if (s->timer != NULL)
 		event_active(s->timer, EV_TIMEOUT, 1);
 	else
@@ -1114,14 +1324,10 @@ session_free(struct session *s)
 {
 	struct worker	*w = s->w;
 
-	relay_readahead_stop(&s->client);
-	relay_readahead_stop(&s->backend);
 	if (s->proto_state != NULL)
 		s->proto->session_free(s->proto_state);
-	if (s->client.bev != NULL)
-		bufferevent_free(s->client.bev);	/* a filter frees its socket */
-	if (s->backend.bev != NULL)
-		bufferevent_free(s->backend.bev);
+	side_free(&s->client);
+	backend_free(&s->backend);
 	if (s->pending != NULL)
 		evbuffer_free(s->pending);
 	if (s->timer != NULL)
@@ -1147,5 +1353,5 @@ session_shutdown_all(struct worker *w, const char *why)
 	struct session	*s;
 
 	TAILQ_FOREACH(s, &w->sessions, entry)
-		session_close(s, "shutdown", "%s", why);
+		session_close(s, END_SHUTDOWN, "%s", why);
 }
