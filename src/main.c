@@ -276,6 +276,7 @@ main(int argc, char **argv)
 	config_unref(cfg);	/* the daemon and its workers hold their own */
 
 	rc = server_run(d) == 0 ? 0 : 1;
+	stats_close(d);		/* server_free() would close it after the loop is gone */
 	server_free(d);
 	if (pidfile != NULL)
 		(void)unlink(pidfile);
