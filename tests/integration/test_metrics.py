@@ -210,8 +210,12 @@ def test_connection_limit_closes_the_oldest_and_scrapes_still_work(daemon):
     fds0 = d.open_fds()
     idle = [socket.create_connection(("127.0.0.1", stats), timeout=10) for _ in range(64)]
     # the first 48 are closed by the daemon (EOF) as the others come
-    for c in idle[:64 - CONNS_MAX]:
-        assert recv_all(c, timeout=3) == b""
+    for i, c in enumerate(idle[:64 - CONNS_MAX]):
+        try:
+            assert recv_all(c, timeout=3) == b""
+        except TimeoutError:
+            raise AssertionError(f"connection {i + 1} of 64 still open: more than {CONNS_MAX} "
+                                 f"held (fds {fds0} -> {d.open_fds()})") from None
     assert d.open_fds() <= fds0 + CONNS_MAX, (fds0, d.open_fds())
     assert d.log().count("closed: the endpoint's connection limit") == 64 - CONNS_MAX
     assert "stats: 16 connections open: closing the oldest, from 127.0.0.1:" in d.log()
