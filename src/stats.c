@@ -240,7 +240,6 @@ stats_render(struct daemon *d, struct evbuffer *out)
 	    (long long)d->started);
 }
 
-
 /*
  * The endpoint: a small, strict HTTP/1.x server of our own over
  * bufferevents on the main loop.  Not evhttp, which goes on reading
