@@ -440,7 +440,6 @@ main(int argc, char **argv)
 	config_unref(cfg);	/* the daemon and its workers hold their own */
 
 	rc = server_run(d) == 0 ? 0 : 1;
-	stats_close(d);		/* server_free() would close it after the loop is gone */
 	server_free(d);
 	pidfile_remove(&pf, false);
 	return rc;
