@@ -424,12 +424,128 @@ ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
 	return enc || k == &ts->keys[0] ? 1 : 2;
 }
 
-static SSL_CTX *
-server_ctx_base(const struct listener_conf *lc, struct config_errors *errs)
+/*
+ * What a listener's contexts share: the client-certificate policy, read
+ * once, and the session id context that names it.
+ */
+struct server_policy {
+	X509_STORE	*store;		/* client_ca; NULL with verify_client = none */
+	STACK_OF(X509_NAME) *names;	/* the CA names a CertificateRequest lists */
+	unsigned char	 sid[SHA256_DIGEST_LENGTH];
+};
+
+static int
+cmp_digest(const void *a, const void *b)
+{
+	return memcmp(a, b, SHA256_DIGEST_LENGTH);
+}
+
+/*
+ * The session id context, a digest of the listener's name and of its
+ * client-certificate policy: verify_client and the CA certificates that
+ * client_ca holds.  OpenSSL stores it in every session, in the cache and
+ * inside tickets, and resumes a session only when it equals the one of
+ * the handshake, so a session made under one policy is never resumed
+ * under another: a reload that changes the policy forces a full
+ * handshake, even though the ticket keys (ticket_key_file) still decrypt
+ * the old tickets.  Only what the policy is goes in, never where or when
+ * it was read (no path, no pointer, no time), so that instances with the
+ * same policy and the same ticket keys resume each other's sessions: the
+ * certificates are taken by their SHA-256 digests, sorted, so that the
+ * order of the file and its comments do not matter.  A setting that
+ * changes how client certificates are verified belongs here too.
+ */
+static int
+policy_sid(struct server_policy *pol, const struct listener_conf *lc)
+{
+	static const char	 label[] = "starttls-proxy session id context 1";
+	const char		*mode = lc->tls.verify_client == VERIFY_CLIENT_REQUIRE ?
+				    "require" : lc->tls.verify_client == VERIFY_CLIENT_OPTIONAL ?
+				    "optional" : "none";
+	STACK_OF(X509)		*certs = NULL;
+	unsigned char		(*d)[SHA256_DIGEST_LENGTH] = NULL;
+	unsigned char		 count[4];
+	EVP_MD_CTX		*md;
+	int			 n = 0, ok = 0;
+
+	if ((md = EVP_MD_CTX_new()) == NULL)
+		return -1;
+	if (pol->store != NULL) {
+		if ((certs = X509_STORE_get1_all_certs(pol->store)) == NULL)
+			goto done;
+		n = sk_X509_num(certs);
+		if ((d = calloc(n ? (size_t)n : 1, sizeof(*d))) == NULL)
+			goto done;
+		for (int i = 0; i < n; i++) {
+			unsigned len;
+
+			if (X509_digest(sk_X509_value(certs, i), EVP_sha256(), d[i], &len) != 1)
+				goto done;
+		}
+		qsort(d, (size_t)n, sizeof(*d), cmp_digest);
+	}
+	count[0] = (unsigned char)(n >> 24);
+	count[1] = (unsigned char)(n >> 16);
+	count[2] = (unsigned char)(n >> 8);
+	count[3] = (unsigned char)n;
+	/* each field ends in a NUL, so that no two policies read alike */
+	ok = EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(md, label, sizeof(label)) == 1 &&
+	    EVP_DigestUpdate(md, lc->name, strlen(lc->name) + 1) == 1 &&
+	    EVP_DigestUpdate(md, mode, strlen(mode) + 1) == 1 &&
+	    EVP_DigestUpdate(md, count, sizeof(count)) == 1 &&
+	    (n == 0 || EVP_DigestUpdate(md, d, (size_t)n * sizeof(*d)) == 1) &&
+	    EVP_DigestFinal_ex(md, pol->sid, NULL) == 1;
+done:
+	EVP_MD_CTX_free(md);
+	free(d);
+	sk_X509_pop_free(certs, X509_free);
+	return ok ? 0 : -1;
+}
+
+/*
+ * client_ca is read once per listener, into one store that every
+ * certificate's context verifies with: the policy that the session id
+ * context names is then the one applied, whichever certificate SNI picks.
+ */
+static int
+policy_load(struct server_policy *pol, const struct listener_conf *lc,
+    struct config_errors *errs)
 {
 	const struct tls_conf	*t = &lc->tls;
 	const char		*where = t->where ? t->where : lc->where;
-	unsigned char		 sid[SHA256_DIGEST_LENGTH];
+
+	if (t->verify_client != VERIFY_CLIENT_NONE) {
+		if ((pol->store = X509_STORE_new()) == NULL ||
+		    X509_STORE_load_file(pol->store, t->client_ca) != 1 ||
+		    (pol->names = SSL_load_client_CA_file(t->client_ca)) == NULL) {
+			config_errors_add(errs, "%s.client_ca: cannot load CA certificates from %s: %s",
+			    where, t->client_ca, access(t->client_ca, R_OK) == -1 ?
+			    strerror(errno) : openssl_reason());
+			return -1;
+		}
+	}
+	if (policy_sid(pol, lc) == -1) {
+		config_errors_add(errs, "%s: cannot make the session id context: %s",
+		    where, openssl_reason());
+		return -1;
+	}
+	return 0;
+}
+
+static void
+policy_free(struct server_policy *pol)
+{
+	X509_STORE_free(pol->store);
+	sk_X509_NAME_pop_free(pol->names, X509_NAME_free);
+}
+
+static SSL_CTX *
+server_ctx_base(const struct listener_conf *lc, const struct server_policy *pol,
+    struct config_errors *errs)
+{
+	const struct tls_conf	*t = &lc->tls;
+	const char		*where = t->where ? t->where : lc->where;
 	SSL_CTX			*ctx;
 
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
@@ -455,19 +571,21 @@ server_ctx_base(const struct listener_conf *lc, struct config_errors *errs)
 		config_errors_add(errs, "%s.ciphersuites: %s", where, openssl_reason());
 		goto fail;
 	}
-	/* resumed sessions stay within one listener */
-	SHA256((const unsigned char *)lc->name, strlen(lc->name), sid);
-	SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid));
+	/*
+	 * Every context of a listener has the same session id context.  The
+	 * SSL takes it from the default context, OpenSSL decides on
+	 * resumption with it before the servername callback runs, and
+	 * SSL_set_SSL_CTX() then copies the chosen context's one, the same.
+	 */
+	SSL_CTX_set_session_id_context(ctx, pol->sid, sizeof(pol->sid));
 	if (t->verify_client != VERIFY_CLIENT_NONE) {
-		STACK_OF(X509_NAME) *names;
+		STACK_OF(X509_NAME) *names = SSL_dup_CA_list(pol->names);
 
-		if (SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1 ||
-		    (names = SSL_load_client_CA_file(t->client_ca)) == NULL) {
-			config_errors_add(errs, "%s.client_ca: cannot load CA certificates from %s: %s",
-			    where, t->client_ca, access(t->client_ca, R_OK) == -1 ?
-			    strerror(errno) : openssl_reason());
+		if (names == NULL) {
+			config_errors_add(errs, "%s: out of memory", where);
 			goto fail;
 		}
+		SSL_CTX_set1_cert_store(ctx, pol->store);
 		SSL_CTX_set_client_CA_list(ctx, names);
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (t->verify_client == VERIFY_CLIENT_REQUIRE ?
 		    SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
@@ -516,6 +634,7 @@ static struct tls_server *
 tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
 {
 	struct tls_server	*ts;
+	struct server_policy	 pol = { 0 };
 	size_t			 n = lc->tls.ncerts ? lc->tls.ncerts : 1;
 
 	if ((ts = calloc(1, sizeof(*ts))) == NULL ||
@@ -524,10 +643,12 @@ tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
 		config_errors_add(errs, "%s: out of memory", lc->where);
 		return NULL;
 	}
+	if (policy_load(&pol, lc, errs) == -1)
+		goto fail;
 	for (size_t i = 0; i < n; i++) {
 		struct sni_entry *e = &ts->entries[i];
 
-		if ((e->ctx = server_ctx_base(lc, errs)) == NULL)
+		if ((e->ctx = server_ctx_base(lc, &pol, errs)) == NULL)
 			goto fail;
 		ts->nentries++;
 		if (lc->tls.ncerts == 0) {
@@ -558,8 +679,10 @@ tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
 		SSL_CTX_set_tlsext_servername_callback(ts->ctx, servername_cb);
 		SSL_CTX_set_tlsext_servername_arg(ts->ctx, ts);
 	}
+	policy_free(&pol);
 	return ts;
 fail:
+	policy_free(&pol);
 	tls_server_free(ts);
 	return NULL;
 }
