@@ -866,6 +866,61 @@ verify_words(SSL *ssl)
 	    X509_verify_cert_error_string(v);
 }
 
+/*
+ * How far the handshake had got.  A fatal error moves OpenSSL's state
+ * machine to its error state but leaves SSL_get_state() on the last
+ * handshake state reached (SSL_is_init_finished() is false by then): still
+ * before the peer's first message, within the handshake, or done.
+ */
+enum hs_stage {
+	HS_STAGE_HELLO,
+	HS_STAGE_DURING,
+	HS_STAGE_DONE
+};
+
+static enum hs_stage
+handshake_stage(SSL *ssl)
+{
+	OSSL_HANDSHAKE_STATE	 st;
+
+	if (ssl == NULL)
+		return HS_STAGE_HELLO;
+	st = SSL_get_state(ssl);
+	if (st == TLS_ST_OK)
+		return HS_STAGE_DONE;
+	if (st == TLS_ST_BEFORE || (!SSL_is_server(ssl) && st == TLS_ST_CW_CLNT_HELLO))
+		return HS_STAGE_HELLO;
+	return HS_STAGE_DURING;
+}
+
+/*
+ * Bytes that are no TLS record.  Before the peer's first message it is a
+ * peer that does not speak TLS (or not yet: a STARTTLS injection).  Later,
+ * the peer did speak TLS, then wrote cleartext into the connection: a
+ * client whose TLS library rejected our certificate once its handshake was
+ * done, as libldap does, then sends its LDAP Unbind in the clear.
+ */
+static void
+plaintext_words(SSL *ssl, const char *peer, char *buf, size_t len)
+{
+	bool	 client = strcmp(peer, "client") == 0;
+
+	switch (handshake_stage(ssl)) {
+	case HS_STAGE_HELLO:
+		snprintf(buf, len, "plaintext from the %s where a TLS %s was expected",
+		    peer, client ? "ClientHello" : "ServerHello");
+		break;
+	case HS_STAGE_DURING:
+		snprintf(buf, len, "the %s sent plaintext during the TLS handshake%s",
+		    peer, client ? " (it may have rejected our certificate)" : "");
+		break;
+	case HS_STAGE_DONE:
+		snprintf(buf, len, "the %s sent plaintext inside TLS after the handshake%s",
+		    peer, client ? " (it may have rejected our certificate)" : "");
+		break;
+	}
+}
+
 int
 tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
     const char *peer, char *buf, size_t len)
@@ -901,8 +956,7 @@ tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
 	case SSL_R_RECORD_LENGTH_MISMATCH:
 	case SSL_R_UNEXPECTED_MESSAGE:
 	case SSL_R_UNEXPECTED_RECORD:
-		snprintf(buf, len, "plaintext from the %s where a TLS %s was expected",
-		    peer, strcmp(peer, "client") == 0 ? "ClientHello" : "ServerHello");
+		plaintext_words(ssl, peer, buf, len);
 		return HS_FAIL_PLAINTEXT;
 	case SSL_R_UNSUPPORTED_PROTOCOL:
 	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
