@@ -182,8 +182,8 @@ passphrase_read(const struct cert_conf *c, char *buf, size_t len,
 	FILE	*f = fopen(c->passphrase_file, "r");
 
 	if (f == NULL) {
-		config_errors_add(errs, "%s.passphrase_file: cannot read %s: %s",
-		    c->where, c->passphrase_file, strerror(errno));
+		config_errors_add(errs, "%s: cannot read %s: %s",
+		    c->passphrase_where, c->passphrase_file, strerror(errno));
 		return -1;
 	}
 	if (fgets(buf, (int)len, f) == NULL)
@@ -195,11 +195,12 @@ passphrase_read(const struct cert_conf *c, char *buf, size_t len,
 
 /*
  * A PEM private key.  pass is the passphrase, or NULL; can_have_pass says
- * whether the setting has a passphrase_file, for the error text.
+ * whether the setting has a passphrase_file, for the error text.  where is
+ * "file:line: path" of the key setting, pass_where of passphrase_file.
  */
 static EVP_PKEY *
 key_load(const char *file, const char *pass, bool can_have_pass,
-    const char *where, const char *setting, struct config_errors *errs)
+    const char *where, const char *pass_where, struct config_errors *errs)
 {
 	struct passphrase	 p = { .text = pass };
 	EVP_PKEY		*key;
@@ -207,7 +208,7 @@ key_load(const char *file, const char *pass, bool can_have_pass,
 
 	if ((bio = BIO_new_file(file, "r")) == NULL) {
 		ERR_clear_error();
-		config_errors_add(errs, "%s.%s: cannot read %s: %s", where, setting,
+		config_errors_add(errs, "%s: cannot read %s: %s", where,
 		    file, strerror(errno));
 		return NULL;
 	}
@@ -218,18 +219,18 @@ key_load(const char *file, const char *pass, bool can_have_pass,
 	if (p.asked && pass == NULL) {
 		ERR_clear_error();
 		if (!can_have_pass)
-			config_errors_add(errs, "%s.%s: %s is encrypted (expected an unencrypted PEM key for the backend client certificate)",
-			    where, setting, file);
+			config_errors_add(errs, "%s: %s is encrypted (expected an unencrypted PEM key for the backend client certificate)",
+			    where, file);
 		else
-			config_errors_add(errs, "%s.%s: %s is encrypted (expected passphrase_file naming a file whose first line is the passphrase)",
-			    where, setting, file);
+			config_errors_add(errs, "%s: %s is encrypted (expected passphrase_file naming a file whose first line is the passphrase)",
+			    where, file);
 	} else if (p.asked) {
 		ERR_clear_error();
-		config_errors_add(errs, "%s.passphrase_file: wrong passphrase for %s",
-		    where, file);
+		config_errors_add(errs, "%s: wrong passphrase for %s",
+		    pass_where, file);
 	} else
-		config_errors_add(errs, "%s.%s: no private key in %s: %s (expected a PEM private key)",
-		    where, setting, file, openssl_reason());
+		config_errors_add(errs, "%s: no private key in %s: %s (expected a PEM private key)",
+		    where, file, openssl_reason());
 	return NULL;
 }
 
@@ -333,13 +334,13 @@ ticket_keys_load(struct tls_server *ts, const struct tls_conf *t, struct config_
 	unsigned	 lineno = 0;
 
 	if ((f = fopen(t->ticket_key_file, "r")) == NULL) {
-		config_errors_add(errs, "%s.ticket_key_file: cannot read %s: %s", t->where,
+		config_errors_add(errs, "%s: cannot read %s: %s", t->ticket_key_where,
 		    t->ticket_key_file, strerror(errno));
 		return -1;
 	}
 	if ((ts->keys = calloc(TICKET_KEYS_MAX, sizeof(*ts->keys))) == NULL) {
 		fclose(f);
-		config_errors_add(errs, "%s.ticket_key_file: out of memory", t->where);
+		config_errors_add(errs, "%s: out of memory", t->ticket_key_where);
 		return -1;
 	}
 	while (fgets(line, sizeof(line), f) != NULL) {
@@ -356,14 +357,14 @@ ticket_keys_load(struct tls_server *ts, const struct tls_conf *t, struct config_
 			continue;
 		n = EVP_DecodeBlock(raw, (const unsigned char *)line, (int)len);
 		if (len % 4 != 0 || n < 0 || (n - (line[len - 1] == '=') - (line[len - 2] == '=')) != TICKET_KEY_LEN) {
-			config_errors_add(errs, "%s.ticket_key_file: %s line %u: not a key "
+			config_errors_add(errs, "%s: %s line %u: not a key "
 			    "(expected the base64 of 80 random bytes: openssl rand 80 | base64 -w0)",
-			    t->where, t->ticket_key_file, lineno);
+			    t->ticket_key_where, t->ticket_key_file, lineno);
 			goto fail;
 		}
 		if (ts->nkeys == TICKET_KEYS_MAX) {
-			config_errors_add(errs, "%s.ticket_key_file: %s has more than %d keys",
-			    t->where, t->ticket_key_file, TICKET_KEYS_MAX);
+			config_errors_add(errs, "%s: %s has more than %d keys",
+			    t->ticket_key_where, t->ticket_key_file, TICKET_KEYS_MAX);
 			goto fail;
 		}
 		memcpy(ts->keys[ts->nkeys].name, raw, 16);
@@ -375,7 +376,7 @@ ticket_keys_load(struct tls_server *ts, const struct tls_conf *t, struct config_
 	OPENSSL_cleanse(line, sizeof(line));
 	fclose(f);
 	if (ts->nkeys == 0) {
-		config_errors_add(errs, "%s.ticket_key_file: %s holds no key", t->where,
+		config_errors_add(errs, "%s: %s holds no key", t->ticket_key_where,
 		    t->ticket_key_file);
 		return -1;
 	}
@@ -519,8 +520,8 @@ policy_load(struct server_policy *pol, const struct listener_conf *lc,
 		if ((pol->store = X509_STORE_new()) == NULL ||
 		    X509_STORE_load_file(pol->store, t->client_ca) != 1 ||
 		    (pol->names = SSL_load_client_CA_file(t->client_ca)) == NULL) {
-			config_errors_add(errs, "%s.client_ca: cannot load CA certificates from %s: %s",
-			    where, t->client_ca, access(t->client_ca, R_OK) == -1 ?
+			config_errors_add(errs, "%s: cannot load CA certificates from %s: %s",
+			    t->client_ca_where, t->client_ca, access(t->client_ca, R_OK) == -1 ?
 			    strerror(errno) : openssl_reason());
 			return -1;
 		}
@@ -605,23 +606,24 @@ server_ctx_cert(SSL_CTX *ctx, const struct cert_conf *c, struct config_errors *e
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
 		if (access(c->cert, R_OK) == -1) {
 			ERR_clear_error();
-			config_errors_add(errs, "%s.cert: cannot read %s: %s", c->where,
+			config_errors_add(errs, "%s: cannot read %s: %s", c->cert_where,
 			    c->cert, strerror(errno));
 		} else
-			config_errors_add(errs, "%s.cert: no certificate in %s: %s (expected a PEM certificate chain)",
-			    c->where, c->cert, openssl_reason());
+			config_errors_add(errs, "%s: no certificate in %s: %s (expected a PEM certificate chain)",
+			    c->cert_where, c->cert, openssl_reason());
 		return -1;
 	}
 	if (c->passphrase_file != NULL &&
 	    passphrase_read(c, pass, sizeof(pass), errs) == -1)
 		return -1;
-	key = key_load(c->key, c->passphrase_file ? pass : NULL, true, c->where, "key", errs);
+	key = key_load(c->key, c->passphrase_file ? pass : NULL, true, c->key_where,
+	    c->passphrase_where, errs);
 	OPENSSL_cleanse(pass, sizeof(pass));
 	if (key == NULL)
 		return -1;
 	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-		config_errors_add(errs, "%s.key: the key in %s does not match the certificate in %s",
-		    c->where, c->key, c->cert);
+		config_errors_add(errs, "%s: the key in %s does not match the certificate in %s",
+		    c->key_where, c->key, c->cert);
 		ERR_clear_error();
 		EVP_PKEY_free(key);
 		return -1;
@@ -731,8 +733,8 @@ tls_client_new(const struct backend_conf *b, struct config_errors *errs)
 		    SSL_CTX_set_default_verify_paths(ctx);
 
 		if (ok != 1) {
-			config_errors_add(errs, "%s.ca: cannot load CA certificates from %s: %s",
-			    b->where, b->ca ? b->ca : "the system store",
+			config_errors_add(errs, "%s: cannot load CA certificates from %s: %s",
+			    b->ca_where, b->ca ? b->ca : "the system store",
 			    b->ca && access(b->ca, R_OK) == -1 ? strerror(errno) : openssl_reason());
 			goto fail;
 		}
@@ -742,16 +744,16 @@ tls_client_new(const struct backend_conf *b, struct config_errors *errs)
 		EVP_PKEY *key;
 
 		if (SSL_CTX_use_certificate_chain_file(ctx, b->cert) != 1) {
-			config_errors_add(errs, "%s.cert: cannot load a certificate from %s: %s",
-			    b->where, b->cert, access(b->cert, R_OK) == -1 ?
+			config_errors_add(errs, "%s: cannot load a certificate from %s: %s",
+			    b->cert_where, b->cert, access(b->cert, R_OK) == -1 ?
 			    strerror(errno) : openssl_reason());
 			goto fail;
 		}
-		if ((key = key_load(b->key, NULL, false, b->where, "key", errs)) == NULL)
+		if ((key = key_load(b->key, NULL, false, b->key_where, NULL, errs)) == NULL)
 			goto fail;
 		if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-			config_errors_add(errs, "%s.key: the key in %s does not match the certificate in %s",
-			    b->where, b->key, b->cert);
+			config_errors_add(errs, "%s: the key in %s does not match the certificate in %s",
+			    b->key_where, b->key, b->cert);
 			ERR_clear_error();
 			EVP_PKEY_free(key);
 			goto fail;

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import BIN
 from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, server_ctx
 from slapd_backend import Slapd
 
@@ -205,3 +206,118 @@ def test_backend_that_writes_plaintext_after_the_handshake(daemon, pki):
         assert "ServerHello was expected" not in line
     finally:
         backend.close()
+
+
+# -t: errors about files name the line of their own setting
+
+def line_of(text, needle, nth=0):
+    hits = [i + 1 for i, l in enumerate(text.splitlines()) if needle in l]
+    return hits[nth]
+
+
+def check(tmp_path, text):
+    cfg = tmp_path / "proxy.conf"
+    cfg.write_text(text)
+    r = subprocess.run([BIN, "-t", "-c", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and r.stdout == "", r
+    return cfg, r.stderr
+
+
+def spread_conf(cert, key, passphrase=None, second=None, tls_extra="", backend_extra=""):
+    """A configuration with one setting per line, so that the line of a
+    setting and of its group differ."""
+    pw = f'\n          passphrase_file = "{passphrase}";' if passphrase else ""
+    more = ""
+    if second:
+        more = (',\n        {\n          cert = "%s";\n          key = "%s";\n        }' % second)
+    return f"""listeners = (
+  {{
+    name = "front";
+    listen = "127.0.0.1:{free_port()}";
+    protocol = "tcp";
+    tls = {{
+      certificates = (
+        {{
+          cert = "{cert}";
+          key = "{key}";{pw}
+        }}{more}
+      );{tls_extra}
+    }};
+    backend = {{
+      address = "127.0.0.1:9";{backend_extra}
+    }};
+  }}
+);
+"""
+
+
+def test_t_names_the_line_of_cert_key_and_passphrase_file(tmp_path, pki):
+    missing = tmp_path / "missing.pem"
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not it\n")
+    p = "listeners.[0].tls.certificates.[0]"
+    cases = [
+        # (cert, key, passphrase_file, the setting named, the words)
+        (missing, pki.server_key, None, "cert", f"cannot read {missing}: No such file or directory"),
+        (pki.server_key, pki.server_key, None, "cert", f"no certificate in {pki.server_key}"),
+        (pki.server_cert, missing, None, "key", f"cannot read {missing}: No such file or directory"),
+        (pki.server_cert, pki.alt_key, None, "key",
+         f"the key in {pki.alt_key} does not match the certificate in {pki.server_cert}"),
+        (pki.server_cert, pki.server_cert, None, "key", f"no private key in {pki.server_cert}"),
+        (pki.server_cert, pki.enc_key, None, "key", f"{pki.enc_key} is encrypted"),
+        (pki.server_cert, pki.enc_key, missing, "passphrase_file",
+         f"cannot read {missing}: No such file or directory"),
+        (pki.server_cert, pki.enc_key, wrong, "passphrase_file", f"wrong passphrase for {pki.enc_key}"),
+    ]
+    wrong_lines = []
+    for cert, key, pw, setting, words in cases:
+        text = spread_conf(cert, key, pw)
+        cfg, err = check(tmp_path, text)
+        want = f"{cfg}:{line_of(text, setting + ' = ')}: {p}.{setting}: {words}"
+        if want not in err:
+            wrong_lines.append((want, err))
+    # the second certificate of the list: its own lines
+    text = spread_conf(pki.server_cert, pki.server_key, second=(pki.alt_cert, missing))
+    cfg, err = check(tmp_path, text)
+    want = (f"{cfg}:{line_of(text, 'key = ', 1)}: listeners.[0].tls.certificates.[1].key: "
+            f"cannot read {missing}")
+    if want not in err:
+        wrong_lines.append((want, err))
+    assert wrong_lines == []
+
+
+def test_t_names_the_line_of_client_ca_ticket_key_file_and_backend_files(tmp_path, pki):
+    missing = tmp_path / "missing.pem"
+    bad_keys = tmp_path / "bad.keys"
+    bad_keys.write_text("not a key\n")
+    good = (pki.server_cert, pki.server_key)
+    cases = [
+        (dict(tls_extra=f'\n      verify_client = "require";\n      client_ca = "{missing}";'),
+         "client_ca", "listeners.[0].tls.client_ca",
+         f"cannot load CA certificates from {missing}: No such file or directory"),
+        (dict(tls_extra=f'\n      ticket_key_file = "{missing}";'),
+         "ticket_key_file", "listeners.[0].tls.ticket_key_file",
+         f"cannot read {missing}: No such file or directory"),
+        (dict(tls_extra=f'\n      ticket_key_file = "{bad_keys}";'),
+         "ticket_key_file", "listeners.[0].tls.ticket_key_file", f"{bad_keys} line 1: not a key"),
+        (dict(backend_extra=f'\n      tls = "implicit";\n      ca = "{missing}";'),
+         "ca = ", "listeners.[0].backend.ca",
+         f"cannot load CA certificates from {missing}: No such file or directory"),
+        (dict(backend_extra=f'\n      tls = "implicit";\n      cert = "{missing}";\n      key = "{pki.client_key}";'),
+         "cert = ", "listeners.[0].backend.cert", f"cannot load a certificate from {missing}"),
+        (dict(backend_extra=f'\n      tls = "implicit";\n      cert = "{pki.client_cert}";\n      key = "{missing}";'),
+         "key = ", "listeners.[0].backend.key", f"cannot read {missing}"),
+        (dict(backend_extra=f'\n      tls = "implicit";\n      cert = "{pki.client_cert}";\n      key = "{pki.alt_key}";'),
+         "key = ", "listeners.[0].backend.key",
+         f"the key in {pki.alt_key} does not match the certificate in {pki.client_cert}"),
+    ]
+    wrong_lines = []
+    for kw, needle, path, words in cases:
+        text = spread_conf(*good, **kw)
+        cfg, err = check(tmp_path, text)
+        # the last line holding the needle: the backend's, after the certificate's
+        n = [i + 1 for i, l in enumerate(text.splitlines()) if needle in l][-1]
+        want = f"{cfg}:{n}: {path}: {words}"
+        if want not in err:
+            wrong_lines.append((want, err))
+    assert wrong_lines == []
