@@ -1,6 +1,8 @@
 """tls.ticket_key_file: session tickets that one instance issues resume
 on another instance that shares the key file, and not on one that does
-not; an earlier key (a rotation) still resumes."""
+not; an earlier key (a rotation) still resumes.  And Guarantee 3: a
+session resumes only under the client-certificate policy (verify_client,
+the CA certificates of client_ca) it was made under."""
 import base64
 import os
 import subprocess
