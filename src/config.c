@@ -160,6 +160,21 @@ child_path(char *buf, size_t len, const char *parent, const char *name)
 		snprintf(buf, len, "%s.%s", parent, name);
 }
 
+/*
+ * "file:line: path.key" of a member, for the errors about the file it
+ * names that only loading finds; the group's line when it is absent.
+ */
+static char *
+member_where(const struct walk *w, const config_setting_t *group,
+    const char *path, const char *key)
+{
+	const config_setting_t	*s = config_setting_get_member(group, key);
+	char			 p[PATH_MAX_TEXT];
+
+	child_path(p, sizeof(p), path, key);
+	return where_dup(w, s != NULL ? s : group, p);
+}
+
 static void
 index_path(char *buf, size_t len, const char *parent, unsigned i)
 {
@@ -491,6 +506,9 @@ parse_certificates(struct walk *w, const config_setting_t *g, const char *path,
 			problem(w, e, ep, "cert is required (a PEM file with the certificate chain)");
 		get_nonempty(w, e, ep, "key", &c->key);
 		get_nonempty(w, e, ep, "passphrase_file", &c->passphrase_file);
+		c->cert_where = member_where(w, e, ep, "cert");
+		c->key_where = member_where(w, e, ep, c->key ? "key" : "cert");
+		c->passphrase_where = member_where(w, e, ep, "passphrase_file");
 		if (c->key == NULL && c->cert != NULL)
 			c->key = xstrdup(c->cert);
 	}
@@ -549,6 +567,8 @@ parse_tls(struct walk *w, const config_setting_t *g, const char *path,
 		    "needs client_ca, the CA certificates that client certificates are checked against");
 	}
 	get_nonempty(w, g, path, "ticket_key_file", &tls->ticket_key_file);
+	tls->client_ca_where = member_where(w, g, path, "client_ca");
+	tls->ticket_key_where = member_where(w, g, path, "ticket_key_file");
 }
 
 static void
@@ -625,6 +645,9 @@ parse_backend(struct walk *w, const config_setting_t *g, const char *path,
 		problem(w, config_setting_get_member(g, "key"), p,
 		    "a client key needs its certificate (cert)");
 	}
+	b->ca_where = member_where(w, g, path, "ca");
+	b->cert_where = member_where(w, g, path, "cert");
+	b->key_where = member_where(w, g, path, b->key ? "key" : "cert");
 	if (b->cert != NULL && b->key == NULL)
 		b->key = xstrdup(b->cert);
 	if (get_enum(w, g, path, "proxy_protocol", ppnames, &i) == 1)
@@ -1156,6 +1179,9 @@ listener_conf_free(struct listener_conf *lc)
 		free(lc->tls.certs[i].key);
 		free(lc->tls.certs[i].passphrase_file);
 		free(lc->tls.certs[i].where);
+		free(lc->tls.certs[i].cert_where);
+		free(lc->tls.certs[i].key_where);
+		free(lc->tls.certs[i].passphrase_where);
 	}
 	free(lc->tls.certs);
 	free(lc->tls.ciphers);
@@ -1163,6 +1189,8 @@ listener_conf_free(struct listener_conf *lc)
 	free(lc->tls.client_ca);
 	free(lc->tls.ticket_key_file);
 	free(lc->tls.where);
+	free(lc->tls.client_ca_where);
+	free(lc->tls.ticket_key_where);
 	free(lc->backend.ca);
 	free(lc->backend.server_name);
 	for (size_t i = 0; i < lc->backend.npins; i++)
@@ -1171,6 +1199,9 @@ listener_conf_free(struct listener_conf *lc)
 	free(lc->backend.cert);
 	free(lc->backend.key);
 	free(lc->backend.where);
+	free(lc->backend.ca_where);
+	free(lc->backend.cert_where);
+	free(lc->backend.key_where);
 	free(lc->line.command);
 	free(lc->line.reply);
 	free(lc->line.refusal);

@@ -65,6 +65,10 @@ struct cert_conf {
 	char		*key;
 	char		*passphrase_file;	/* NULL: the key is not encrypted */
 	char		*where;			/* "file:line: path" for errors */
+	/* "file:line: path.setting" of each, for errors about its file */
+	char		*cert_where;
+	char		*key_where;		/* cert's, when key is not set */
+	char		*passphrase_where;
 };
 
 struct tls_conf {
@@ -77,6 +81,8 @@ struct tls_conf {
 	enum verify_client verify_client;
 	char		*ticket_key_file;	/* NULL: OpenSSL's own key, per process */
 	char		*where;
+	char		*client_ca_where;	/* "file:line: path.client_ca" */
+	char		*ticket_key_where;
 };
 
 struct backend_conf {
@@ -92,6 +98,9 @@ struct backend_conf {
 	char		*key;
 	enum proxy_proto_version proxy_protocol;
 	char		*where;
+	char		*ca_where;		/* "file:line: path.ca"; the group's */
+	char		*cert_where;		/*   line when the setting is absent */
+	char		*key_where;		/* cert's, when key is not set */
 };
 
 struct timeouts_conf {

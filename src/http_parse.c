@@ -30,27 +30,127 @@ is_token(const char *p, size_t len)
 	return true;
 }
 
-/* Does the comma-separated list hold this token (ignoring case)? */
+/*
+ * The next element of a comma-separated list (RFC 9110 section 5.6.1)
+ * from *pos on, without the whitespace around it; empty elements are
+ * skipped, as recipients must.  False at the end of the list.
+ */
 static bool
-list_has(const char *v, size_t len, const char *token)
+list_next(const char *v, size_t len, size_t *pos, const char **elem, size_t *elen)
 {
-	size_t	 tl = strlen(token), i = 0;
+	size_t	 i = *pos, start, end;
 
-	while (i < len) {
-		size_t start, end;
-
+	for (;;) {
 		while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
 			i++;
+		if (i >= len) {
+			*pos = i;
+			return false;
+		}
 		start = i;
 		while (i < len && v[i] != ',')
 			i++;
 		end = i;
 		while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
 			end--;
-		if (end - start == tl && strncasecmp(v + start, token, tl) == 0)
-			return true;
+		if (end > start)
+			break;
 	}
+	*pos = i;
+	*elem = v + start;
+	*elen = end - start;
+	return true;
+}
+
+/* Does the comma-separated list hold this token (ignoring case)? */
+static bool
+list_has(const char *v, size_t len, const char *token, size_t tl)
+{
+	const char	*e;
+	size_t		 el, pos = 0;
+
+	while (list_next(v, len, &pos, &e, &el))
+		if (el == tl && strncasecmp(e, token, tl) == 0)
+			return true;
 	return false;
+}
+
+/*
+ * A protocol of an Upgrade list that means TLS: "TLS/1." and a version
+ * number, ignoring case.  RFC 2817 section 3.2 names TLS/1.0; CUPS offers
+ * "TLS/1.2,TLS/1.1,TLS/1.0".  The handshake, not the token, settles the
+ * version.
+ */
+static bool
+is_tls_token(const char *p, size_t len)
+{
+	if (len < 7 || len > HTTP_TLS_TOKEN_MAX || strncasecmp(p, "TLS/1.", 6) != 0)
+		return false;
+	for (size_t i = 6; i < len; i++)
+		if (!isdigit((unsigned char)p[i]))
+			return false;
+	return true;
+}
+
+/* The first TLS/1.x protocol of an Upgrade value, as "TLS/1.x", into tok. */
+static void
+upgrade_find_tls(const char *v, size_t len, char tok[HTTP_TLS_TOKEN_MAX + 1])
+{
+	const char	*e;
+	size_t		 el, pos = 0;
+
+	while (list_next(v, len, &pos, &e, &el)) {
+		if (is_tls_token(e, el)) {
+			memcpy(tok, "TLS/1.", 6);
+			memcpy(tok + 6, e + 6, el - 6);
+			tok[el] = '\0';
+			return;
+		}
+	}
+}
+
+/*
+ * A field line (its text, without the line ending): the name, a token
+ * right before the colon, and the value without the whitespace around
+ * it, holding no control character but HTAB.  No folding (obs-fold) and
+ * no space before the colon (RFC 9112 section 5).
+ */
+static bool
+field_split(const char *line, size_t textlen, size_t *nlen, size_t *voff, size_t *vlen)
+{
+	const char	*colon;
+	size_t		 vstart, vend;
+
+	if (textlen == 0 || line[0] == ' ' || line[0] == '\t')
+		return false;
+	if ((colon = memchr(line, ':', textlen)) == NULL)
+		return false;
+	*nlen = (size_t)(colon - line);
+	if (!is_token(line, *nlen))
+		return false;
+	vstart = *nlen + 1;
+	while (vstart < textlen && (line[vstart] == ' ' || line[vstart] == '\t'))
+		vstart++;
+	vend = textlen;
+	while (vend > vstart && (line[vend - 1] == ' ' || line[vend - 1] == '\t'))
+		vend--;
+	for (size_t i = vstart; i < vend; i++)
+		if ((unsigned char)line[i] < ' ' && line[i] != '\t')
+			return false;
+	*voff = vstart;
+	*vlen = vend - vstart;
+	return true;
+}
+
+/* Empty lines before the request line, at most 4 bytes (RFC 9112 section 2.2). */
+static size_t
+skip_empty_lines(const char *p, size_t len)
+{
+	size_t	 off = 0;
+
+	while (off < len && off < 4 && (p[off] == '\r' || p[off] == '\n'))
+		off++;
+	return off;
 }
 
 static bool
@@ -102,15 +202,13 @@ http_parse_request(const char *p, size_t len, struct http_request *out, int *sta
 {
 	struct http_request	 r;
 	size_t			 off = 0, linelen, textlen, fields = 0;
-	bool			 upgrade = false, conn_upgrade = false, te = false;
+	bool			 conn_upgrade = false, te = false;
 	bool			 have_cl = false;
 	unsigned long long	 cl = 0;
 	enum parse_result	 res;
 
 	memset(&r, 0, sizeof(r));
-	/* tolerate empty lines before the request line (RFC 9112 section 2.2) */
-	while (off < len && off < 4 && (p[off] == '\r' || p[off] == '\n'))
-		off++;
+	off = skip_empty_lines(p, len);
 	res = line_next(p + off, len - off, HTTP_REQUEST_LINE_MAX, &linelen, &textlen);
 	if (res == PARSE_NEED_MORE)
 		return PARSE_NEED_MORE;
@@ -135,34 +233,17 @@ http_parse_request(const char *p, size_t len, struct http_request *out, int *sta
 		if (++fields > HTTP_FIELDS_MAX)
 			return fail(status, 431);
 
-		const char	*line = p + off, *colon;
-		size_t		 nlen, vstart, vend;
+		const char	*line = p + off, *v;
+		size_t		 nlen, voff, vl;
 
-		/* no folding (obs-fold), no space before the colon (RFC 9112 section 5) */
-		if (line[0] == ' ' || line[0] == '\t')
+		if (!field_split(line, textlen, &nlen, &voff, &vl))
 			return fail(status, 400);
-		if ((colon = memchr(line, ':', textlen)) == NULL)
-			return fail(status, 400);
-		nlen = (size_t)(colon - line);
-		if (!is_token(line, nlen))
-			return fail(status, 400);
-		vstart = nlen + 1;
-		while (vstart < textlen && (line[vstart] == ' ' || line[vstart] == '\t'))
-			vstart++;
-		vend = textlen;
-		while (vend > vstart && (line[vend - 1] == ' ' || line[vend - 1] == '\t'))
-			vend--;
-		for (size_t i = vstart; i < vend; i++)
-			if ((unsigned char)line[i] < ' ' && line[i] != '\t')
-				return fail(status, 400);
-
-		const char	*v = line + vstart;
-		size_t		 vl = vend - vstart;
-
-		if (name_is(line, nlen, "Upgrade"))
-			upgrade = upgrade || list_has(v, vl, "TLS/1.0");
-		else if (name_is(line, nlen, "Connection"))
-			conn_upgrade = conn_upgrade || list_has(v, vl, "upgrade");
+		v = line + voff;
+		if (name_is(line, nlen, "Upgrade")) {
+			if (r.tls_token[0] == '\0')
+				upgrade_find_tls(v, vl, r.tls_token);
+		} else if (name_is(line, nlen, "Connection"))
+			conn_upgrade = conn_upgrade || list_has(v, vl, "upgrade", 7);
 		else if (name_is(line, nlen, "Transfer-Encoding"))
 			te = true;
 		else if (name_is(line, nlen, "Content-Length")) {
@@ -186,9 +267,91 @@ http_parse_request(const char *p, size_t len, struct http_request *out, int *sta
 	if (te && have_cl)
 		return fail(status, 400);
 	r.head_len = off;
-	r.upgrade_tls = upgrade && conn_upgrade;
+	r.upgrade_tls = r.tls_token[0] != '\0' && conn_upgrade;
 	r.has_body = te || cl > 0;
 	*out = r;
+	return PARSE_OK;
+}
+
+enum parse_result
+http_strip_hop_by_hop(const char *head, size_t len, char *out, size_t outsz,
+    size_t *outlen)
+{
+	struct {
+		size_t	 off, len;
+	}		 conn[HTTP_FIELDS_MAX];		/* the Connection values */
+	struct {
+		size_t	 off, linelen, nlen;
+		bool	 keep;
+	}		 field[HTTP_FIELDS_MAX];
+	size_t		 nconn = 0, nfields = 0, off, linelen, textlen;
+	size_t		 req_off, req_len, end_len, total;
+
+	/* the request line, then the field lines, then the empty line at len */
+	off = req_off = skip_empty_lines(head, len);
+	if (line_next(head + off, len - off, HTTP_REQUEST_LINE_MAX, &linelen,
+	    &textlen) != PARSE_OK || textlen == 0)
+		return PARSE_MALFORMED;
+	req_len = linelen;
+	off += linelen;
+	for (;;) {
+		const char	*line = head + off, *e;
+		size_t		 nlen, voff, vlen, el, pos = 0;
+
+		if (line_next(line, len - off, len - off, &linelen, &textlen) != PARSE_OK)
+			return PARSE_MALFORMED;
+		if (textlen == 0)
+			break;
+		if (nfields == HTTP_FIELDS_MAX)
+			return PARSE_TOO_LONG;
+		if (!field_split(line, textlen, &nlen, &voff, &vlen))
+			return PARSE_MALFORMED;
+		field[nfields].off = off;
+		field[nfields].linelen = linelen;
+		field[nfields].nlen = nlen;
+		nfields++;
+		if (name_is(line, nlen, "Connection")) {
+			/* it names fields: a list we cannot read names we cannot remove */
+			while (list_next(line + voff, vlen, &pos, &e, &el))
+				if (!is_token(e, el))
+					return PARSE_MALFORMED;
+			conn[nconn].off = off + voff;
+			conn[nconn].len = vlen;
+			nconn++;
+		}
+		off += linelen;
+	}
+	end_len = linelen;
+	if (off + end_len != len)
+		return PARSE_MALFORMED;
+
+	total = req_len + end_len;
+	for (size_t i = 0; i < nfields; i++) {
+		const char	*name = head + field[i].off;
+		size_t		 nlen = field[i].nlen;
+		bool		 keep;
+
+		keep = !name_is(name, nlen, "Connection") && !name_is(name, nlen, "Upgrade");
+		for (size_t j = 0; keep && j < nconn; j++)
+			if (list_has(head + conn[j].off, conn[j].len, name, nlen))
+				keep = false;
+		field[i].keep = keep;
+		if (keep)
+			total += field[i].linelen;
+	}
+	if (total > outsz)
+		return PARSE_TOO_LONG;
+
+	memcpy(out, head + req_off, req_len);
+	total = req_len;
+	for (size_t i = 0; i < nfields; i++) {
+		if (!field[i].keep)
+			continue;
+		memcpy(out + total, head + field[i].off, field[i].linelen);
+		total += field[i].linelen;
+	}
+	memcpy(out + total, head + off, end_len);
+	*outlen = total + end_len;
 	return PARSE_OK;
 }
 

@@ -197,24 +197,178 @@ privs_drop(const struct privs *p)
 	return 0;
 }
 
+/*
+ * The pid file.  Its directory may be one that others can write to, and
+ * the file is written as root: a symbolic or hard link planted at its
+ * path must not make us truncate or write the file it leads to.  So it is
+ * opened with O_NOFOLLOW (a symbolic link as the last component fails
+ * with ELOOP) and O_NONBLOCK | O_NOCTTY (a FIFO or a device neither
+ * blocks nor becomes our terminal), and what was opened must be a regular
+ * file of ours with a single link before it is truncated.  A link is
+ * refused, not replaced (a rename(2) of a temporary file over it would be
+ * as safe): a link where the pid file should be is tampering that the
+ * administrator should see, and a refusal needs no temporary name in the
+ * directory.  The file is opened before daemon(3), so that a refusal
+ * reaches the terminal, and written after it, when the pid is known.
+ */
+struct pidfile {
+	char	*path;
+	int	 fd;
+	bool	 created;	/* by us: removed if the start fails */
+	bool	 written;
+	dev_t	 dev;		/* what we opened, so that only that is removed */
+	ino_t	 ino;
+};
+
+static const char *
+pidfile_kind(mode_t mode)
+{
+	if (S_ISLNK(mode))
+		return "a symbolic link";
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	if (S_ISCHR(mode) || S_ISBLK(mode))
+		return "a device";
+	return "not a regular file";
+}
+
+static void
+pidfile_refuse(const char *path, mode_t mode)
+{
+	fprintf(stderr, "starttls-proxy: pidfile: %s is %s; expected a regular file "
+	    "or no file (not %s)\n", path, pidfile_kind(mode),
+	    S_ISLNK(mode) ? "followed" : "written");
+}
+
 static int
-pidfile_write(const char *path)
+pidfile_open(struct pidfile *pf, const char *path)
+{
+	const int	 flags = O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	struct stat	 st;
+
+	memset(pf, 0, sizeof(*pf));
+	pf->fd = -1;
+	if ((pf->path = strdup(path)) == NULL) {
+		fprintf(stderr, "starttls-proxy: pidfile: out of memory\n");
+		return -1;
+	}
+	pf->fd = open(path, flags | O_CREAT | O_EXCL, 0644);
+	if (pf->fd != -1)
+		pf->created = true;
+	else if (errno == EEXIST)
+		pf->fd = open(path, flags);
+	if (pf->fd == -1) {
+		int	 err = errno;
+
+		if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
+			pidfile_refuse(path, st.st_mode);
+		else
+			fprintf(stderr, "starttls-proxy: pidfile: cannot open %s: %s\n", path,
+			    strerror(err));
+		return -1;
+	}
+	if (fstat(pf->fd, &st) == -1) {
+		fprintf(stderr, "starttls-proxy: pidfile: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	pf->dev = st.st_dev;
+	pf->ino = st.st_ino;
+	if (!S_ISREG(st.st_mode)) {
+		pidfile_refuse(path, st.st_mode);
+		return -1;
+	}
+	if (st.st_nlink != 1) {
+		fprintf(stderr, "starttls-proxy: pidfile: %s has %lu links; expected a file of "
+		    "its own (not written)\n", path, (unsigned long)st.st_nlink);
+		return -1;
+	}
+	if (st.st_uid != geteuid()) {
+		fprintf(stderr, "starttls-proxy: pidfile: %s belongs to uid %lu; expected a file "
+		    "of uid %lu (not written: its owner could change the pid in it)\n", path,
+		    (unsigned long)st.st_uid, (unsigned long)geteuid());
+		return -1;
+	}
+	/* daemon(3) puts /dev/null on 0, 1 and 2: keep the file off them */
+	if (pf->fd <= STDERR_FILENO) {
+		int	 fd = fcntl(pf->fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+
+		if (fd == -1) {
+			fprintf(stderr, "starttls-proxy: pidfile: %s: %s\n", path, strerror(errno));
+			return -1;
+		}
+		close(pf->fd);
+		pf->fd = fd;
+	}
+	return 0;
+}
+
+/* After daemon(3): the pid into the file checked by pidfile_open(). */
+static int
+pidfile_write(struct pidfile *pf)
 {
 	char	 buf[32];
-	int	 fd, n;
+	int	 n;
 
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) == -1) {
-		log_errorx("pidfile: cannot write %s: %s", path, strerror(errno));
-		return -1;
-	}
 	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-	if (write(fd, buf, (size_t)n) != n) {
-		log_errorx("pidfile: cannot write %s: %s", path, strerror(errno));
-		close(fd);
+	if (fchmod(pf->fd, 0644) == -1 || ftruncate(pf->fd, 0) == -1 ||
+	    write(pf->fd, buf, (size_t)n) != n) {
+		log_errorx("pidfile: cannot write %s: %s", pf->path, strerror(errno));
 		return -1;
 	}
-	close(fd);
+	close(pf->fd);
+	pf->fd = -1;
+	pf->written = true;
 	return 0;
+}
+
+/*
+ * Does the path still name the file we opened, holding what we wrote?
+ * The inode alone would not do: once the file is removed, a new one may
+ * get its number.
+ */
+static bool
+pidfile_ours(const struct pidfile *pf)
+{
+	char		 want[32], got[32];
+	struct stat	 st;
+	ssize_t		 n;
+	int		 fd, wn = 0;
+	bool		 ours;
+
+	if (pf->written)
+		wn = snprintf(want, sizeof(want), "%ld\n", (long)getpid());
+	fd = open(pf->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd == -1)
+		return false;
+	ours = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == pf->dev &&
+	    st.st_ino == pf->ino && (n = read(fd, got, sizeof(got))) == wn &&
+	    memcmp(got, want, (size_t)wn) == 0;
+	close(fd);
+	return ours;
+}
+
+/*
+ * Remove the file at exit, or after a start that failed if we made it,
+ * but only if the path still names the file we wrote: never whatever
+ * someone put in its place.  unlink(2) removes a name and follows no
+ * link, so a swap between the check and it can only remove an entry of
+ * the directory, which that someone could remove already.
+ */
+static void
+pidfile_remove(struct pidfile *pf, bool failed)
+{
+	if (pf->path == NULL)
+		return;
+	if (pf->fd != -1)
+		close(pf->fd);
+	if ((!failed || pf->created) && pidfile_ours(pf) && unlink(pf->path) == -1)
+		log_debug("pidfile: cannot remove %s: %s", pf->path, strerror(errno));
+	free(pf->path);
+	pf->path = NULL;
 }
 
 int
@@ -225,7 +379,8 @@ main(int argc, char **argv)
 	struct config		*cfg;
 	struct daemon		*d;
 	struct privs		 privs;
-	char			*pidfile = NULL;
+	struct pidfile		 pf = { .fd = -1 };
+	const char		*pidfile;
 	int			 rc;
 
 	parse_args(argc, argv, &o);
@@ -254,31 +409,38 @@ main(int argc, char **argv)
 			fprintf(stderr, "%s\n", errs.lines[i]);
 		exit(EXIT_CONFIG);
 	}
+	pidfile = o.pidfile ? o.pidfile : cfg->pidfile;
+	if (pidfile != NULL && pidfile_open(&pf, pidfile) == -1) {
+		pidfile_remove(&pf, true);
+		exit(EXIT_CONFIG);
+	}
 	if (!o.foreground) {
 		if (daemon(0, 0) == -1) {
 			fprintf(stderr, "starttls-proxy: cannot daemonize: %s\n", strerror(errno));
+			pidfile_remove(&pf, true);
 			exit(EXIT_CONFIG);
 		}
 		if (server_after_fork(d) == -1) {
 			log_errorx("cannot reinitialise the event loops after fork");
+			pidfile_remove(&pf, true);
 			exit(EXIT_CONFIG);
 		}
 		server_apply_log(d, cfg);
 	}
 	server_warn_selfsigned(cfg);
 
-	if (o.pidfile != NULL || cfg->pidfile != NULL)
-		pidfile = strdup(o.pidfile ? o.pidfile : cfg->pidfile);
-	if (pidfile != NULL && pidfile_write(pidfile) == -1)
+	if (pf.path != NULL && pidfile_write(&pf) == -1) {
+		pidfile_remove(&pf, true);
 		exit(EXIT_CONFIG);
-	if (privs_drop(&privs) == -1)
+	}
+	if (privs_drop(&privs) == -1) {
+		pidfile_remove(&pf, true);
 		exit(EXIT_CONFIG);
+	}
 	config_unref(cfg);	/* the daemon and its workers hold their own */
 
 	rc = server_run(d) == 0 ? 0 : 1;
 	server_free(d);
-	if (pidfile != NULL)
-		(void)unlink(pidfile);
-	free(pidfile);
+	pidfile_remove(&pf, false);
 	return rc;
 }

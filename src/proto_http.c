@@ -7,9 +7,11 @@
  * the CONNECT target, resolved without blocking), so that a backend that
  * cannot be reached gets 502 (or 504) rather than a tunnel to nowhere;
  * then "200 Connection established", and the proxy is the TLS server
- * inside the tunnel.  A request with Upgrade: TLS/1.0 and Connection:
- * Upgrade gets 101, TLS, and is relayed to the backend inside TLS.  Any
- * other request gets 426 under require_tls, and is relayed otherwise.
+ * inside the tunnel.  A request whose Upgrade lists a TLS/1.x protocol
+ * (TLS/1.0 in RFC 2817; CUPS sends "TLS/1.2,TLS/1.1,TLS/1.0") and whose
+ * Connection lists upgrade gets 101, TLS, and is relayed to the backend
+ * inside TLS without its hop-by-hop fields.  Any other request gets 426
+ * under require_tls, and is relayed otherwise.
  */
 #include "autoconfig.h"
 
@@ -138,15 +140,31 @@ http_client_input(struct proto_io *io)
 	if (http_is_connect(&r))
 		return http_connect(m, io, &r);
 	if (r.upgrade_tls && m->conf->client_tls == CLIENT_TLS_STARTTLS) {
+		char	 head[HTTP_HEAD_MAX], extra[64 + HTTP_TLS_TOKEN_MAX];
+		size_t	 hlen;
+
 		if (r.has_body)
 			return http_refuse(io, 400, NULL,
 			    "A request with a body cannot be upgraded.\n",
-			    "an Upgrade: TLS/1.0 request with a body");
-		if (m->upgraded == NULL && (m->upgraded = evbuffer_new()) == NULL)
+			    "an Upgrade: TLS request with a body");
+		/*
+		 * Relayed inside TLS (RFC 2817 section 3.3), but without
+		 * Connection, Upgrade and what Connection names: they were
+		 * for this hop, and a backend that knows RFC 2817 would
+		 * answer a second 101 inside TLS.
+		 */
+		if (http_strip_hop_by_hop(p, r.head_len, head, sizeof(head), &hlen) != PARSE_OK)
+			return http_refuse(io, 400, NULL,
+			    "The Connection field could not be read.\n",
+			    "an Upgrade: TLS request whose Connection field is not a list of tokens");
+		if ((m->upgraded == NULL && (m->upgraded = evbuffer_new()) == NULL) ||
+		    evbuffer_add(m->upgraded, head, hlen) == -1)
 			return http_refuse(io, 503, NULL, "Out of memory.\n", "out of memory");
-		/* kept, to be relayed inside TLS (RFC 2817 section 3.3) */
-		evbuffer_remove_buffer(io->in, m->upgraded, r.head_len);
-		http_respond(io->to_client, 101, "Upgrade: TLS/1.0, HTTP/1.1\r\nConnection: Upgrade\r\n", NULL);
+		evbuffer_drain(io->in, r.head_len);
+		/* the protocol the client offered first (RFC 9110 section 7.8) */
+		snprintf(extra, sizeof(extra), "Upgrade: %s, HTTP/1.1\r\nConnection: Upgrade\r\n",
+		    r.tls_token);
+		http_respond(io->to_client, 101, extra, NULL);
 		return PROTO_UPGRADE;
 	}
 	if (!m->conf->require_tls || m->conf->client_tls != CLIENT_TLS_STARTTLS) {

@@ -373,6 +373,7 @@ server_free(struct daemon *d)
 	for (unsigned i = 0; i < d->nworkers; i++)
 		worker_free(d->workers[i]);
 	free(d->workers);
+	stats_close(d);		/* its events are on the main loop: before it goes */
 	if (d->sig_hup)
 		event_free(d->sig_hup);
 	if (d->sig_term)
@@ -383,7 +384,6 @@ server_free(struct daemon *d)
 		event_free(d->worker_exit);
 	if (d->base)
 		event_base_free(d->base);
-	stats_close(d);
 	for (st = d->stats; st != NULL; st = next) {
 		next = st->next;
 		free(st->workers);

@@ -28,7 +28,6 @@ struct event_base;
 struct evdns_base;
 struct evbuffer;
 struct evconnlistener;
-struct evhttp;
 struct session;
 struct daemon;
 
@@ -110,7 +109,6 @@ struct daemon {
 	struct event		*sig_term;
 	struct event		*sig_int;
 	struct event		*worker_exit;
-	struct evhttp		*http;		/* the stats endpoint, or NULL */
 	time_t			 started;
 };
 

@@ -1,22 +1,32 @@
 /*
- * The Prometheus endpoint: GET /metrics on stats.listen, served by
- * libevent's evhttp on the main thread, in the text exposition format
- * (version 0.0.4).  See stats.h for how the counters are kept.
+ * The Prometheus endpoint: GET /metrics on stats.listen, served on the
+ * main thread's loop, in the text exposition format (version 0.0.4).
+ * See stats.h for how the counters are kept, and below for the server.
  */
 #include "autoconfig.h"
 
+#include <sys/queue.h>
+#include <sys/socket.h>
+
 #include <dirent.h>
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
+#include <event2/listener.h>
 
+#include "http_parse.h"
+#include "log.h"
 #include "server.h"
 #include "stats.h"
+#include "util.h"
 
 void
 stats_tls(struct listener_counters *c, const char *version, const char *cipher)
@@ -230,68 +240,368 @@ stats_render(struct daemon *d, struct evbuffer *out)
 	    (long long)d->started);
 }
 
-static void
-stats_request(struct evhttp_request *req, void *arg)
-{
-	struct daemon	*d = arg;
-	struct evbuffer	*out;
-	const char	*path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+/*
+ * The endpoint: a small, strict HTTP/1.x server of our own over
+ * bufferevents on the main loop.  Not evhttp, which goes on reading
+ * pipelined requests into its input buffer while an answer is unsent: a
+ * client that sent requests and never read the answers made it buffer
+ * without limit (256 MiB in two seconds).
+ *
+ * A connection gets one answer.  Read one request head, at most
+ * STATS_HEAD_MAX bytes (the read watermark: no more is read ahead); stop
+ * reading; answer with "Connection: close"; once the answer has left,
+ * half-close and drop whatever the client still sends until it closes,
+ * so that our close does not reset an answer it has not read yet.  What
+ * a connection holds is STATS_HEAD_MAX in and one answer out; there are
+ * at most STATS_CONNS_MAX of them, and each has a deadline.
+ */
+#define STATS_CONNS_MAX		16	/* past it, a new connection closes the oldest */
+#define STATS_HEAD_MAX		8192	/* a request head, else 431 */
+#define STATS_HEAD_TIMEOUT	5	/* seconds from the accept to a whole head */
+#define STATS_ANSWER_TIMEOUT	10	/* seconds for the answer to be taken */
+#define STATS_LINGER_MAX	65536	/* bytes dropped after the answer, then close */
+#define STATS_BACKLOG		32
+#define STATS_ACCEPT_PAUSE_MS	250	/* after EMFILE and the like */
 
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
-	    evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
-		evhttp_send_error(req, 405, "Method Not Allowed");
+enum stats_conn_state {
+	STATS_CONN_HEAD,	/* reading the request head */
+	STATS_CONN_ANSWER,	/* not reading: the answer is leaving */
+	STATS_CONN_LINGER,	/* answered and half-closed: dropping input until EOF */
+};
+
+struct stats_conn {
+	TAILQ_ENTRY(stats_conn)	 entry;
+	struct bufferevent	*bev;
+	struct event		*deadline;
+	enum stats_conn_state	 state;
+	size_t			 dropped;
+	char			 peer[ADDR_TEXT_MAX];
+};
+
+/* One endpoint per process, on the main thread's loop: only that thread uses it. */
+static struct {
+	struct daemon		*d;		/* NULL when not listening */
+	struct evconnlistener	*listener;
+	struct event		*resume;
+	TAILQ_HEAD(, stats_conn) conns;		/* oldest first */
+	unsigned		 nconns;
+	struct log_ratelimit	 rl_full;
+	struct log_ratelimit	 rl_accept;
+} ep;
+
+static void
+stats_conn_close(struct stats_conn *c, const char *why)
+{
+	log_debug("stats: %s: closed: %s", c->peer, why);
+	TAILQ_REMOVE(&ep.conns, c, entry);
+	ep.nconns--;
+	event_free(c->deadline);
+	bufferevent_free(c->bev);
+	free(c);
+}
+
+static const char *
+stats_reason(int status)
+{
+	switch (status) {
+	case 200:	return "OK";
+	case 400:	return "Bad Request";
+	case 404:	return "Not Found";
+	case 405:	return "Method Not Allowed";
+	case 413:	return "Content Too Large";
+	case 414:	return "URI Too Long";
+	case 431:	return "Request Header Fields Too Large";
+	case 505:	return "HTTP Version Not Supported";
+	}
+	return "Error";
+}
+
+static bool
+stats_method_is(const struct http_request *r, const char *m)
+{
+	return r->method_len == strlen(m) && memcmp(r->method, m, r->method_len) == 0;
+}
+
+/* The status for a request that parsed; only GET or HEAD /metrics is 200. */
+static int
+stats_route(const struct http_request *r)
+{
+	const char	*q;
+	size_t		 plen = r->target_len;
+
+	if (!stats_method_is(r, "GET") && !stats_method_is(r, "HEAD"))
+		return 405;
+	if (r->has_body)
+		return 413;
+	/* the path, without a query string */
+	if ((q = memchr(r->target, '?', r->target_len)) != NULL)
+		plen = (size_t)(q - r->target);
+	if (plen != strlen("/metrics") || memcmp(r->target, "/metrics", plen) != 0)
+		return 404;
+	return 200;
+}
+
+/* The whole answer into the output buffer; -1 if memory ran out. */
+static int
+stats_answer(struct stats_conn *c, int status, bool with_body)
+{
+	struct evbuffer	*out = bufferevent_get_output(c->bev), *body;
+	char		 date[64];
+	time_t		 now = time(NULL);
+	struct tm	 tm;
+	int		 rc;
+
+	if ((body = evbuffer_new()) == NULL)
+		return -1;
+	if (status == 200)
+		stats_render(ep.d, body);
+	else if (status == 404)
+		evbuffer_add_printf(body, "Not Found: the figures are at /metrics\n");
+	else
+		evbuffer_add_printf(body, "%s\n", stats_reason(status));
+	if (gmtime_r(&now, &tm) == NULL ||
+	    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
+		date[0] = '\0';
+	rc = evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n%s%s%s"
+	    "Content-Type: text/plain; %scharset=utf-8\r\nContent-Length: %zu\r\n%s"
+	    "Connection: close\r\n\r\n", status, stats_reason(status),
+	    date[0] ? "Date: " : "", date, date[0] ? "\r\n" : "",
+	    status == 200 ? "version=0.0.4; " : "", evbuffer_get_length(body),
+	    status == 405 ? "Allow: GET, HEAD\r\n" : "");
+	if (rc != -1 && with_body)
+		rc = evbuffer_add_buffer(out, body);
+	evbuffer_free(body);
+	return rc == -1 ? -1 : 0;
+}
+
+/* Input while reading the head: a whole head gets its answer, and nothing more is read. */
+static void
+stats_head(struct stats_conn *c, struct evbuffer *in)
+{
+	struct http_request	 r;
+	struct timeval		 tv = { STATS_ANSWER_TIMEOUT, 0 };
+	size_t			 len = evbuffer_get_length(in);
+	size_t			 n = len < STATS_HEAD_MAX ? len : STATS_HEAD_MAX;
+	const char		*p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+	enum parse_result	 res;
+	int			 status = 400;
+	bool			 with_body = true;
+
+	if (p == NULL) {
+		stats_conn_close(c, "out of memory");
 		return;
 	}
-	if (path == NULL || strcmp(path, "/metrics") != 0) {
-		evhttp_send_error(req, HTTP_NOTFOUND, "Not Found: the figures are at /metrics");
+	res = http_parse_request(p, n, &r, &status);
+	if (res == PARSE_NEED_MORE) {
+		if (n < STATS_HEAD_MAX)
+			return;
+		status = 431;
+	} else if (res == PARSE_OK) {
+		status = stats_route(&r);
+		with_body = !stats_method_is(&r, "HEAD");
+	}
+	/* one request per connection: whatever came behind this one is dropped */
+	bufferevent_disable(c->bev, EV_READ);
+	evbuffer_drain(in, len);
+	c->state = STATS_CONN_ANSWER;
+	log_debug("stats: %s: %d", c->peer, status);
+	if (stats_answer(c, status, with_body) == -1) {
+		stats_conn_close(c, "out of memory");
 		return;
 	}
-	if ((out = evbuffer_new()) == NULL) {
-		evhttp_send_error(req, HTTP_INTERNAL, "Out of memory");
+	evtimer_add(c->deadline, &tv);
+}
+
+static void
+stats_readcb(struct bufferevent *bev, void *arg)
+{
+	struct stats_conn	*c = arg;
+	struct evbuffer		*in = bufferevent_get_input(bev);
+	size_t			 len = evbuffer_get_length(in);
+
+	switch (c->state) {
+	case STATS_CONN_HEAD:
+		stats_head(c, in);
+		break;
+	case STATS_CONN_ANSWER:
+		/* reading is off; a callback already on its way may still come */
+		break;
+	case STATS_CONN_LINGER:
+		evbuffer_drain(in, len);
+		c->dropped += len;
+		if (c->dropped > STATS_LINGER_MAX)
+			stats_conn_close(c, "answered; more input than expected after it");
+		break;
+	}
+}
+
+static void
+stats_writecb(struct bufferevent *bev, void *arg)
+{
+	struct stats_conn	*c = arg;
+
+	if (c->state != STATS_CONN_ANSWER)
+		return;
+	/* the answer has left: say we are done, and wait for the client's close */
+	c->state = STATS_CONN_LINGER;
+	if (shutdown(bufferevent_getfd(bev), SHUT_WR) == -1) {
+		stats_conn_close(c, "answered");
 		return;
 	}
-	stats_render(d, out);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "text/plain; version=0.0.4; charset=utf-8");
-	evhttp_send_reply(req, HTTP_OK, "OK", out);
-	evbuffer_free(out);
+	bufferevent_enable(bev, EV_READ);
+}
+
+static void
+stats_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct stats_conn	*c = arg;
+
+	if (c->state == STATS_CONN_LINGER && (what & BEV_EVENT_EOF))
+		stats_conn_close(c, "answered");
+	else if (what & BEV_EVENT_EOF)
+		stats_conn_close(c, c->state == STATS_CONN_HEAD ?
+		    "closed by the client before a whole request" :
+		    "closed by the client before the answer was sent");
+	else if (what & BEV_EVENT_ERROR)
+		stats_conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+}
+
+static void
+stats_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct stats_conn	*c = arg;
+
+	static const char *const why[] = {
+		[STATS_CONN_HEAD] = "no whole request in time",
+		[STATS_CONN_ANSWER] = "the answer was not taken in time",
+		[STATS_CONN_LINGER] = "answered; the client did not close in time",
+	};
+
+	stats_conn_close(c, why[c->state]);
+}
+
+static void
+stats_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	struct stats_conn	*c;
+	struct timeval		 tv = { STATS_HEAD_TIMEOUT, 0 };
+	unsigned long		 suppressed;
+
+	/*
+	 * Full: the oldest connection goes, rather than the new one.  The
+	 * oldest is the likeliest to be idle or stuck, and a scraper that
+	 * sends its request at once is answered within a loop or two, so a
+	 * pile of idle connections cannot lock it out.
+	 */
+	if (ep.nconns >= STATS_CONNS_MAX) {
+		struct stats_conn *old = TAILQ_FIRST(&ep.conns);
+
+		if (log_ratelimit_pass(&ep.rl_full, time(NULL), &suppressed))
+			log_warnx("stats: %u connections open: closing the oldest, from %s%s",
+			    STATS_CONNS_MAX, old->peer,
+			    suppressed ? " (more not logged)" : "");
+		stats_conn_close(old, "the endpoint's connection limit");
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		evutil_closesocket(fd);
+		return;
+	}
+	addr_format(sa, (socklen_t)salen, c->peer, sizeof(c->peer));
+	c->state = STATS_CONN_HEAD;
+	c->bev = bufferevent_socket_new(ep.d->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->deadline = evtimer_new(ep.d->base, stats_deadline_cb, c);
+	if (c->bev == NULL || c->deadline == NULL) {
+		log_warnx("stats: %s: out of memory: closed", c->peer);
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			evutil_closesocket(fd);
+		if (c->deadline != NULL)
+			event_free(c->deadline);
+		free(c);
+		return;
+	}
+	/* never more than a head ahead: reading stops there */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, STATS_HEAD_MAX);
+	bufferevent_setcb(c->bev, stats_readcb, stats_writecb, stats_eventcb, c);
+	bufferevent_enable(c->bev, EV_READ);
+	evtimer_add(c->deadline, &tv);
+	TAILQ_INSERT_TAIL(&ep.conns, c, entry);
+	ep.nconns++;
+}
+
+static void
+stats_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	if (ep.listener != NULL)
+		evconnlistener_enable(ep.listener);
+}
+
+/*
+ * accept() failed for want of a resource (EMFILE above all).  The
+ * pending connection keeps the socket readable, so accepting again at
+ * once would spin: pause for a moment.
+ */
+static void
+stats_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	int		 err = EVUTIL_SOCKET_ERROR();
+	struct timeval	 tv = { 0, STATS_ACCEPT_PAUSE_MS * 1000 };
+	unsigned long	 suppressed;
+
+	if (log_ratelimit_pass(&ep.rl_accept, time(NULL), &suppressed))
+		log_warnx("stats: cannot accept: %s; accepting paused%s", strerror(err),
+		    suppressed ? " (repeated)" : "");
+	evconnlistener_disable(l);
+	event_add(ep.resume, &tv);
 }
 
 int
 stats_listen(struct daemon *d, char *why, size_t len)
 {
 	const struct addr	*a = &d->cfg->stats_listen;
-	char			 host[ADDR_HOST_MAX + 1];
+	unsigned		 flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+				    LEV_OPT_REUSEABLE;
+	bool			 v6 = a->ss.ss_family == AF_INET6;
 
 	if (!d->cfg->has_stats)
 		return 0;
-	if ((d->http = evhttp_new(d->base)) == NULL) {
-		snprintf(why, len, "stats: cannot create the HTTP server");
+	if (v6)
+		flags |= LEV_OPT_BIND_IPV6ONLY;
+	TAILQ_INIT(&ep.conns);
+	ep.nconns = 0;
+	if ((ep.resume = evtimer_new(d->base, stats_resume_cb, NULL)) == NULL) {
+		snprintf(why, len, "stats: out of memory");
 		return -1;
 	}
-	snprintf(host, sizeof(host), "%s", a->host);
-	evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-	evhttp_set_max_headers_size(d->http, 8192);
-	evhttp_set_max_body_size(d->http, 0);
-	evhttp_set_timeout(d->http, 10);
-	evhttp_set_gencb(d->http, stats_request, d);
-	if (evhttp_bind_socket_with_handle(d->http, host, a->port) == NULL) {
-		snprintf(why, len, "stats.listen: cannot listen on %s:%u", a->host, a->port);
-		evhttp_free(d->http);
-		d->http = NULL;
+	ep.listener = evconnlistener_new_bind(d->base, stats_accept_cb, NULL, flags,
+	    STATS_BACKLOG, (const struct sockaddr *)&a->ss, (int)a->sslen);
+	if (ep.listener == NULL) {
+		snprintf(why, len, "stats.listen: cannot listen on %s%s%s:%u: %s",
+		    v6 ? "[" : "", a->host, v6 ? "]" : "", a->port, strerror(errno));
+		event_free(ep.resume);
+		ep.resume = NULL;
 		return -1;
 	}
+	evconnlistener_set_error_cb(ep.listener, stats_accept_error_cb);
+	ep.d = d;
 	log_info("stats: Prometheus figures at http://%s%s%s:%u/metrics",
-	    a->ss.ss_family == AF_INET6 ? "[" : "", a->host,
-	    a->ss.ss_family == AF_INET6 ? "]" : "", a->port);
+	    v6 ? "[" : "", a->host, v6 ? "]" : "", a->port);
 	return 0;
 }
 
+/* Before the loop is freed: the connections and the listener are events in it. */
 void
 stats_close(struct daemon *d)
 {
-	if (d->http != NULL) {
-		evhttp_free(d->http);
-		d->http = NULL;
-	}
+	if (ep.d == NULL || ep.d != d)
+		return;
+	while (!TAILQ_EMPTY(&ep.conns))
+		stats_conn_close(TAILQ_FIRST(&ep.conns), "the daemon is stopping");
+	evconnlistener_free(ep.listener);
+	event_free(ep.resume);
+	ep.listener = NULL;
+	ep.resume = NULL;
+	ep.d = NULL;
 }

@@ -78,7 +78,12 @@ unsigned long long stats_active(const struct listener_counters *, unsigned nwork
 /* The Prometheus text exposition of everything, into out. */
 void	 stats_render(struct daemon *, struct evbuffer *out);
 
-/* The HTTP endpoint on the main thread's loop; -1 if it cannot listen. */
+/*
+ * The HTTP endpoint on the main thread's loop (stats.c says what it
+ * answers and within which limits); -1 if it cannot listen.
+ * stats_close() closes it and its connections, and must come before
+ * the loop is freed; a second call does nothing.
+ */
 int	 stats_listen(struct daemon *, char *why, size_t len);
 void	 stats_close(struct daemon *);
 

@@ -182,8 +182,8 @@ passphrase_read(const struct cert_conf *c, char *buf, size_t len,
 	FILE	*f = fopen(c->passphrase_file, "r");
 
 	if (f == NULL) {
-		config_errors_add(errs, "%s.passphrase_file: cannot read %s: %s",
-		    c->where, c->passphrase_file, strerror(errno));
+		config_errors_add(errs, "%s: cannot read %s: %s",
+		    c->passphrase_where, c->passphrase_file, strerror(errno));
 		return -1;
 	}
 	if (fgets(buf, (int)len, f) == NULL)
@@ -195,11 +195,12 @@ passphrase_read(const struct cert_conf *c, char *buf, size_t len,
 
 /*
  * A PEM private key.  pass is the passphrase, or NULL; can_have_pass says
- * whether the setting has a passphrase_file, for the error text.
+ * whether the setting has a passphrase_file, for the error text.  where is
+ * "file:line: path" of the key setting, pass_where of passphrase_file.
  */
 static EVP_PKEY *
 key_load(const char *file, const char *pass, bool can_have_pass,
-    const char *where, const char *setting, struct config_errors *errs)
+    const char *where, const char *pass_where, struct config_errors *errs)
 {
 	struct passphrase	 p = { .text = pass };
 	EVP_PKEY		*key;
@@ -207,7 +208,7 @@ key_load(const char *file, const char *pass, bool can_have_pass,
 
 	if ((bio = BIO_new_file(file, "r")) == NULL) {
 		ERR_clear_error();
-		config_errors_add(errs, "%s.%s: cannot read %s: %s", where, setting,
+		config_errors_add(errs, "%s: cannot read %s: %s", where,
 		    file, strerror(errno));
 		return NULL;
 	}
@@ -218,18 +219,18 @@ key_load(const char *file, const char *pass, bool can_have_pass,
 	if (p.asked && pass == NULL) {
 		ERR_clear_error();
 		if (!can_have_pass)
-			config_errors_add(errs, "%s.%s: %s is encrypted (expected an unencrypted PEM key for the backend client certificate)",
-			    where, setting, file);
+			config_errors_add(errs, "%s: %s is encrypted (expected an unencrypted PEM key for the backend client certificate)",
+			    where, file);
 		else
-			config_errors_add(errs, "%s.%s: %s is encrypted (expected passphrase_file naming a file whose first line is the passphrase)",
-			    where, setting, file);
+			config_errors_add(errs, "%s: %s is encrypted (expected passphrase_file naming a file whose first line is the passphrase)",
+			    where, file);
 	} else if (p.asked) {
 		ERR_clear_error();
-		config_errors_add(errs, "%s.passphrase_file: wrong passphrase for %s",
-		    where, file);
+		config_errors_add(errs, "%s: wrong passphrase for %s",
+		    pass_where, file);
 	} else
-		config_errors_add(errs, "%s.%s: no private key in %s: %s (expected a PEM private key)",
-		    where, setting, file, openssl_reason());
+		config_errors_add(errs, "%s: no private key in %s: %s (expected a PEM private key)",
+		    where, file, openssl_reason());
 	return NULL;
 }
 
@@ -333,13 +334,13 @@ ticket_keys_load(struct tls_server *ts, const struct tls_conf *t, struct config_
 	unsigned	 lineno = 0;
 
 	if ((f = fopen(t->ticket_key_file, "r")) == NULL) {
-		config_errors_add(errs, "%s.ticket_key_file: cannot read %s: %s", t->where,
+		config_errors_add(errs, "%s: cannot read %s: %s", t->ticket_key_where,
 		    t->ticket_key_file, strerror(errno));
 		return -1;
 	}
 	if ((ts->keys = calloc(TICKET_KEYS_MAX, sizeof(*ts->keys))) == NULL) {
 		fclose(f);
-		config_errors_add(errs, "%s.ticket_key_file: out of memory", t->where);
+		config_errors_add(errs, "%s: out of memory", t->ticket_key_where);
 		return -1;
 	}
 	while (fgets(line, sizeof(line), f) != NULL) {
@@ -356,14 +357,14 @@ ticket_keys_load(struct tls_server *ts, const struct tls_conf *t, struct config_
 			continue;
 		n = EVP_DecodeBlock(raw, (const unsigned char *)line, (int)len);
 		if (len % 4 != 0 || n < 0 || (n - (line[len - 1] == '=') - (line[len - 2] == '=')) != TICKET_KEY_LEN) {
-			config_errors_add(errs, "%s.ticket_key_file: %s line %u: not a key "
+			config_errors_add(errs, "%s: %s line %u: not a key "
 			    "(expected the base64 of 80 random bytes: openssl rand 80 | base64 -w0)",
-			    t->where, t->ticket_key_file, lineno);
+			    t->ticket_key_where, t->ticket_key_file, lineno);
 			goto fail;
 		}
 		if (ts->nkeys == TICKET_KEYS_MAX) {
-			config_errors_add(errs, "%s.ticket_key_file: %s has more than %d keys",
-			    t->where, t->ticket_key_file, TICKET_KEYS_MAX);
+			config_errors_add(errs, "%s: %s has more than %d keys",
+			    t->ticket_key_where, t->ticket_key_file, TICKET_KEYS_MAX);
 			goto fail;
 		}
 		memcpy(ts->keys[ts->nkeys].name, raw, 16);
@@ -375,7 +376,7 @@ ticket_keys_load(struct tls_server *ts, const struct tls_conf *t, struct config_
 	OPENSSL_cleanse(line, sizeof(line));
 	fclose(f);
 	if (ts->nkeys == 0) {
-		config_errors_add(errs, "%s.ticket_key_file: %s holds no key", t->where,
+		config_errors_add(errs, "%s: %s holds no key", t->ticket_key_where,
 		    t->ticket_key_file);
 		return -1;
 	}
@@ -424,12 +425,128 @@ ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
 	return enc || k == &ts->keys[0] ? 1 : 2;
 }
 
-static SSL_CTX *
-server_ctx_base(const struct listener_conf *lc, struct config_errors *errs)
+/*
+ * What a listener's contexts share: the client-certificate policy, read
+ * once, and the session id context that names it.
+ */
+struct server_policy {
+	X509_STORE	*store;		/* client_ca; NULL with verify_client = none */
+	STACK_OF(X509_NAME) *names;	/* the CA names a CertificateRequest lists */
+	unsigned char	 sid[SHA256_DIGEST_LENGTH];
+};
+
+static int
+cmp_digest(const void *a, const void *b)
+{
+	return memcmp(a, b, SHA256_DIGEST_LENGTH);
+}
+
+/*
+ * The session id context, a digest of the listener's name and of its
+ * client-certificate policy: verify_client and the CA certificates that
+ * client_ca holds.  OpenSSL stores it in every session, in the cache and
+ * inside tickets, and resumes a session only when it equals the one of
+ * the handshake, so a session made under one policy is never resumed
+ * under another: a reload that changes the policy forces a full
+ * handshake, even though the ticket keys (ticket_key_file) still decrypt
+ * the old tickets.  Only what the policy is goes in, never where or when
+ * it was read (no path, no pointer, no time), so that instances with the
+ * same policy and the same ticket keys resume each other's sessions: the
+ * certificates are taken by their SHA-256 digests, sorted, so that the
+ * order of the file and its comments do not matter.  A setting that
+ * changes how client certificates are verified belongs here too.
+ */
+static int
+policy_sid(struct server_policy *pol, const struct listener_conf *lc)
+{
+	static const char	 label[] = "starttls-proxy session id context 1";
+	const char		*mode = lc->tls.verify_client == VERIFY_CLIENT_REQUIRE ?
+				    "require" : lc->tls.verify_client == VERIFY_CLIENT_OPTIONAL ?
+				    "optional" : "none";
+	STACK_OF(X509)		*certs = NULL;
+	unsigned char		(*d)[SHA256_DIGEST_LENGTH] = NULL;
+	unsigned char		 count[4];
+	EVP_MD_CTX		*md;
+	int			 n = 0, ok = 0;
+
+	if ((md = EVP_MD_CTX_new()) == NULL)
+		return -1;
+	if (pol->store != NULL) {
+		if ((certs = X509_STORE_get1_all_certs(pol->store)) == NULL)
+			goto done;
+		n = sk_X509_num(certs);
+		if ((d = calloc(n ? (size_t)n : 1, sizeof(*d))) == NULL)
+			goto done;
+		for (int i = 0; i < n; i++) {
+			unsigned len;
+
+			if (X509_digest(sk_X509_value(certs, i), EVP_sha256(), d[i], &len) != 1)
+				goto done;
+		}
+		qsort(d, (size_t)n, sizeof(*d), cmp_digest);
+	}
+	count[0] = (unsigned char)(n >> 24);
+	count[1] = (unsigned char)(n >> 16);
+	count[2] = (unsigned char)(n >> 8);
+	count[3] = (unsigned char)n;
+	/* each field ends in a NUL, so that no two policies read alike */
+	ok = EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(md, label, sizeof(label)) == 1 &&
+	    EVP_DigestUpdate(md, lc->name, strlen(lc->name) + 1) == 1 &&
+	    EVP_DigestUpdate(md, mode, strlen(mode) + 1) == 1 &&
+	    EVP_DigestUpdate(md, count, sizeof(count)) == 1 &&
+	    (n == 0 || EVP_DigestUpdate(md, d, (size_t)n * sizeof(*d)) == 1) &&
+	    EVP_DigestFinal_ex(md, pol->sid, NULL) == 1;
+done:
+	EVP_MD_CTX_free(md);
+	free(d);
+	sk_X509_pop_free(certs, X509_free);
+	return ok ? 0 : -1;
+}
+
+/*
+ * client_ca is read once per listener, into one store that every
+ * certificate's context verifies with: the policy that the session id
+ * context names is then the one applied, whichever certificate SNI picks.
+ */
+static int
+policy_load(struct server_policy *pol, const struct listener_conf *lc,
+    struct config_errors *errs)
 {
 	const struct tls_conf	*t = &lc->tls;
 	const char		*where = t->where ? t->where : lc->where;
-	unsigned char		 sid[SHA256_DIGEST_LENGTH];
+
+	if (t->verify_client != VERIFY_CLIENT_NONE) {
+		if ((pol->store = X509_STORE_new()) == NULL ||
+		    X509_STORE_load_file(pol->store, t->client_ca) != 1 ||
+		    (pol->names = SSL_load_client_CA_file(t->client_ca)) == NULL) {
+			config_errors_add(errs, "%s: cannot load CA certificates from %s: %s",
+			    t->client_ca_where, t->client_ca, access(t->client_ca, R_OK) == -1 ?
+			    strerror(errno) : openssl_reason());
+			return -1;
+		}
+	}
+	if (policy_sid(pol, lc) == -1) {
+		config_errors_add(errs, "%s: cannot make the session id context: %s",
+		    where, openssl_reason());
+		return -1;
+	}
+	return 0;
+}
+
+static void
+policy_free(struct server_policy *pol)
+{
+	X509_STORE_free(pol->store);
+	sk_X509_NAME_pop_free(pol->names, X509_NAME_free);
+}
+
+static SSL_CTX *
+server_ctx_base(const struct listener_conf *lc, const struct server_policy *pol,
+    struct config_errors *errs)
+{
+	const struct tls_conf	*t = &lc->tls;
+	const char		*where = t->where ? t->where : lc->where;
 	SSL_CTX			*ctx;
 
 	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
@@ -455,19 +572,21 @@ server_ctx_base(const struct listener_conf *lc, struct config_errors *errs)
 		config_errors_add(errs, "%s.ciphersuites: %s", where, openssl_reason());
 		goto fail;
 	}
-	/* resumed sessions stay within one listener */
-	SHA256((const unsigned char *)lc->name, strlen(lc->name), sid);
-	SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid));
+	/*
+	 * Every context of a listener has the same session id context.  The
+	 * SSL takes it from the default context, OpenSSL decides on
+	 * resumption with it before the servername callback runs, and
+	 * SSL_set_SSL_CTX() then copies the chosen context's one, the same.
+	 */
+	SSL_CTX_set_session_id_context(ctx, pol->sid, sizeof(pol->sid));
 	if (t->verify_client != VERIFY_CLIENT_NONE) {
-		STACK_OF(X509_NAME) *names;
+		STACK_OF(X509_NAME) *names = SSL_dup_CA_list(pol->names);
 
-		if (SSL_CTX_load_verify_locations(ctx, t->client_ca, NULL) != 1 ||
-		    (names = SSL_load_client_CA_file(t->client_ca)) == NULL) {
-			config_errors_add(errs, "%s.client_ca: cannot load CA certificates from %s: %s",
-			    where, t->client_ca, access(t->client_ca, R_OK) == -1 ?
-			    strerror(errno) : openssl_reason());
+		if (names == NULL) {
+			config_errors_add(errs, "%s: out of memory", where);
 			goto fail;
 		}
+		SSL_CTX_set1_cert_store(ctx, pol->store);
 		SSL_CTX_set_client_CA_list(ctx, names);
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (t->verify_client == VERIFY_CLIENT_REQUIRE ?
 		    SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
@@ -487,23 +606,24 @@ server_ctx_cert(SSL_CTX *ctx, const struct cert_conf *c, struct config_errors *e
 	if (SSL_CTX_use_certificate_chain_file(ctx, c->cert) != 1) {
 		if (access(c->cert, R_OK) == -1) {
 			ERR_clear_error();
-			config_errors_add(errs, "%s.cert: cannot read %s: %s", c->where,
+			config_errors_add(errs, "%s: cannot read %s: %s", c->cert_where,
 			    c->cert, strerror(errno));
 		} else
-			config_errors_add(errs, "%s.cert: no certificate in %s: %s (expected a PEM certificate chain)",
-			    c->where, c->cert, openssl_reason());
+			config_errors_add(errs, "%s: no certificate in %s: %s (expected a PEM certificate chain)",
+			    c->cert_where, c->cert, openssl_reason());
 		return -1;
 	}
 	if (c->passphrase_file != NULL &&
 	    passphrase_read(c, pass, sizeof(pass), errs) == -1)
 		return -1;
-	key = key_load(c->key, c->passphrase_file ? pass : NULL, true, c->where, "key", errs);
+	key = key_load(c->key, c->passphrase_file ? pass : NULL, true, c->key_where,
+	    c->passphrase_where, errs);
 	OPENSSL_cleanse(pass, sizeof(pass));
 	if (key == NULL)
 		return -1;
 	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-		config_errors_add(errs, "%s.key: the key in %s does not match the certificate in %s",
-		    c->where, c->key, c->cert);
+		config_errors_add(errs, "%s: the key in %s does not match the certificate in %s",
+		    c->key_where, c->key, c->cert);
 		ERR_clear_error();
 		EVP_PKEY_free(key);
 		return -1;
@@ -516,6 +636,7 @@ static struct tls_server *
 tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
 {
 	struct tls_server	*ts;
+	struct server_policy	 pol = { 0 };
 	size_t			 n = lc->tls.ncerts ? lc->tls.ncerts : 1;
 
 	if ((ts = calloc(1, sizeof(*ts))) == NULL ||
@@ -524,10 +645,12 @@ tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
 		config_errors_add(errs, "%s: out of memory", lc->where);
 		return NULL;
 	}
+	if (policy_load(&pol, lc, errs) == -1)
+		goto fail;
 	for (size_t i = 0; i < n; i++) {
 		struct sni_entry *e = &ts->entries[i];
 
-		if ((e->ctx = server_ctx_base(lc, errs)) == NULL)
+		if ((e->ctx = server_ctx_base(lc, &pol, errs)) == NULL)
 			goto fail;
 		ts->nentries++;
 		if (lc->tls.ncerts == 0) {
@@ -558,8 +681,10 @@ tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
 		SSL_CTX_set_tlsext_servername_callback(ts->ctx, servername_cb);
 		SSL_CTX_set_tlsext_servername_arg(ts->ctx, ts);
 	}
+	policy_free(&pol);
 	return ts;
 fail:
+	policy_free(&pol);
 	tls_server_free(ts);
 	return NULL;
 }
@@ -608,8 +733,8 @@ tls_client_new(const struct backend_conf *b, struct config_errors *errs)
 		    SSL_CTX_set_default_verify_paths(ctx);
 
 		if (ok != 1) {
-			config_errors_add(errs, "%s.ca: cannot load CA certificates from %s: %s",
-			    b->where, b->ca ? b->ca : "the system store",
+			config_errors_add(errs, "%s: cannot load CA certificates from %s: %s",
+			    b->ca_where, b->ca ? b->ca : "the system store",
 			    b->ca && access(b->ca, R_OK) == -1 ? strerror(errno) : openssl_reason());
 			goto fail;
 		}
@@ -619,16 +744,16 @@ tls_client_new(const struct backend_conf *b, struct config_errors *errs)
 		EVP_PKEY *key;
 
 		if (SSL_CTX_use_certificate_chain_file(ctx, b->cert) != 1) {
-			config_errors_add(errs, "%s.cert: cannot load a certificate from %s: %s",
-			    b->where, b->cert, access(b->cert, R_OK) == -1 ?
+			config_errors_add(errs, "%s: cannot load a certificate from %s: %s",
+			    b->cert_where, b->cert, access(b->cert, R_OK) == -1 ?
 			    strerror(errno) : openssl_reason());
 			goto fail;
 		}
-		if ((key = key_load(b->key, NULL, false, b->where, "key", errs)) == NULL)
+		if ((key = key_load(b->key, NULL, false, b->key_where, NULL, errs)) == NULL)
 			goto fail;
 		if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-			config_errors_add(errs, "%s.key: the key in %s does not match the certificate in %s",
-			    b->where, b->key, b->cert);
+			config_errors_add(errs, "%s: the key in %s does not match the certificate in %s",
+			    b->key_where, b->key, b->cert);
 			ERR_clear_error();
 			EVP_PKEY_free(key);
 			goto fail;
@@ -743,6 +868,61 @@ verify_words(SSL *ssl)
 	    X509_verify_cert_error_string(v);
 }
 
+/*
+ * How far the handshake had got.  A fatal error moves OpenSSL's state
+ * machine to its error state but leaves SSL_get_state() on the last
+ * handshake state reached (SSL_is_init_finished() is false by then): still
+ * before the peer's first message, within the handshake, or done.
+ */
+enum hs_stage {
+	HS_STAGE_HELLO,
+	HS_STAGE_DURING,
+	HS_STAGE_DONE
+};
+
+static enum hs_stage
+handshake_stage(SSL *ssl)
+{
+	OSSL_HANDSHAKE_STATE	 st;
+
+	if (ssl == NULL)
+		return HS_STAGE_HELLO;
+	st = SSL_get_state(ssl);
+	if (st == TLS_ST_OK)
+		return HS_STAGE_DONE;
+	if (st == TLS_ST_BEFORE || (!SSL_is_server(ssl) && st == TLS_ST_CW_CLNT_HELLO))
+		return HS_STAGE_HELLO;
+	return HS_STAGE_DURING;
+}
+
+/*
+ * Bytes that are no TLS record.  Before the peer's first message it is a
+ * peer that does not speak TLS (or not yet: a STARTTLS injection).  Later,
+ * the peer did speak TLS, then wrote cleartext into the connection: a
+ * client whose TLS library rejected our certificate once its handshake was
+ * done, as libldap does, then sends its LDAP Unbind in the clear.
+ */
+static void
+plaintext_words(SSL *ssl, const char *peer, char *buf, size_t len)
+{
+	bool	 client = strcmp(peer, "client") == 0;
+
+	switch (handshake_stage(ssl)) {
+	case HS_STAGE_HELLO:
+		snprintf(buf, len, "plaintext from the %s where a TLS %s was expected",
+		    peer, client ? "ClientHello" : "ServerHello");
+		break;
+	case HS_STAGE_DURING:
+		snprintf(buf, len, "the %s sent plaintext during the TLS handshake%s",
+		    peer, client ? " (it may have rejected our certificate)" : "");
+		break;
+	case HS_STAGE_DONE:
+		snprintf(buf, len, "the %s sent plaintext inside TLS after the handshake%s",
+		    peer, client ? " (it may have rejected our certificate)" : "");
+		break;
+	}
+}
+
 int
 tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
     const char *peer, char *buf, size_t len)
@@ -778,8 +958,7 @@ tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
 	case SSL_R_RECORD_LENGTH_MISMATCH:
 	case SSL_R_UNEXPECTED_MESSAGE:
 	case SSL_R_UNEXPECTED_RECORD:
-		snprintf(buf, len, "plaintext from the %s where a TLS %s was expected",
-		    peer, strcmp(peer, "client") == 0 ? "ClientHello" : "ServerHello");
+		plaintext_words(ssl, peer, buf, len);
 		return HS_FAIL_PLAINTEXT;
 	case SSL_R_UNSUPPORTED_PROTOCOL:
 	case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:

@@ -44,8 +44,9 @@ int		 tls_client_check_pins(struct tls_client *, SSL *, char *why, size_t len);
 
 /*
  * A handshake or record failure in words, from the OpenSSL error codes
- * that libevent collected: "no shared cipher", "plaintext where a
- * ClientHello was expected", ...  peer is "client" or "backend".
+ * that libevent collected and how far ssl's handshake had got: "no shared
+ * cipher", "plaintext where a ClientHello was expected", "plaintext inside
+ * TLS after the handshake", ...  peer is "client" or "backend".
  * Returns the kind, an enum stat_handshake_failure.
  */
 int		 tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,

@@ -3,7 +3,10 @@
  * error codes, CONNECT authorities and the connect_allow rules.
  *
  * The curl requests are what curl 7.88.1 sent to a listener on
- * 127.0.0.1:8080, recorded byte for byte.
+ * 127.0.0.1:8080, recorded byte for byte; IPPTOOL_E is what ipptool -E of
+ * CUPS 2.4.2 (Debian 12, cups-ipp-utils) sent to a listener on
+ * 127.0.0.1:18640 for ipp://127.0.0.1:18640/ipp/print, its first bytes on
+ * the connection.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +14,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +42,22 @@
 	"Host: x\r\n"							\
 	"Upgrade: TLS/1.0\r\n"						\
 	"Connection: Upgrade\r\n"					\
+	"\r\n"
+
+/* ipptool -E -tv ipp://127.0.0.1:18640/ipp/print get-printer-attributes.test */
+#define IPPTOOL_E_UA	"User-Agent: CUPS/2.4.2 (Linux 6.18.44-fc-v669; x86_64) IPP/2.0\r\n"
+#define IPPTOOL_E							\
+	"OPTIONS * HTTP/1.1\r\n"					\
+	"Connection: Upgrade\r\n"					\
+	"Host: localhost:18640\r\n"					\
+	"Upgrade: TLS/1.2,TLS/1.1,TLS/1.0\r\n"				\
+	IPPTOOL_E_UA							\
+	"\r\n"
+/* and what the backend must get of it inside TLS */
+#define IPPTOOL_E_STRIPPED						\
+	"OPTIONS * HTTP/1.1\r\n"					\
+	"Host: localhost:18640\r\n"					\
+	IPPTOOL_E_UA							\
 	"\r\n"
 
 /* A copy of p[0..n) in a buffer of exactly n bytes, so ASan sees overreads. */
@@ -168,15 +188,13 @@ test_request_upgrade(void **state)
 	assert_true(r.upgrade_tls);
 }
 
-/* An upgrade to TLS needs both fields, and TLS/1.0 in Upgrade. */
+/* An upgrade to TLS needs both fields, and a TLS/1.x protocol in Upgrade. */
 static void
 test_request_upgrade_incomplete(void **state)
 {
 	assert_false(OK("OPTIONS * HTTP/1.1\r\nHost: x\r\nUpgrade: TLS/1.0\r\n\r\n").upgrade_tls);
 	assert_false(OK("OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n\r\n").upgrade_tls);
 	assert_false(OK("OPTIONS * HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
-	    "Connection: Upgrade\r\n\r\n").upgrade_tls);
-	assert_false(OK("OPTIONS * HTTP/1.1\r\nHost: x\r\nUpgrade: TLS/1.2\r\n"
 	    "Connection: Upgrade\r\n\r\n").upgrade_tls);
 	assert_false(OK("OPTIONS * HTTP/1.1\r\nHost: x\r\nUpgrade: TLS/1.0\r\n"
 	    "Connection: keep-alive\r\n\r\n").upgrade_tls);
@@ -185,6 +203,77 @@ test_request_upgrade_incomplete(void **state)
 	/* the words in another field do not count */
 	assert_false(OK("OPTIONS * HTTP/1.1\r\nHost: x\r\nX-Upgrade: TLS/1.0\r\n"
 	    "Connection: Upgrade\r\n\r\n").upgrade_tls);
+	/* nor protocols that are not TLS/1.x */
+	static const char *const not_tls[] = {
+		"TLS", "TLS/", "TLS/1", "TLS/1.", "TLS/2.0", "TLS/1.x", "TLS/1.0a", "TLS/1.0.1",
+		"XTLS/1.0", "TLS/1.0/x", "SSL/3.0", "TLS/1.00000000000",	/* 17 bytes */
+		"h2c", "websocket", "TLS /1.0", "\"TLS/1.0\"",
+	};
+	for (size_t i = 0; i < sizeof(not_tls) / sizeof(not_tls[0]); i++) {
+		char	 buf[256];
+
+		snprintf(buf, sizeof(buf), "OPTIONS * HTTP/1.1\r\nHost: x\r\nUpgrade: %s\r\n"
+		    "Connection: Upgrade\r\n\r\n", not_tls[i]);
+		if (OK(buf).upgrade_tls)
+			fail_msg("\"%s\" taken for TLS", not_tls[i]);
+		assert_string_equal(OK(buf).tls_token, "");
+	}
+}
+
+/*
+ * What ipptool -E sends: "TLS/1.2,TLS/1.1,TLS/1.0".  Any TLS/1.x protocol
+ * qualifies; tls_token is the first the client listed, for the 101.
+ */
+static void
+test_request_upgrade_tls_tokens(void **state)
+{
+	static const struct {
+		const char	*upgrade, *token;
+	} cases[] = {
+		{ "TLS/1.2,TLS/1.1,TLS/1.0",	"TLS/1.2" },	/* CUPS */
+		{ "TLS/1.0",			"TLS/1.0" },	/* RFC 2817 */
+		{ "TLS/1.1",			"TLS/1.1" },
+		{ "TLS/1.3",			"TLS/1.3" },
+		{ "tls/1.2",			"TLS/1.2" },	/* ignoring case */
+		{ "Tls/1.0, HTTP/1.1",		"TLS/1.0" },
+		{ "h2c, TLS/1.1",		"TLS/1.1" },	/* not first in the list */
+		{ "websocket , TLS/1.2 ,h2c",	"TLS/1.2" },
+		{ ",, TLS/1.0 ,",		"TLS/1.0" },	/* empty elements */
+		{ "TLS/1.x, TLS/1.10",		"TLS/1.10" },
+		{ "TLS/1.000000000",		"TLS/1.000000000" },	/* 16 bytes */
+	};
+	struct http_request	 r;
+	char			 buf[256];
+
+	r = OK(IPPTOOL_E);
+	assert_true(r.upgrade_tls);
+	assert_string_equal(r.tls_token, "TLS/1.2");
+	assert_int_equal(r.method_len, 7);
+	assert_int_equal(r.target_len, 1);
+	assert_int_equal(r.head_len, strlen(IPPTOOL_E));
+	assert_false(r.has_body);
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(buf, sizeof(buf), "OPTIONS * HTTP/1.1\r\nHost: x\r\nUpgrade: %s\r\n"
+		    "Connection: Upgrade\r\n\r\n", cases[i].upgrade);
+		r = OK(buf);
+		if (!r.upgrade_tls)
+			fail_msg("\"%s\" not taken for TLS", cases[i].upgrade);
+		assert_string_equal(r.tls_token, cases[i].token);
+	}
+
+	/* over several Upgrade fields, the first TLS/1.x in order */
+	r = OK("OPTIONS * HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade\r\n"
+	    "Upgrade: TLS/1.1\r\nUpgrade: TLS/1.2\r\n\r\n");
+	assert_true(r.upgrade_tls);
+	assert_string_equal(r.tls_token, "TLS/1.1");
+
+	/* the token is found even without Connection: upgrade, which decides */
+	r = OK("OPTIONS * HTTP/1.1\r\nUpgrade: TLS/1.2\r\n\r\n");
+	assert_false(r.upgrade_tls);
+
+	/* a plain request has none */
+	assert_string_equal(OK(CURL_GET).tls_token, "");
 }
 
 /* head_len is the head with its empty line; what follows is not part of it. */
@@ -708,6 +797,214 @@ test_connect_allowed(void **state)
 	assert_false(http_connect_allowed(NULL, 0, &t));
 }
 
+/*
+ * Strip s, which must give want: PARSE_OK, into a buffer of exactly
+ * strlen(s) bytes (the most the result can take), from an exact copy.
+ */
+static void
+strip_ok(const char *s, const char *want)
+{
+	size_t	 n = strlen(s), outlen = 0;
+	char	*q = exact(s, n), *out = malloc(n);
+
+	assert_non_null(out);
+	if (http_strip_hop_by_hop(q, n, out, n, &outlen) != PARSE_OK)
+		fail_msg("not PARSE_OK for:\n%s", s);
+	if (outlen != strlen(want) || memcmp(out, want, outlen) != 0)
+		fail_msg("got:\n%.*s\nwant:\n%s", (int)outlen, out, want);
+	/* and what is left is a head without an upgrade, as long as it says */
+	{
+		struct http_request	 r = parse_ok(out, outlen);
+
+		assert_int_equal(r.head_len, outlen);
+		assert_false(r.upgrade_tls);
+	}
+	free(q);
+	free(out);
+}
+
+/* Strip s[0..n), which must fail with want; out and *outlen untouched. */
+static void
+strip_bad(const char *s, size_t n, size_t outsz, enum parse_result want)
+{
+	char			 out[HTTP_HEAD_MAX + 64], sentinel[sizeof(out)];
+	char			*q = exact(s, n);
+	size_t			 outlen = 12345;
+	enum parse_result	 res;
+
+	assert_true(outsz <= sizeof(out));
+	memset(out, 0x5a, sizeof(out));
+	memcpy(sentinel, out, sizeof(out));
+	res = http_strip_hop_by_hop(q, n, out, outsz, &outlen);
+	free(q);
+	if (res != want)
+		fail_msg("result %d, want %d, for:\n%.*s", res, want, (int)(n > 300 ? 300 : n), s);
+	assert_int_equal(outlen, 12345);
+	assert_memory_equal(out, sentinel, sizeof(out));
+}
+
+#define STRIP_BAD(s)	strip_bad(s, sizeof(s) - 1, sizeof(s) - 1, PARSE_MALFORMED)
+
+/* ipptool -E, captured: the backend gets OPTIONS * without the upgrade. */
+static void
+test_strip_ipptool(void **state)
+{
+	strip_ok(IPPTOOL_E, IPPTOOL_E_STRIPPED);
+	strip_ok(RFC2817_UPGRADE, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+}
+
+/* Every field that Connection names goes; the others stay byte for byte. */
+static void
+test_strip_connection_names(void **state)
+{
+	strip_ok("GET /named HTTP/1.1\r\nHost: localhost\r\nX-Foo: 1\r\n"
+	    "Connection: Upgrade, X-Foo\r\nUpgrade: TLS/1.0\r\n"
+	    "X-Bar:   spaced  out \t\r\nAccept: */*\r\n\r\n",
+	    "GET /named HTTP/1.1\r\nHost: localhost\r\n"
+	    "X-Bar:   spaced  out \t\r\nAccept: */*\r\n\r\n");
+	/* a named field that comes several times, and before Connection */
+	strip_ok("GET / HTTP/1.1\r\nX-Foo: 1\r\nHost: h\r\nX-Foo: 2\r\n"
+	    "Connection: x-foo, upgrade\r\nUpgrade: TLS/1.2\r\nX-Foo: 3\r\n\r\n",
+	    "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+	/* h2c's HTTP2-Settings, with a TLS/1.x beside h2c */
+	strip_ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+	    "Upgrade: h2c, TLS/1.2\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+	    "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+	/* a name is a whole field name, not a prefix */
+	strip_ok("GET / HTTP/1.1\r\nX-Foo: 1\r\nX-Foobar: 2\r\nX-Fo: 3\r\n"
+	    "Connection: upgrade, X-Foo\r\nUpgrade: TLS/1.0\r\n\r\n",
+	    "GET / HTTP/1.1\r\nX-Foobar: 2\r\nX-Fo: 3\r\n\r\n");
+	/* close and keep-alive are options; Keep-Alive the field goes with the latter */
+	strip_ok("GET / HTTP/1.1\r\nHost: h\r\nKeep-Alive: timeout=5\r\n"
+	    "Connection: keep-alive, close, upgrade\r\nUpgrade: TLS/1.0\r\n\r\n",
+	    "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+	/* whatever it names: the client asked for it (RFC 9110 section 7.6.1) */
+	strip_ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade, host\r\n"
+	    "Upgrade: TLS/1.0\r\nAccept: */*\r\n\r\n",
+	    "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n");
+	/* fields that only look like the hop-by-hop ones stay */
+	strip_ok("GET / HTTP/1.1\r\nX-Upgrade: TLS/1.0\r\nConnection-Id: 7\r\n"
+	    "Upgraded: no\r\nConnection: Upgrade\r\nUpgrade: TLS/1.0\r\n\r\n",
+	    "GET / HTTP/1.1\r\nX-Upgrade: TLS/1.0\r\nConnection-Id: 7\r\nUpgraded: no\r\n\r\n");
+}
+
+/* Several Connection and Upgrade fields, empty list elements. */
+static void
+test_strip_several_fields(void **state)
+{
+	strip_ok("OPTIONS * HTTP/1.1\r\nConnection: keep-alive\r\nHost: localhost\r\n"
+	    "Keep-Alive: timeout=5\r\nConnection: Upgrade\r\nX-A: a\r\nConnection: ,X-A,,\r\n"
+	    "Upgrade: TLS/1.0\r\nX-B: b\r\n\r\n",
+	    "OPTIONS * HTTP/1.1\r\nHost: localhost\r\nX-B: b\r\n\r\n");
+	strip_ok("OPTIONS * HTTP/1.1\r\nUpgrade: h2c\r\nUpgrade: TLS/1.2\r\n"
+	    "Connection:\r\nConnection: upgrade\r\nHost: h\r\n\r\n",
+	    "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+	/* a Connection that names Connection or Upgrade changes nothing more */
+	strip_ok("OPTIONS * HTTP/1.1\r\nConnection: connection, upgrade, UPGRADE\r\n"
+	    "Upgrade: TLS/1.2\r\nHost: h\r\n\r\n",
+	    "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+}
+
+/* Field names and connection options ignore case. */
+static void
+test_strip_case(void **state)
+{
+	strip_ok("GET /case HTTP/1.1\r\nhost: localhost\r\nupgrade: tls/1.1\r\n"
+	    "CONNECTION: UPGRADE, x-foo\r\nX-FOO: y\r\nx-Keep: z\r\n\r\n",
+	    "GET /case HTTP/1.1\r\nhost: localhost\r\nx-Keep: z\r\n\r\n");
+	strip_ok("GET / HTTP/1.1\r\nuPgRaDe: TLS/1.0\r\ncOnNeCtIoN: Upgrade,X-a\r\nx-A: 1\r\n\r\n",
+	    "GET / HTTP/1.1\r\n\r\n");
+}
+
+/* Each line keeps its own ending; empty lines before the request go. */
+static void
+test_strip_line_endings(void **state)
+{
+	strip_ok("GET /lf HTTP/1.1\nHost: localhost\nConnection: upgrade\n"
+	    "Upgrade: TLS/1.2\nAccept: */*\r\n\n",
+	    "GET /lf HTTP/1.1\nHost: localhost\nAccept: */*\r\n\n");
+	strip_ok("\r\n" RFC2817_UPGRADE, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+	strip_ok("\n\n" RFC2817_UPGRADE, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+	strip_ok("\r\n\r\n" IPPTOOL_E, IPPTOOL_E_STRIPPED);
+	/* nothing to strip: the head as it is */
+	strip_ok(CURL_GET, CURL_GET);
+	strip_ok("GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\n\r\n");
+	strip_ok("GET / HTTP/1.1\n\n", "GET / HTTP/1.1\n\n");
+	strip_ok("GET / HTTP/1.1\r\nUpgrade: TLS/1.0\r\nConnection: Upgrade\r\n\n",
+	    "GET / HTTP/1.1\r\n\n");
+}
+
+/* Not one whole head, or a Connection list of other than tokens: MALFORMED. */
+static void
+test_strip_malformed(void **state)
+{
+	/* Connection names what cannot be a field name */
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nConnection: Upgrade, X Foo\r\nUpgrade: TLS/1.0\r\n\r\n");
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nConnection: Upgrade, \"X-Foo\"\r\nUpgrade: TLS/1.0\r\n\r\n");
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nConnection: Upgrade; x=1\r\nUpgrade: TLS/1.0\r\n\r\n");
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nConnection: Upgrade, a/b\r\nUpgrade: TLS/1.0\r\n\r\n");
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nUpgrade: TLS/1.0\r\nConnection: Upgrade\r\n"
+	    "Connection: x\ty\r\n\r\n");
+	/* not one whole head */
+	STRIP_BAD("");
+	STRIP_BAD("\r\n");
+	STRIP_BAD("\r\n\r\n\r\n");
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\n");
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nHost: x\r\n");
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r");
+	STRIP_BAD(RFC2817_UPGRADE "G");			/* bytes after the head */
+	STRIP_BAD(RFC2817_UPGRADE "\r\n");
+	STRIP_BAD(RFC2817_UPGRADE RFC2817_UPGRADE);
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nHost x\r\n\r\n");	/* malformed fields */
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nHost : x\r\n\r\n");
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n");
+	STRIP_BAD("OPTIONS * HTTP/1.1\r\nX: a\x01" "b\r\n\r\n");
+
+	/* every proper prefix of the capture */
+	for (size_t n = 0; n < strlen(IPPTOOL_E); n++)
+		strip_bad(IPPTOOL_E, n, HTTP_HEAD_MAX, PARSE_MALFORMED);
+}
+
+/* The result must fit: TOO_LONG, out untouched; more than 100 fields too. */
+static void
+test_strip_bounds(void **state)
+{
+	static char	 buf[HTTP_HEAD_MAX + 64], out[HTTP_HEAD_MAX];
+	size_t		 want = strlen(IPPTOOL_E_STRIPPED), outlen, off;
+
+	strip_bad(IPPTOOL_E, strlen(IPPTOOL_E), want - 1, PARSE_TOO_LONG);
+	strip_bad(IPPTOOL_E, strlen(IPPTOOL_E), 0, PARSE_TOO_LONG);
+	assert_int_equal(http_strip_hop_by_hop(IPPTOOL_E, strlen(IPPTOOL_E), out, want,
+	    &outlen), PARSE_OK);
+	assert_int_equal(outlen, want);
+	assert_memory_equal(out, IPPTOOL_E_STRIPPED, want);
+
+	/* 100 fields in the largest head the parser takes */
+	off = strlen("GET / HTTP/1.1\r\n");
+	memcpy(buf, "GET / HTTP/1.1\r\n", off);
+	add_field(buf, &off, "Connection", 7);
+	memcpy(buf + off - 9, "upgrade", 7);
+	add_field(buf, &off, "Upgrade", 7);
+	memcpy(buf + off - 9, "TLS/1.0", 7);
+	for (int i = 0; i < 97; i++)
+		add_field(buf, &off, "X-Pad", 100);
+	add_field(buf, &off, "X-Last", HTTP_HEAD_MAX - off - 10 - 2);
+	memcpy(buf + off, "\r\n", 2);
+	off += 2;
+	assert_int_equal(off, HTTP_HEAD_MAX);
+	assert_true(parse_ok(buf, off).upgrade_tls);
+	assert_int_equal(http_strip_hop_by_hop(buf, off, out, sizeof(out), &outlen), PARSE_OK);
+	assert_int_equal(outlen, HTTP_HEAD_MAX - strlen("Connection: upgrade\r\nUpgrade: TLS/1.0\r\n"));
+
+	/* 101 fields */
+	off = strlen("GET / HTTP/1.1\r\n");
+	for (int i = 0; i < 101; i++)
+		add_field(buf, &off, "X-Pad", 10);
+	memcpy(buf + off, "\r\n", 2);
+	off += 2;
+	strip_bad(buf, off, HTTP_HEAD_MAX, PARSE_TOO_LONG);
+}
+
 int
 main(void)
 {
@@ -716,6 +1013,7 @@ main(void)
 		cmocka_unit_test(test_request_curl_get),
 		cmocka_unit_test(test_request_upgrade),
 		cmocka_unit_test(test_request_upgrade_incomplete),
+		cmocka_unit_test(test_request_upgrade_tls_tokens),
 		cmocka_unit_test(test_request_head_len),
 		cmocka_unit_test(test_request_need_more),
 		cmocka_unit_test(test_request_lf_only),
@@ -737,6 +1035,13 @@ main(void)
 		cmocka_unit_test(test_rule_ipv6),
 		cmocka_unit_test(test_rule_malformed),
 		cmocka_unit_test(test_connect_allowed),
+		cmocka_unit_test(test_strip_ipptool),
+		cmocka_unit_test(test_strip_connection_names),
+		cmocka_unit_test(test_strip_several_fields),
+		cmocka_unit_test(test_strip_case),
+		cmocka_unit_test(test_strip_line_endings),
+		cmocka_unit_test(test_strip_malformed),
+		cmocka_unit_test(test_strip_bounds),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
