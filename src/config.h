@@ -14,13 +14,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "cfg.h"
 #include "log.h"
 #include "util.h"
 
 struct proto;
-struct tls_server;
-struct tls_client;
-struct listener_stats;
 
 enum client_tls {
 	CLIENT_TLS_STARTTLS,
@@ -57,7 +55,6 @@ enum proxy_proto_version {
 #define CONFIG_WATERMARK_MIN		1024
 #define CONFIG_WATERMARK_MAX		(64 * 1024 * 1024)
 #define CONFIG_TIMEOUT_MAX		86400
-#define CONFIG_LINE_TEXT_MAX		512
 #define CONFIG_MAX_CONNECTIONS_MAX	1000000
 
 struct cert_conf {
@@ -77,6 +74,8 @@ struct tls_conf {
 	int		 min_version;		/* TLS1_2_VERSION or TLS1_3_VERSION */
 	char		*ciphers;		/* NULL: our default */
 	char		*ciphersuites;		/* NULL: OpenSSL's default */
+	char		*ciphers_where;		/* "file:line: ...ciphers", for tlsctx.c */
+	char		*ciphersuites_where;
 	char		*client_ca;
 	enum verify_client verify_client;
 	char		*ticket_key_file;	/* NULL: OpenSSL's own key, per process */
@@ -110,17 +109,6 @@ struct timeouts_conf {
 	unsigned	 idle;
 };
 
-struct line_conf {
-	char		*command;
-	char		*reply;			/* "" means no reply */
-	char		*refusal;
-};
-
-struct http_conf {
-	char		**connect_allow;
-	size_t		 nconnect_allow;
-};
-
 struct listener_conf {
 	char		*name;
 	struct addr	*listen;
@@ -136,14 +124,8 @@ struct listener_conf {
 	bool		 has_tls;
 	struct tls_conf	 tls;
 	struct backend_conf backend;
-	struct line_conf line;
-	struct http_conf http;
+	void		*proto_conf;		/* the protocol's own settings */
 	char		*where;
-
-	/* Filled in when the configuration is loaded for use. */
-	struct tls_server *tls_server;		/* NULL when client_tls is none */
-	struct tls_client *tls_backend;		/* NULL when backend tls is none */
-	struct listener_stats *stats;
 };
 
 struct config {
@@ -164,20 +146,9 @@ struct config {
 	size_t		 nlisteners;
 };
 
-/*
- * Problems found while loading, each one line "file:line: path: text".
- */
-struct config_errors {
-	char		**lines;
-	size_t		 count;
-};
-
 struct config *config_load_file(const char *path, struct config_errors *);
 struct config *config_load_string(const char *text, const char *name,
 		    struct config_errors *);
-void		 config_errors_add(struct config_errors *, const char *, ...)
-		    PRINTFLIKE(2, 3);
-void		 config_errors_clear(struct config_errors *);
 
 struct config	*config_ref(struct config *);
 void		 config_unref(struct config *);

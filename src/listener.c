@@ -41,9 +41,10 @@
  * client speaks cleartext first, then close.  One write, never blocking.
  */
 static void
-listener_refuse(struct worker *w, const struct listener_conf *lc, int fd,
+listener_refuse(struct worker *w, const struct listener_rt *lr, int fd,
     const char *peer, const char *what, unsigned limit)
 {
+	const struct listener_conf *lc = lr->lc;
 	unsigned long	 suppressed;
 
 	if (lc->client_tls != CLIENT_TLS_IMPLICIT && lc->proto->busy != NULL) {
@@ -56,7 +57,7 @@ listener_refuse(struct worker *w, const struct listener_conf *lc, int fd,
 		evbuffer_drain(reply, n);
 	}
 	close(fd);
-	STAT_INC(&lc->stats->workers[w->index], refused[REFUSED_MAX_CONNECTIONS]);
+	STAT_INC(&lr->stats->workers[w->index], refused[REFUSED_MAX_CONNECTIONS]);
 	if (log_ratelimit_pass(&w->rl_busy, time(NULL), &suppressed))
 		log_warnx("listener %s: refused %s: %s max_connections (%u) reached%s",
 		    lc->name, peer, what, limit,
@@ -69,18 +70,18 @@ listener_accept_cb(struct evconnlistener *ev, evutil_socket_t fd,
 {
 	struct listen_sock	*ls = arg;
 	struct worker		*w = ls->w;
-	const struct listener_conf *lc = ls->lc;
+	const struct listener_conf *lc = ls->lr->lc;
 	char			 peer[SESSION_PEER_MAX];
 
 	unsigned		 all = atomic_load_explicit(&w->d->nsessions, memory_order_relaxed);
 
-	if (all >= w->cfg->max_connections ||
-	    stats_active(lc->stats->workers, w->d->nworkers) >= lc->max_connections) {
-		bool global = all >= w->cfg->max_connections;
+	if (all >= w->rt->cfg->max_connections ||
+	    stats_active(ls->lr->stats->workers, w->d->nworkers) >= lc->max_connections) {
+		bool global = all >= w->rt->cfg->max_connections;
 
 		addr_format(sa, (socklen_t)salen, peer, sizeof(peer));
-		listener_refuse(w, lc, fd, peer, global ? "the global" : "the listener's",
-		    global ? w->cfg->max_connections : lc->max_connections);
+		listener_refuse(w, ls->lr, fd, peer, global ? "the global" : "the listener's",
+		    global ? w->rt->cfg->max_connections : lc->max_connections);
 		return;
 	}
 	session_accept(w, ls, fd, sa, (socklen_t)salen);
@@ -128,7 +129,7 @@ listener_error_cb(struct evconnlistener *ev, void *arg)
 
 	if (log_ratelimit_pass(&w->rl_accept, time(NULL), &suppressed))
 		log_warnx("listener %s: cannot accept: %s; open sessions go on, accepting paused%s",
-		    ls->lc->name, strerror(err),
+		    ls->lr->lc->name, strerror(err),
 		    suppressed ? " (repeated)" : "");
 	w->accept_paused = true;
 	for (size_t i = 0; i < w->nsocks; i++)
@@ -219,9 +220,10 @@ listen_sock_find(struct worker *w, const struct addr *a)
  * worker changes it in listener_commit(), which the main thread waits for.
  */
 int
-listener_plan(struct worker *w, struct config *cfg, struct listen_sock ***out,
+listener_plan(struct worker *w, struct runtime *rt, struct listen_sock ***out,
     size_t *nout, struct config_errors *errs)
 {
+	const struct config	*cfg = rt->cfg;
 	struct listen_sock	**socks;
 	size_t			 total = 0, k = 0;
 	char			 why[256];
@@ -233,7 +235,7 @@ listener_plan(struct worker *w, struct config *cfg, struct listen_sock ***out,
 		return -1;
 	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct listener_conf *lc = &cfg->listeners[i];
+		const struct listener_conf *lc = &cfg->listeners[i];
 
 		for (size_t j = 0; j < lc->nlisten; j++, k++) {
 			if ((socks[k] = listen_sock_find(w, &lc->listen[j])) != NULL)
@@ -271,12 +273,12 @@ listener_unplan(struct worker *w, struct listen_sock **socks, size_t n)
 /*
  * In the worker's thread: make the planned sockets its own.  Close what is
  * no longer configured, watch the new ones, and point each at its listener
- * in w->cfg (which the caller has just set).
+ * in w->rt (which the caller has just set).
  */
 void
 listener_commit(struct worker *w, struct listen_sock **socks, size_t n)
 {
-	struct config	*cfg = w->cfg;
+	struct runtime	*rt = w->rt;
 	size_t		 k = 0;
 
 	for (size_t i = 0; i < w->nsocks; i++) {
@@ -288,29 +290,29 @@ listener_commit(struct worker *w, struct listen_sock **socks, size_t n)
 		if (!keep) {
 			if (w->index == 0)
 				log_info("listener %s: no longer listening on %s:%u",
-				    w->socks[i]->lc->name, w->socks[i]->addr.host,
+				    w->socks[i]->lr->lc->name, w->socks[i]->addr.host,
 				    w->socks[i]->addr.port);
 			listen_sock_free(w->socks[i]);
 		}
 	}
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		for (size_t j = 0; j < cfg->listeners[i].nlisten; j++, k++) {
+	for (size_t i = 0; i < rt->cfg->nlisteners; i++) {
+		for (size_t j = 0; j < rt->cfg->listeners[i].nlisten; j++, k++) {
 			struct listen_sock *ls = socks[k];
 
-			ls->lc = &cfg->listeners[i];
+			ls->lr = &rt->listeners[i];
 			if (ls->ev == NULL) {
 				ls->ev = evconnlistener_new(w->base, listener_accept_cb, ls,
 				    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0, ls->fd);
 				if (ls->ev == NULL) {
 					log_warnx("listener %s: cannot watch %s:%u; not accepting there",
-					    ls->lc->name, ls->addr.host, ls->addr.port);
+					    ls->lr->lc->name, ls->addr.host, ls->addr.port);
 					continue;
 				}
 				evconnlistener_set_error_cb(ls->ev, listener_error_cb);
 				if (w->index == 0)
 					log_info("listener %s: listening on %s:%u (%s, client_tls %s)",
-					    ls->lc->name, ls->addr.host, ls->addr.port,
-					    ls->lc->proto->name, client_tls_name(ls->lc->client_tls));
+					    ls->lr->lc->name, ls->addr.host, ls->addr.port,
+					    ls->lr->lc->proto->name, client_tls_name(ls->lr->lc->client_tls));
 			}
 			if (!w->accept_paused && !w->draining)
 				evconnlistener_enable(ls->ev);

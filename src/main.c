@@ -27,6 +27,7 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "runtime.h"
 #include "tlsctx.h"
 
 #ifndef SYSCONFDIR
@@ -127,21 +128,21 @@ parse_args(int argc, char **argv, struct options *o)
 	return 0;
 }
 
-static struct config *
+/* The file, read, checked and made ready to run (every certificate loaded). */
+static struct runtime *
 load(const char *path)
 {
 	struct config_errors	 errs = { 0 };
 	struct config		*cfg;
+	struct runtime		*rt = NULL;
 
-	cfg = config_load_file(path, &errs);
-	if (cfg != NULL && tlsctx_prepare(cfg, &errs) == -1) {
-		config_unref(cfg);
-		cfg = NULL;
-	}
+	if ((cfg = config_load_file(path, &errs)) != NULL)
+		rt = runtime_new(cfg, &errs);
+	config_unref(cfg);
 	for (size_t i = 0; i < errs.count; i++)
 		fprintf(stderr, "%s\n", errs.lines[i]);
 	config_errors_clear(&errs);
-	return cfg;
+	return rt;
 }
 
 struct privs {
@@ -376,6 +377,7 @@ main(int argc, char **argv)
 {
 	struct options		 o = { 0 };
 	struct config_errors	 errs = { 0 };
+	struct runtime		*rt;
 	struct config		*cfg;
 	struct daemon		*d;
 	struct privs		 privs;
@@ -388,17 +390,18 @@ main(int argc, char **argv)
 	    "starttls-proxy");
 	signal(SIGPIPE, SIG_IGN);
 
-	if ((cfg = load(o.config)) == NULL)
+	if ((rt = load(o.config)) == NULL)
 		exit(EXIT_CONFIG);
+	cfg = rt->cfg;
 	if (privs_lookup(o.user ? o.user : cfg->user, cfg->group, &privs) == -1)
 		exit(EXIT_CONFIG);
 	if (o.test) {
 		printf("configuration OK\n");
-		config_unref(cfg);
+		runtime_unref(rt);
 		exit(0);
 	}
 
-	if ((d = server_new(cfg, o.foreground, o.debug)) == NULL) {
+	if ((d = server_new(rt, o.foreground, o.debug)) == NULL) {
 		fprintf(stderr, "starttls-proxy: cannot set up the event loops\n");
 		exit(EXIT_CONFIG);
 	}
@@ -437,7 +440,7 @@ main(int argc, char **argv)
 		pidfile_remove(&pf, true);
 		exit(EXIT_CONFIG);
 	}
-	config_unref(cfg);	/* the daemon and its workers hold their own */
+	runtime_unref(rt);	/* the daemon and its workers hold their own */
 
 	rc = server_run(d) == 0 ? 0 : 1;
 	server_free(d);

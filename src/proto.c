@@ -85,3 +85,15 @@ proto_client_full(struct proto_io *io)
 	io->stopped = true;
 	return true;
 }
+
+size_t
+proto_blocks(const char **out, size_t max)
+{
+	size_t	 n = 0;
+
+	for (size_t i = 0; proto_table[i] != NULL && n + 1 < max; i++)
+		if (proto_table[i]->block != NULL)
+			out[n++] = proto_table[i]->block;
+	out[n] = NULL;
+	return n;
+}

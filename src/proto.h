@@ -36,6 +36,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <libconfig.h>
+
+#include "cfg.h"
 #include "config.h"
 #include "end.h"
 
@@ -77,7 +80,22 @@ struct proto {
 	bool		 has_upgrade;		/* has a cleartext upgrade verb */
 	bool		 connect_early;		/* connect the backend before any client byte */
 	bool		 keep_backend_at_upgrade; /* backend bytes belong to the tunnel */
-	const char	*block;			/* its own settings group, or NULL */
+	bool		 backend_optional;	/* the module may name the backend itself */
+
+	/*
+	 * Its own settings group in a listener (block = { ... }), with the
+	 * names it knows.  conf_parse reads it (NULL when the listener has
+	 * none: the defaults) into the listener's opaque proto_conf, reporting
+	 * problems through the walk; NULL when memory ran out.  conf_check
+	 * looks at the whole listener once it is read.
+	 */
+	const char	*block;
+	const char *const *block_keys;
+	void		*(*conf_parse)(struct cfg_walk *, const config_setting_t *block,
+			    const char *path);
+	void		 (*conf_free)(void *);
+	void		 (*conf_check)(struct cfg_walk *, const config_setting_t *listener,
+			    const char *path, const struct listener_conf *);
 
 	void		*(*session_new)(const struct listener_conf *);
 	void		 (*session_free)(void *);
@@ -121,5 +139,8 @@ extern const struct proto proto_ldap;
 extern const struct proto proto_http;
 extern const struct proto proto_line;
 extern const struct proto proto_tcp;
+
+/* The listener keys that protocols add: their blocks, NULL-terminated. */
+size_t		 proto_blocks(const char **out, size_t max);
 
 #endif

@@ -24,8 +24,17 @@
 #include "http_parse.h"
 #include "proto.h"
 
+/* The listener's http = { ... } block. */
+struct http_conf {
+	char		**connect_allow;
+	size_t		 nconnect_allow;
+};
+
+static const char *const http_keys[] = { "connect_allow", NULL };
+
 struct http {
 	const struct listener_conf *conf;
+	const struct http_conf	*hc;
 	struct addr		 target;	/* of the CONNECT */
 	struct evbuffer		*upgraded;	/* the request that asked for TLS */
 	bool			 tunnel;	/* a CONNECT is being set up */
@@ -36,8 +45,10 @@ http_new(const struct listener_conf *conf)
 {
 	struct http	*m = calloc(1, sizeof(*m));
 
-	if (m != NULL)
+	if (m != NULL) {
 		m->conf = conf;
+		m->hc = conf->proto_conf;
+	}
 	return m;
 }
 
@@ -86,7 +97,7 @@ http_connect(struct http *m, struct proto_io *io, const struct http_request *r)
 	if (http_authority_parse(r->target, r->target_len, &m->target) == -1)
 		return http_refuse(io, 400, NULL, "CONNECT needs host:port.\n",
 		    "a CONNECT target that is not host:port");
-	if (!http_connect_allowed(m->conf->http.connect_allow, m->conf->http.nconnect_allow,
+	if (!http_connect_allowed(m->hc->connect_allow, m->hc->nconnect_allow,
 	    &m->target))
 		return http_refuse(io, 403, NULL, "This target is not allowed.\n",
 		    "a CONNECT target that http.connect_allow does not allow");
@@ -227,6 +238,86 @@ http_busy(struct evbuffer *to_client)
 	http_respond(to_client, 503, NULL, "Too many connections, try again later.\n");
 }
 
+static void
+http_conf_free(void *arg)
+{
+	struct http_conf	*h = arg;
+
+	if (h == NULL)
+		return;
+	for (size_t i = 0; i < h->nconnect_allow; i++)
+		free(h->connect_allow[i]);
+	free(h->connect_allow);
+	free(h);
+}
+
+static bool
+connect_rule_valid(const char *rule)
+{
+	struct addr	 a;
+	const char	*why;
+
+	if (strncmp(rule, "*.", 2) == 0)
+		rule += 2;
+	return addr_parse(rule, ADDR_ALLOW_NAME, &a, &why) == 0;
+}
+
+/* http = { connect_allow = [ "host:port", "*.domain:port" ]; } */
+static void *
+http_conf_parse(struct cfg_walk *w, const config_setting_t *g, const char *path)
+{
+	struct http_conf	*h = cfg_calloc(w, 1, sizeof(*h));
+	const char		**rules;
+	const config_setting_t	**where;
+	char			 p[CFG_PATH_MAX], ep[CFG_PATH_MAX];
+	size_t			 n;
+
+	if (h == NULL || g == NULL)
+		return h;
+	cfg_check_members(w, g, path, http_keys);
+	if (cfg_get_string_list(w, g, path, "connect_allow", &rules, &where, &n) != 1)
+		return h;
+	cfg_child_path(p, sizeof(p), path, "connect_allow");
+	if ((h->connect_allow = cfg_calloc(w, n, sizeof(*h->connect_allow))) == NULL)
+		n = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!connect_rule_valid(rules[i])) {
+			cfg_index_path(ep, sizeof(ep), p, (unsigned)i);
+			cfg_problem(w, where[i], ep,
+			    "\"%s\" is not a rule (expected host:port, [v6]:port or *.domain:port)",
+			    rules[i]);
+			continue;
+		}
+		if ((h->connect_allow[h->nconnect_allow] = cfg_strdup(w, rules[i])) == NULL)
+			break;
+		h->nconnect_allow++;
+	}
+	free(rules);
+	free(where);
+	return h;
+}
+
+/*
+ * An http listener needs somewhere to send requests: backend.address, or
+ * the targets of CONNECT, which only a STARTTLS listener accepts.
+ */
+static void
+http_conf_check(struct cfg_walk *w, const config_setting_t *g, const char *path,
+    const struct listener_conf *lc)
+{
+	const config_setting_t	*b = config_setting_get_member(g, "backend");
+	const config_setting_t	*hg = config_setting_get_member(g, "http");
+	const struct http_conf	*h = lc->proto_conf;
+
+	if (lc->backend.has_address || (b != NULL && config_setting_get_member(b, "address")))
+		return;		/* has one, or a bad one already reported */
+	if (lc->client_tls != CLIENT_TLS_STARTTLS)
+		cfg_problem(w, g, path, "an http listener without client_tls = \"starttls\" (so without CONNECT) needs backend.address");
+	else if ((h == NULL || h->nconnect_allow == 0) &&
+	    (hg == NULL || config_setting_get_member(hg, "connect_allow") == NULL))
+		cfg_problem(w, g, path, "an http listener needs backend.address, http.connect_allow or both");
+}
+
 const struct proto proto_http = {
 	.name = "http",
 	.default_client_tls = CLIENT_TLS_STARTTLS,
@@ -234,7 +325,12 @@ const struct proto proto_http = {
 	.has_upgrade = true,
 	.connect_early = false,
 	.keep_backend_at_upgrade = true,
+	.backend_optional = true,
 	.block = "http",
+	.block_keys = http_keys,
+	.conf_parse = http_conf_parse,
+	.conf_free = http_conf_free,
+	.conf_check = http_conf_check,
 	.session_new = http_new,
 	.session_free = http_free,
 	.client_input = http_client_input,

@@ -18,6 +18,7 @@
  */
 #include "autoconfig.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +28,20 @@
 #include "line_parse.h"
 #include "proto.h"
 
+#define LINE_TEXT_MAX	512	/* line.command, reply and refusal */
+
+/* The listener's line = { ... } block. */
+struct line_conf {
+	char		*command;
+	char		*reply;			/* "" means no reply */
+	char		*refusal;
+};
+
+static const char *const line_keys[] = { "command", "reply", "refusal", NULL };
+
 struct line {
 	const struct listener_conf *conf;
+	const struct line_conf	*lc;
 	size_t			 outstanding;	/* relayed lines not answered yet */
 	bool			 bup_sent;	/* backend.tls = "starttls": command sent */
 	char			 bup_why[160];
@@ -39,8 +52,10 @@ line_new(const struct listener_conf *conf)
 {
 	struct line	*m = calloc(1, sizeof(*m));
 
-	if (m != NULL)
+	if (m != NULL) {
 		m->conf = conf;
+		m->lc = conf->proto_conf;
+	}
 	return m;
 }
 
@@ -73,7 +88,7 @@ static enum proto_verdict
 line_client_input(struct proto_io *io)
 {
 	struct line		*m = io->state;
-	const struct line_conf	*lc = &m->conf->line;
+	const struct line_conf	*lc = m->lc;
 	size_t			 len, linelen, textlen;
 	const char		*p;
 
@@ -174,7 +189,7 @@ static enum proto_verdict
 line_backend_starttls(struct proto_io *io)
 {
 	struct line		*m = io->state;
-	const struct line_conf	*lc = &m->conf->line;
+	const struct line_conf	*lc = m->lc;
 	size_t			 len = evbuffer_get_length(io->in), linelen, textlen;
 	const char		*p;
 
@@ -203,6 +218,68 @@ line_backend_starttls(struct proto_io *io)
 	return PROTO_UPGRADE;
 }
 
+static void
+line_conf_free(void *arg)
+{
+	struct line_conf	*l = arg;
+
+	if (l == NULL)
+		return;
+	free(l->command);
+	free(l->reply);
+	free(l->refusal);
+	free(l);
+}
+
+static bool
+printable(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (!isprint((unsigned char)*s))
+			return false;
+	return true;
+}
+
+/* line = { command = "STARTTLS"; reply = ""; refusal = "ERR STARTTLS required"; } */
+static void *
+line_conf_parse(struct cfg_walk *w, const config_setting_t *g, const char *path)
+{
+	static const char *const defaults[] = { "STARTTLS", "", "ERR STARTTLS required" };
+	struct line_conf	*l = cfg_calloc(w, 1, sizeof(*l));
+	char			**fields[3];
+	char			 p[CFG_PATH_MAX];
+	const char		*v;
+
+	if (l == NULL)
+		return NULL;
+	fields[0] = &l->command;
+	fields[1] = &l->reply;
+	fields[2] = &l->refusal;
+	if (g != NULL)
+		cfg_check_members(w, g, path, line_keys);
+	for (size_t i = 0; i < 3; i++) {
+		v = defaults[i];
+		if (g != NULL && cfg_get_string(w, g, path, line_keys[i], &v) == 1) {
+			cfg_child_path(p, sizeof(p), path, line_keys[i]);
+			if (!printable(v) || strlen(v) > LINE_TEXT_MAX) {
+				cfg_problem(w, config_setting_get_member(g, line_keys[i]), p,
+				    "expected printable text of at most %d characters, without CR or LF",
+				    LINE_TEXT_MAX);
+				v = defaults[i];
+			} else if (i == 0 && (v[0] == '\0' || strchr(v, ' ') != NULL)) {
+				cfg_problem(w, config_setting_get_member(g, line_keys[i]), p,
+				    "expected one word, such as \"STARTTLS\"");
+				v = defaults[i];
+			}
+		}
+		if ((*fields[i] = cfg_strdup(w, v)) == NULL) {
+			line_conf_free(l);
+			return NULL;
+		}
+	}
+	return l;
+}
+
 const struct proto proto_line = {
 	.name = "line",
 	.default_client_tls = CLIENT_TLS_STARTTLS,
@@ -210,6 +287,9 @@ const struct proto proto_line = {
 	.has_upgrade = true,
 	.connect_early = true,
 	.block = "line",
+	.block_keys = line_keys,
+	.conf_parse = line_conf_parse,
+	.conf_free = line_conf_free,
 	.session_new = line_new,
 	.session_free = line_free,
 	.client_input = line_client_input,

@@ -75,12 +75,12 @@ server_warn_selfsigned(const struct config *cfg)
 	}
 }
 
-/* Point every listener of cfg at its figures, made once per name. */
+/* Point every listener of rt at its figures, made once per name. */
 static int
-server_attach_stats(struct daemon *d, struct config *cfg)
+server_attach_stats(struct daemon *d, struct runtime *rt)
 {
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct listener_conf	*lc = &cfg->listeners[i];
+	for (size_t i = 0; i < rt->cfg->nlisteners; i++) {
+		const struct listener_conf *lc = rt->listeners[i].lc;
 		struct listener_stats	*st;
 
 		for (st = d->stats; st != NULL; st = st->next)
@@ -100,7 +100,7 @@ server_attach_stats(struct daemon *d, struct config *cfg)
 			st->next = d->stats;
 			d->stats = st;
 		}
-		lc->stats = st;
+		rt->listeners[i].stats = st;
 	}
 	return 0;
 }
@@ -195,7 +195,7 @@ worker_free(struct worker *w)
 		evdns_base_free(w->dns_exact, 0);
 		event_base_free(w->base);
 	}
-	config_unref(w->cfg);
+	runtime_unref(w->rt);
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->done_cv);
 	free(w);
@@ -223,7 +223,7 @@ worker_stop_loop(struct worker *w)
 static void
 worker_drain(struct worker *w)
 {
-	struct timeval	 tv = { .tv_sec = w->cfg->shutdown_timeout };
+	struct timeval	 tv = { .tv_sec = w->rt->cfg->shutdown_timeout };
 
 	w->draining = true;
 	listener_close_all(w);
@@ -233,7 +233,7 @@ worker_drain(struct worker *w)
 		return;
 	}
 	w->drain_timer = evtimer_new(w->base, worker_drain_timeout, w);
-	if (w->drain_timer == NULL || w->cfg->shutdown_timeout == 0)
+	if (w->drain_timer == NULL || w->rt->cfg->shutdown_timeout == 0)
 		session_shutdown_all(w, "shutdown_timeout is 0");
 	else
 		evtimer_add(w->drain_timer, &tv);
@@ -253,11 +253,11 @@ worker_cmd_cb(evutil_socket_t fd, short what, void *arg)
 
 	switch (cmd.kind) {
 	case WORKER_CMD_CONFIGURE: {
-		struct config *old = w->cfg;
+		struct runtime *old = w->rt;
 
-		w->cfg = cmd.cfg;
+		w->rt = cmd.rt;
 		listener_commit(w, cmd.socks, cmd.nsocks);
-		config_unref(old);
+		runtime_unref(old);
 		break;
 	}
 	case WORKER_CMD_DRAIN:
@@ -324,16 +324,16 @@ server_session_gone(struct worker *w)
 /* The daemon */
 
 struct daemon *
-server_new(struct config *cfg, bool foreground, bool debug)
+server_new(struct runtime *rt, bool foreground, bool debug)
 {
 	struct daemon	*d;
-	unsigned	 n = server_workers_wanted(cfg);
+	unsigned	 n = server_workers_wanted(rt->cfg);
 
 	if (evthread_use_pthreads() == -1)
 		return NULL;
 	if ((d = calloc(1, sizeof(*d))) == NULL)
 		return NULL;
-	d->cfg = config_ref(cfg);
+	d->rt = runtime_ref(rt);
 	d->foreground = foreground;
 	d->debug = debug;
 	if ((d->base = event_base_new()) == NULL ||
@@ -355,7 +355,7 @@ server_new(struct config *cfg, bool foreground, bool debug)
 	d->sig_int = evsignal_new(d->base, SIGINT, server_signal_cb, d);
 	d->worker_exit = event_new(d->base, -1, 0, worker_exit_cb, d);
 	if (d->sig_hup == NULL || d->sig_term == NULL || d->sig_int == NULL ||
-	    d->worker_exit == NULL || server_attach_stats(d, cfg) == -1)
+	    d->worker_exit == NULL || server_attach_stats(d, rt) == -1)
 		goto fail;
 	return d;
 fail:
@@ -389,27 +389,27 @@ server_free(struct daemon *d)
 		free(st->workers);
 		free(st);
 	}
-	config_unref(d->cfg);
+	runtime_unref(d->rt);
 	free(d);
 }
 
 /*
- * Plan every worker's sockets for cfg and hand them over.  If one cannot
+ * Plan every worker's sockets for rt and hand them over.  If one cannot
  * be bound, undo the plans made so far and change nothing.
  */
 static int
-server_configure(struct daemon *d, struct config *cfg, struct config_errors *errs)
+server_configure(struct daemon *d, struct runtime *rt, struct config_errors *errs)
 {
 	struct listen_sock	**plans[WORKERS_MAX];
 	size_t			 nplans[WORKERS_MAX];
 	unsigned		 i;
 
-	if (server_attach_stats(d, cfg) == -1) {
+	if (server_attach_stats(d, rt) == -1) {
 		config_errors_add(errs, "out of memory");
 		return -1;
 	}
 	for (i = 0; i < d->nworkers; i++) {
-		if (listener_plan(d->workers[i], cfg, &plans[i], &nplans[i], errs) == -1) {
+		if (listener_plan(d->workers[i], rt, &plans[i], &nplans[i], errs) == -1) {
 			while (i-- > 0)
 				listener_unplan(d->workers[i], plans[i], nplans[i]);
 			return -1;
@@ -417,7 +417,7 @@ server_configure(struct daemon *d, struct config *cfg, struct config_errors *err
 	}
 	for (i = 0; i < d->nworkers; i++)
 		worker_post(d->workers[i], (struct worker_cmd){
-			.kind = WORKER_CMD_CONFIGURE, .cfg = config_ref(cfg),
+			.kind = WORKER_CMD_CONFIGURE, .rt = runtime_ref(rt),
 			.socks = plans[i], .nsocks = nplans[i] }, true);
 	return 0;
 }
@@ -429,11 +429,11 @@ server_listen(struct daemon *d, struct config_errors *errs)
 	char	 why[256];
 
 	if (stats_listen(d, why, sizeof(why)) == -1) {
-		config_errors_add(errs, "%s: %s", d->cfg->path, why);
+		config_errors_add(errs, "%s: %s", d->rt->cfg->path, why);
 		return -1;
 	}
 	sdnotify_collect_sockets();
-	if (server_configure(d, d->cfg, errs) == -1)
+	if (server_configure(d, d->rt, errs) == -1)
 		return -1;
 	sdnotify_unclaimed();
 	return 0;
@@ -455,19 +455,21 @@ static void
 server_reload(struct daemon *d)
 {
 	struct config_errors	 errs = { 0 };
-	struct config		*cfg, *old = d->cfg;
+	struct config		*cfg, *old = d->rt->cfg;
+	struct runtime		*rt = NULL, *oldrt = d->rt;
 
 	log_info("reloading %s", old->path);
 	sdnotify("RELOADING=1");
-	cfg = config_load_file(old->path, &errs);
-	if (cfg == NULL || tlsctx_prepare(cfg, &errs) == -1 ||
-	    server_configure(d, cfg, &errs) == -1) {
+	if ((cfg = config_load_file(old->path, &errs)) != NULL)
+		rt = runtime_new(cfg, &errs);
+	config_unref(cfg);	/* rt holds its own */
+	if (rt == NULL || server_configure(d, rt, &errs) == -1) {
 		for (size_t i = 0; i < errs.count; i++)
 			log_errorx("%s", errs.lines[i]);
 		log_errorx("reload of %s failed: the running configuration is kept",
 		    old->path);
 		config_errors_clear(&errs);
-		config_unref(cfg);
+		runtime_unref(rt);
 		sdnotify("READY=1\nSTATUS=reload failed: the running configuration is kept");
 		return;
 	}
@@ -486,14 +488,14 @@ server_reload(struct daemon *d)
 	if (server_workers_wanted(cfg) != d->nworkers)
 		log_warnx("workers: %u running; a change takes effect at the next start",
 		    d->nworkers);
-	d->cfg = cfg;
-	config_unref(old);
+	d->rt = rt;
 	server_apply_log(d, cfg);
 	server_warn_selfsigned(cfg);
 	sdnotify("READY=1\nSTATUS=running; reloaded");
 	log_info("reloaded %s: %zu listener%s; %u open session%s keep their settings",
 	    cfg->path, cfg->nlisteners, cfg->nlisteners == 1 ? "" : "s",
 	    atomic_load(&d->nsessions), atomic_load(&d->nsessions) == 1 ? "" : "s");
+	runtime_unref(oldrt);
 }
 
 static void
@@ -512,7 +514,7 @@ server_drain(struct daemon *d)
 		worker_post(d->workers[i], (struct worker_cmd){ .kind = WORKER_CMD_DRAIN }, true);
 	log_info("shutting down: listeners closed, %u open session%s, waiting up to %u s",
 	    atomic_load(&d->nsessions), atomic_load(&d->nsessions) == 1 ? "" : "s",
-	    d->cfg->shutdown_timeout);
+	    d->rt->cfg->shutdown_timeout);
 }
 
 static void
@@ -570,7 +572,7 @@ server_run(struct daemon *d)
 	evsignal_add(d->sig_int, NULL);
 	if (rc == 0) {
 		log_info("starttls-proxy %s started: %zu listener%s, %u worker%s", PACKAGE_VERSION,
-		    d->cfg->nlisteners, d->cfg->nlisteners == 1 ? "" : "s",
+		    d->rt->cfg->nlisteners, d->rt->cfg->nlisteners == 1 ? "" : "s",
 		    d->nworkers, d->nworkers == 1 ? "" : "s");
 		sdnotify("READY=1\nSTATUS=running");
 		if (event_base_loop(d->base, EVLOOP_NO_EXIT_ON_EMPTY) == -1) {

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "runtime.h"
 #include "log.h"
 #include "stats.h"
 #include "util.h"
@@ -43,21 +44,21 @@ struct listen_sock {
 	struct addr		 addr;
 	int			 fd;
 	struct evconnlistener	*ev;	/* NULL until the worker adopts it */
-	struct listener_conf	*lc;	/* in w->cfg */
+	struct listener_rt	*lr;	/* in w->rt */
 };
 
 TAILQ_HEAD(session_list, session);
 
 enum worker_cmd_kind {
 	WORKER_CMD_NONE,
-	WORKER_CMD_CONFIGURE,	/* adopt cfg and these listening sockets */
+	WORKER_CMD_CONFIGURE,	/* adopt rt and these listening sockets */
 	WORKER_CMD_DRAIN,	/* stop accepting; end when the sessions have */
 	WORKER_CMD_STOP,	/* close every session now */
 };
 
 struct worker_cmd {
 	enum worker_cmd_kind	 kind;
-	struct config		*cfg;	/* a reference, for CONFIGURE */
+	struct runtime		*rt;	/* a reference, for CONFIGURE */
 	struct listen_sock	**socks;
 	size_t			 nsocks;
 };
@@ -70,7 +71,7 @@ struct worker {
 	struct event_base	*base;
 	struct evdns_base	*dns;
 	struct evdns_base	*dns_exact;	/* no search list: client-chosen names */
-	struct config		*cfg;
+	struct runtime		*rt;		/* what it accepts with */
 	struct listen_sock	**socks;
 	size_t			 nsocks;
 	struct session_list	 sessions;
@@ -95,7 +96,7 @@ struct worker {
 
 struct daemon {
 	struct event_base	*base;		/* the main thread's: signals */
-	struct config		*cfg;
+	struct runtime		*rt;		/* the running configuration */
 	struct worker		**workers;
 	unsigned		 nworkers;
 	struct listener_stats	*stats;
@@ -114,7 +115,7 @@ struct daemon {
 
 /* listener.c */
 int	 listener_init(struct worker *);
-int	 listener_plan(struct worker *, struct config *, struct listen_sock ***,
+int	 listener_plan(struct worker *, struct runtime *, struct listen_sock ***,
 	    size_t *, struct config_errors *);
 void	 listener_unplan(struct worker *, struct listen_sock **, size_t);
 void	 listener_commit(struct worker *, struct listen_sock **, size_t);
@@ -122,7 +123,7 @@ void	 listener_close_all(struct worker *);
 void	 listener_resume(struct worker *);
 
 /* server.c */
-struct daemon *server_new(struct config *, bool foreground, bool debug);
+struct daemon *server_new(struct runtime *, bool foreground, bool debug);
 int	 server_listen(struct daemon *, struct config_errors *);
 int	 server_after_fork(struct daemon *);
 int	 server_run(struct daemon *);

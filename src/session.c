@@ -44,6 +44,7 @@
 #include "log.h"
 #include "proto.h"
 #include "proxy_proto.h"
+#include "runtime.h"
 #include "server.h"
 #include "session.h"
 #include "side.h"
@@ -82,7 +83,8 @@ struct session {
 	uint32_t		 magic;
 	uint64_t		 id;
 	struct worker		*w;
-	struct config		*cfg;		/* a reference */
+	struct runtime		*rt;		/* a reference: what it runs on */
+	const struct listener_rt *lr;		/* its listener's, in rt */
 	const struct listener_conf *lc;
 	struct listener_counters *counters;	/* its listener's, in its worker */
 	TAILQ_ENTRY(session)	 entry;
@@ -213,7 +215,7 @@ void
 session_accept(struct worker *w, struct listen_sock *ls, int fd,
     const struct sockaddr *sa, socklen_t salen)
 {
-	const struct listener_conf	*lc = ls->lc;
+	const struct listener_conf	*lc = ls->lr->lc;
 	struct session			*s;
 	int				 rc;
 
@@ -225,9 +227,10 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	s->magic = SESSION_MAGIC;
 	s->id = atomic_fetch_add_explicit(&w->d->next_id, 1, memory_order_relaxed) + 1;
 	s->w = w;
-	s->cfg = config_ref(w->cfg);
+	s->rt = runtime_ref(w->rt);
+	s->lr = ls->lr;
 	s->lc = lc;
-	s->counters = &lc->stats->workers[w->index];
+	s->counters = &ls->lr->stats->workers[w->index];
 	s->proto = lc->proto;
 	s->upgraded = "none";
 	s->start_ms = s->last_ms = now_ms();
@@ -241,7 +244,7 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 
 	s->timer = event_new(w->base, -1, 0, session_tick, s);
 	if (lc->client_tls == CLIENT_TLS_IMPLICIT && !lc->accept_proxy_protocol) {
-		SSL *ssl = tls_server_ssl(lc->tls_server);
+		SSL *ssl = tls_server_ssl(s->lr->tls_server);
 
 		if (ssl == NULL) {
 			close(fd);
@@ -933,7 +936,7 @@ session_client_tls(struct session *s)
 {
 	SSL	*ssl;
 
-	if ((ssl = tls_server_ssl(s->lc->tls_server)) == NULL) {
+	if ((ssl = tls_server_ssl(s->lr->tls_server)) == NULL) {
 		session_close(s, END_INTERNAL, "cannot create a TLS session");
 		return;
 	}
@@ -1100,7 +1103,7 @@ session_connect_backend(struct session *s)
 	log_debug("session %llu: connecting to the backend", (unsigned long long)s->id);
 	/* a name the client chose is looked up without the search list */
 	backend_connect(&s->backend, s->w->base, s->target != NULL ? s->w->dns_exact : s->w->dns,
-	    &lc->backend, lc->tls_backend, s->target != NULL ? s->target : &lc->backend.address, &c);
+	    &lc->backend, s->lr->tls_backend, s->target != NULL ? s->target : &lc->backend.address, &c);
 }
 
 static void
@@ -1340,7 +1343,7 @@ session_free(struct session *s)
 	STAT_ADD(s->counters, bytes_in, s->bytes_in);
 	STAT_ADD(s->counters, bytes_out, s->bytes_out);
 	STAT_INC(s->counters, closed);
-	config_unref(s->cfg);
+	runtime_unref(s->rt);
 	s->magic = 0;
 	free(s);
 	server_session_gone(w);

@@ -560,12 +560,12 @@ stats_accept_error_cb(struct evconnlistener *l, void *arg)
 int
 stats_listen(struct daemon *d, char *why, size_t len)
 {
-	const struct addr	*a = &d->cfg->stats_listen;
+	const struct addr	*a = &d->rt->cfg->stats_listen;
 	unsigned		 flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
 				    LEV_OPT_REUSEABLE;
 	bool			 v6 = a->ss.ss_family == AF_INET6;
 
-	if (!d->cfg->has_stats)
+	if (!d->rt->cfg->has_stats)
 		return 0;
 	if (v6)
 		flags |= LEV_OPT_BIND_IPV6ONLY;

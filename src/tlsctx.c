@@ -565,11 +565,16 @@ server_ctx_base(const struct listener_conf *lc, const struct server_policy *pol,
 	 * then body, as HAProxy reads them.
 	 */
 	if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : TLSCTX_DEFAULT_CIPHERS) != 1) {
-		config_errors_add(errs, "%s.ciphers: no usable cipher: %s", where, openssl_reason());
+		ERR_clear_error();
+		config_errors_add(errs, "%s: no usable cipher in \"%s\" (expected an OpenSSL cipher list, see ciphers(1))",
+		    t->ciphers_where ? t->ciphers_where : where,
+		    t->ciphers ? t->ciphers : TLSCTX_DEFAULT_CIPHERS);
 		goto fail;
 	}
 	if (t->ciphersuites != NULL && SSL_CTX_set_ciphersuites(ctx, t->ciphersuites) != 1) {
-		config_errors_add(errs, "%s.ciphersuites: %s", where, openssl_reason());
+		ERR_clear_error();
+		config_errors_add(errs, "%s: invalid TLS 1.3 cipher suites \"%s\" (expected e.g. TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256)",
+		    t->ciphersuites_where ? t->ciphersuites_where : where, t->ciphersuites);
 		goto fail;
 	}
 	/*
@@ -838,18 +843,17 @@ tls_client_check_pins(struct tls_client *tc, SSL *ssl, char *why, size_t len)
 }
 
 int
-tlsctx_prepare(struct config *cfg, struct config_errors *errs)
+tlsctx_listener(const struct listener_conf *lc, struct tls_server **ts, struct tls_client **tc,
+    struct config_errors *errs)
 {
 	size_t	 before = errs->count;
 
-	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct listener_conf *lc = &cfg->listeners[i];
-
-		if (lc->client_tls != CLIENT_TLS_NONE)
-			lc->tls_server = tls_server_new(lc, errs);
-		if (lc->backend.tls != BACKEND_TLS_NONE)
-			lc->tls_backend = tls_client_new(&lc->backend, errs);
-	}
+	*ts = NULL;
+	*tc = NULL;
+	if (lc->client_tls != CLIENT_TLS_NONE)
+		*ts = tls_server_new(lc, errs);
+	if (lc->backend.tls != BACKEND_TLS_NONE)
+		*tc = tls_client_new(&lc->backend, errs);
 	return errs->count > before ? -1 : 0;
 }
 

@@ -17,11 +17,17 @@ struct config_errors;
 struct listener_conf;
 struct backend_conf;
 
-/* Build every TLS context that cfg needs; 0, or -1 with errs filled. */
-int		 tlsctx_prepare(struct config *cfg, struct config_errors *errs);
-
 struct tls_server;
 struct tls_client;
+
+/*
+ * The TLS contexts a listener needs, as server towards its clients (NULL
+ * when client_tls is none) and as client towards its backend (NULL when
+ * backend.tls is none): every certificate, key, CA file and cipher list
+ * loaded and checked.  0, or -1 with errs filled.
+ */
+int		 tlsctx_listener(const struct listener_conf *, struct tls_server **,
+		    struct tls_client **, struct config_errors *);
 
 void		 tls_server_free(struct tls_server *);
 void		 tls_client_free(struct tls_client *);

@@ -20,6 +20,7 @@
 #include <event2/buffer.h>
 
 #include "config.h"
+#include "harness.h"
 #include "proto.h"
 
 struct run {
@@ -117,7 +118,27 @@ check_smtp_cleartext(struct evbuffer *to_backend)
 	}
 }
 
-static const char *const allow[] = { "a.test:443", "*.b.test:8443" };
+/* Each protocol's settings, made once as the daemon makes them. */
+static void *
+proto_conf(const struct proto *p, bool with_reply)
+{
+	static void	*line_reply, *line_plain, *http;
+
+	if (p == &proto_line) {
+		if (line_reply == NULL) {
+			line_reply = harness_proto_conf(p, "reply = \"OK\";");
+			line_plain = harness_proto_conf(p, NULL);
+		}
+		return with_reply ? line_reply : line_plain;
+	}
+	if (p == &proto_http) {
+		if (http == NULL)
+			http = harness_proto_conf(p,
+			    "connect_allow = [ \"a.test:443\", \"*.b.test:8443\" ];");
+		return http;
+	}
+	return NULL;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -139,11 +160,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	r.conf.require_tls = data[1] & 1;
 	r.conf.client_tls = (data[1] & 2) ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
 	r.client_tls = r.conf.client_tls == CLIENT_TLS_IMPLICIT;
-	r.conf.line.command = (char *)"STARTTLS";
-	r.conf.line.reply = (char *)((data[1] & 8) ? "OK" : "");
-	r.conf.line.refusal = (char *)"ERR STARTTLS required";
-	r.conf.http.connect_allow = (char **)allow;
-	r.conf.http.nconnect_allow = 2;
+	r.conf.proto_conf = proto_conf(r.proto, (data[1] & 8) != 0);
 	r.bup = (data[1] & 4) && r.proto->backend_starttls != NULL;
 	r.room = (data[1] & 16) ? 256 : SIZE_MAX / 2;	/* a client that does not read */
 	if ((r.state = r.proto->session_new(&r.conf)) == NULL)

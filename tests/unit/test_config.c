@@ -13,8 +13,11 @@
 
 #include <openssl/ssl.h>
 
+#include <event2/buffer.h>
+
 #include "config.h"
 #include "proto.h"
+#include "runtime.h"
 
 #define MINIMAL \
 	"listeners = ( { name = \"a\"; listen = \"127.0.0.1:8443\"; protocol = \"tcp\";\n" \
@@ -28,11 +31,29 @@ teardown_errs(void)
 	config_errors_clear(&errs);
 }
 
+/*
+ * Load text for use, as the daemon does (the file, then every TLS context
+ * it needs): a configuration, or NULL with errs filled.
+ */
+static struct config *
+load(const char *text)
+{
+	struct config	*cfg = config_load_string(text, "t.conf", &errs);
+	struct runtime	*rt = cfg ? runtime_new(cfg, &errs) : NULL;
+
+	config_unref(cfg);
+	if (rt == NULL)
+		return NULL;
+	cfg = config_ref(rt->cfg);
+	runtime_unref(rt);
+	return cfg;
+}
+
 /* Load text; expect failure and exactly this first error line. */
 static void
 expect_error(const char *text, const char *want)
 {
-	struct config	*cfg = config_load_string(text, "t.conf", &errs);
+	struct config	*cfg = load(text);
 
 	assert_null(cfg);
 	assert_true(errs.count >= 1);
@@ -51,13 +72,80 @@ expect_error(const char *text, const char *want)
 static void
 expect_ok(const char *text)
 {
-	struct config	*cfg = config_load_string(text, "t.conf", &errs);
+	struct config	*cfg = load(text);
 
 	for (size_t i = 0; i < errs.count; i++)
 		fprintf(stderr, "got: %s\n", errs.lines[i]);
 	assert_non_null(cfg);
 	config_unref(cfg);
 	teardown_errs();
+}
+
+/*
+ * A protocol's own settings are its module's: they are checked through
+ * what the module does with them.  One client input to a fresh module
+ * state under lc: the verdict, and what the proxy answered (NULL when it
+ * relayed the input instead).
+ */
+static void
+module_answers(const struct listener_conf *lc, const char *input, enum proto_verdict want,
+    const char *answer)
+{
+	struct evbuffer	*in = evbuffer_new(), *to_client = evbuffer_new(),
+			*to_backend = evbuffer_new();
+	void		*state = lc->proto->session_new(lc);
+	struct proto_io	 io = {
+		.state = state, .conf = lc, .in = in, .to_client = to_client,
+		.to_backend = to_backend, .client_room = SIZE_MAX, .end = END_PROTOCOL_ERROR,
+	};
+	size_t		 n;
+
+	assert_non_null(state);
+	evbuffer_add(in, input, strlen(input));
+	assert_int_equal(lc->proto->client_input(&io), want);
+	n = evbuffer_get_length(to_client);
+	if (answer == NULL) {
+		assert_int_equal(n, 0);
+		assert_int_equal(evbuffer_get_length(to_backend), strlen(input));
+	} else {
+		assert_int_equal(n, strlen(answer));
+		assert_memory_equal(evbuffer_pullup(to_client, -1), answer, n);
+	}
+	lc->proto->session_free(state);
+	evbuffer_free(in);
+	evbuffer_free(to_client);
+	evbuffer_free(to_backend);
+}
+
+static void
+assert_line_answers(const struct listener_conf *lc, const char *line, enum proto_verdict want,
+    const char *answer)
+{
+	module_answers(lc, line, want, answer);
+}
+
+/* Whether http.connect_allow lets a CONNECT to target through. */
+static void
+assert_connect(const struct listener_conf *lc, const char *target, bool allowed)
+{
+	char	 req[256], refusal[256];
+
+	snprintf(req, sizeof(req), "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target);
+	snprintf(refusal, sizeof(refusal), "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
+	    "Content-Length: 28\r\nConnection: close\r\n\r\nThis target is not allowed.\n");
+	if (allowed) {
+		struct evbuffer	*in = evbuffer_new(), *out = evbuffer_new();
+		void		*state = lc->proto->session_new(lc);
+		struct proto_io	 io = { .state = state, .conf = lc, .in = in, .to_client = out,
+				    .to_backend = out, .client_room = SIZE_MAX };
+
+		evbuffer_add(in, req, strlen(req));
+		assert_int_equal(lc->proto->client_input(&io), PROTO_CONNECT);
+		lc->proto->session_free(state);
+		evbuffer_free(in);
+		evbuffer_free(out);
+	} else
+		module_answers(lc, req, PROTO_CLOSE, refusal);
 }
 
 static void
@@ -140,7 +228,7 @@ test_unknown_settings(void **state)
 	    "  colour = \"blue\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
 	    "t.conf:2: listeners.[0].colour: unknown setting (expected one of name, listen, "
 	    "protocol, client_tls, require_tls, accept_proxy_protocol, max_connections, "
-	    "high_watermark, low_watermark, timeouts, tls, backend, line, http)");
+	    "high_watermark, low_watermark, timeouts, tls, backend, http, line)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  timeouts = { idel = 3; };\n"
@@ -309,13 +397,19 @@ test_protocol_defaults(void **state)
 	assert_ptr_equal(cfg->listeners[1].proto, &proto_line);
 	assert_int_equal(cfg->listeners[1].client_tls, CLIENT_TLS_STARTTLS);
 	assert_false(cfg->listeners[1].require_tls);
-	assert_string_equal(cfg->listeners[1].line.command, "STARTTLS");
-	assert_string_equal(cfg->listeners[1].line.reply, "");
-	assert_string_equal(cfg->listeners[1].line.refusal, "ERR STARTTLS required");
+	/* the line block's defaults: command STARTTLS, no reply, the refusal */
+	assert_line_answers(&cfg->listeners[1], "STARTTLS\r\n", PROTO_UPGRADE, "");
+	assert_line_answers(&cfg->listeners[1], "UPGRADE\r\n", PROTO_CONTINUE, NULL);
+	{
+		struct listener_conf strict = cfg->listeners[1];
+
+		strict.require_tls = true;
+		assert_line_answers(&strict, "PING\r\n", PROTO_CONTINUE, "ERR STARTTLS required\r\n");
+	}
 	assert_true(cfg->listeners[2].require_tls);
-	assert_string_equal(cfg->listeners[2].line.command, "UPGRADE");
-	assert_string_equal(cfg->listeners[2].line.reply, "OK go");
-	assert_string_equal(cfg->listeners[2].line.refusal, "NO");
+	assert_line_answers(&cfg->listeners[2], "UPGRADE\r\n", PROTO_UPGRADE, "OK go\r\n");
+	assert_line_answers(&cfg->listeners[2], "STARTTLS\r\n", PROTO_CONTINUE, "NO\r\n");
+	assert_line_answers(&cfg->listeners[2], "PING\r\n", PROTO_CONTINUE, "NO\r\n");
 	config_unref(cfg);
 }
 
@@ -356,7 +450,12 @@ test_http_block(void **state)
 	assert_ptr_equal(cfg->listeners[0].proto, &proto_http);
 	assert_true(cfg->listeners[0].require_tls);
 	assert_false(cfg->listeners[0].backend.has_address);
-	assert_int_equal(cfg->listeners[0].http.nconnect_allow, 3);
+	/* the three rules of connect_allow, and nothing else */
+	assert_connect(&cfg->listeners[0], "db.internal:5432", true);
+	assert_connect(&cfg->listeners[0], "a.example.com:443", true);
+	assert_connect(&cfg->listeners[0], "[::1]:8443", true);
+	assert_connect(&cfg->listeners[0], "db.internal:5433", false);
+	assert_connect(&cfg->listeners[0], "example.com:443", false);
 	config_unref(cfg);
 	expect_error(
 	    "listeners = ( { name = \"web\"; listen = \"127.0.0.1:1\"; protocol = \"http\";\n"

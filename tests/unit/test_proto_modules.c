@@ -22,6 +22,7 @@
 #include <event2/buffer.h>
 
 #include "config.h"
+#include "harness.h"
 #include "proto.h"
 
 #define MANY_CHUNKS	100
@@ -38,15 +39,14 @@ struct harness {
 	size_t			 client_room;	/* 0: no limit */
 };
 
+/* p under a STARTTLS listener whose own block (line = { ... }) says block. */
 static void
-harness_init(struct harness *h, const struct proto *p)
+harness_init_block(struct harness *h, const struct proto *p, const char *block)
 {
 	memset(h, 0, sizeof(*h));
 	h->conf.proto = p;
 	h->conf.client_tls = CLIENT_TLS_STARTTLS;
-	h->conf.line.command = (char *)"STARTTLS";
-	h->conf.line.reply = (char *)"OK";
-	h->conf.line.refusal = (char *)"ERR";
+	h->conf.proto_conf = harness_proto_conf(p, block);
 	h->proto = p;
 	h->state = p->session_new(&h->conf);
 	assert_non_null(h->state);
@@ -57,9 +57,17 @@ harness_init(struct harness *h, const struct proto *p)
 }
 
 static void
+harness_init(struct harness *h, const struct proto *p)
+{
+	harness_init_block(h, p, "reply = \"OK\"; refusal = \"ERR\";");
+}
+
+static void
 harness_free(struct harness *h)
 {
 	h->proto->session_free(h->state);
+	if (h->proto->conf_free != NULL)
+		h->proto->conf_free(h->conf.proto_conf);
 	evbuffer_free(h->from_client);
 	evbuffer_free(h->from_backend);
 	evbuffer_free(h->to_client);
@@ -492,8 +500,7 @@ test_line_backend_starttls(void **state)
 	const char	*reason = NULL;
 
 	(void)state;
-	harness_init(&h, &proto_line);
-	h.conf.line.reply = (char *)"";
+	harness_init_block(&h, &proto_line, "reply = \"\";");
 	assert_int_equal(backend_upgrade_says(&h, "", NULL), PROTO_UPGRADE);
 	expect_sent(&h, "STARTTLS\r\n");
 	harness_free(&h);
