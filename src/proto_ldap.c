@@ -21,8 +21,17 @@
  * the backend in cleartext.  A response the proxy writes goes to the
  * client only between two backend messages.
  *
- * Inside TLS only responses to requests made inside TLS (and unsolicited
- * notifications, messageID 0) reach the client.
+ * Guarantee 2.  A request relayed before TLS is outstanding until its
+ * final response has been relayed, abandoned or not: RFC 4511 section
+ * 4.11 lets a server answer an abandoned request, and that answer must
+ * never arrive inside TLS as the answer to the client's own request with
+ * the same messageID.  StartTLS needs nothing outstanding, so at the
+ * upgrade no cleartext request can still be answered; the outstanding set
+ * then starts again empty, and inside TLS only responses to requests made
+ * inside TLS (and unsolicited notifications, messageID 0) reach the
+ * client.  A server that never answers abandoned requests (slapd) thus
+ * leaves StartTLS refused on that connection: the client may open a new
+ * one.
  *
  * With backend.tls = "starttls" the proxy sends its own StartTLS to the
  * backend first (messageID 1) and starts TLS on a success.
@@ -40,10 +49,17 @@
 
 #define LDAP_OUTSTANDING_MAX	256	/* requests awaiting a final response */
 
+struct ldap_request {
+	int32_t			 msgid;
+	bool			 abandoned;	/* the client sent an Abandon for it */
+};
+
 struct ldap {
 	const struct listener_conf *conf;
-	int32_t			 outstanding[LDAP_OUTSTANDING_MAX];
+	struct ldap_request	 outstanding[LDAP_OUTSTANDING_MAX];
 	unsigned		 noutstanding;
+	bool			 forgot;	/* an abandoned cleartext request was
+						   dropped from the set: no StartTLS */
 	uint64_t		 client_left;	/* bytes of the current client message */
 	bool			 client_drop;	/* ... to drop rather than relay */
 	uint64_t		 backend_left;	/* bytes of the current backend message */
@@ -79,21 +95,71 @@ static bool
 outstanding_has(const struct ldap *m, int32_t msgid)
 {
 	for (unsigned i = 0; i < m->noutstanding; i++)
-		if (m->outstanding[i] == msgid)
+		if (m->outstanding[i].msgid == msgid)
 			return true;
 	return false;
 }
 
-static bool
+static void
+outstanding_drop(struct ldap *m, unsigned i)
+{
+	m->outstanding[i] = m->outstanding[--m->noutstanding];
+}
+
+/*
+ * A final response to msgid.  When the client reused the messageID of a
+ * request it had abandoned, the answer is taken for the abandoned one:
+ * the live one stays, and is never forgotten (outstanding_add).
+ */
+static void
 outstanding_remove(struct ldap *m, int32_t msgid)
 {
+	unsigned	 found = m->noutstanding;
+
 	for (unsigned i = 0; i < m->noutstanding; i++) {
-		if (m->outstanding[i] == msgid) {
-			m->outstanding[i] = m->outstanding[--m->noutstanding];
-			return true;
-		}
+		if (m->outstanding[i].msgid != msgid)
+			continue;
+		found = i;
+		if (m->outstanding[i].abandoned)
+			break;
 	}
-	return false;
+	if (found < m->noutstanding)
+		outstanding_drop(m, found);
+}
+
+static void
+outstanding_abandon(struct ldap *m, int32_t msgid)
+{
+	for (unsigned i = 0; i < m->noutstanding; i++)
+		if (m->outstanding[i].msgid == msgid)
+			m->outstanding[i].abandoned = true;
+}
+
+/*
+ * A request relayed: outstanding until its final response.  When the set
+ * is full, an abandoned request that the server may never answer (slapd
+ * does not) makes room: inside TLS nothing is lost but a late answer to
+ * it, dropped as an answer to nothing; before TLS the module also stops
+ * trusting the set, and StartTLS is refused on this connection from then
+ * on.  Without an abandoned request to forget, false: the client waits
+ * for an answer.
+ */
+static bool
+outstanding_add(struct ldap *m, int32_t msgid, bool client_tls)
+{
+	if (m->noutstanding == LDAP_OUTSTANDING_MAX) {
+		unsigned i;
+
+		for (i = 0; i < m->noutstanding && !m->outstanding[i].abandoned; i++)
+			;
+		if (i == m->noutstanding)
+			return false;
+		outstanding_drop(m, i);
+		if (!client_tls)
+			m->forgot = true;
+	}
+	m->outstanding[m->noutstanding++] = (struct ldap_request){ .msgid = msgid };
+	return true;
 }
 
 static void
@@ -174,7 +240,7 @@ ldap_starttls(struct ldap *m, struct proto_io *io, const struct ldap_peek *pk,
 		refuse_extended(m, io, pk, LDAP_PROTOCOL_ERROR, "malformed StartTLS request", oid);
 		return PROTO_CONTINUE;
 	}
-	if (m->noutstanding > 0) {
+	if (m->noutstanding > 0 || m->forgot) {
 		refuse_extended(m, io, pk, LDAP_OPERATIONS_ERROR,
 		    "StartTLS while other operations are outstanding", oid);
 		return PROTO_CONTINUE;
@@ -299,18 +365,18 @@ ldap_client_input(struct proto_io *io)
 		}
 
 		/*
-		 * Relayed: track what will get a final response.  An Abandon's
-		 * target comes before any control: the rest streams.
+		 * Relayed: track what will get a final response.  An Abandon
+		 * gets none and leaves its target outstanding (see the top);
+		 * its target comes before any control, and the rest streams.
 		 */
 		if (pk.op_tag == (0x40 | LDAP_OP_ABANDON_REQUEST)) {
 			if (len < classify_len(&pk))
 				return PROTO_CONTINUE;
-			outstanding_remove(m, ldap_abandon_target(
+			outstanding_abandon(m, ldap_abandon_target(
 			    evbuffer_pullup(io->in, (ssize_t)classify_len(&pk)), classify_len(&pk)));
 		} else if (pk.op_tag != (0x40 | LDAP_OP_UNBIND_REQUEST)) {
-			if (m->noutstanding == LDAP_OUTSTANDING_MAX)
+			if (!outstanding_add(m, pk.msgid, io->client_tls))
 				return PROTO_HOLD;
-			m->outstanding[m->noutstanding++] = pk.msgid;
 		}
 		m->client_left = pk.total;
 		m->client_drop = false;
@@ -370,6 +436,7 @@ ldap_tls_ready(struct proto_io *io)
 	struct ldap	*m = io->state;
 
 	m->noutstanding = 0;	/* nothing was outstanding at the upgrade */
+	m->forgot = false;
 	return PROTO_CONTINUE;
 }
 

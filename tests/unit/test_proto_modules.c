@@ -593,6 +593,40 @@ ldap_search(struct evbuffer *b, unsigned m)
 	add_bytes(b, msg, sizeof(msg));
 }
 
+/* messageID m abandons target t */
+static void
+ldap_abandon(struct evbuffer *b, unsigned m, unsigned t)
+{
+	uint8_t	 msg[] = {
+		0x30, 0x08, 0x02, 0x02, (uint8_t)(m >> 8), (uint8_t)m,
+		0x50, 0x02, (uint8_t)(t >> 8), (uint8_t)t,
+	};
+
+	add_bytes(b, msg, sizeof(msg));
+}
+
+/* the SearchResultDone to messageID m */
+static void
+ldap_done(struct evbuffer *b, unsigned m)
+{
+	uint8_t	 msg[] = {
+		0x30, 0x0d, 0x02, 0x02, (uint8_t)(m >> 8), (uint8_t)m,
+		0x65, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00,
+	};
+
+	add_bytes(b, msg, sizeof(msg));
+}
+
+static void
+ldap_starttls_msg(struct evbuffer *b, uint8_t msgid)
+{
+	uint8_t	 msg[sizeof(ldap_starttls_request)];
+
+	memcpy(msg, ldap_starttls_request, sizeof(msg));
+	msg[4] = msgid;
+	add_bytes(b, msg, sizeof(msg));
+}
+
 /* The proxy's one answer to the client: an ExtendedResponse; its resultCode. */
 static int
 ldap_answer(struct harness *h, int msgid)
@@ -611,6 +645,93 @@ ldap_answer(struct harness *h, int msgid)
 	code = ldap_result_code(resp, n, &op);
 	assert_int_equal(op, LDAP_OP_EXTENDED_RESPONSE);
 	return code;
+}
+
+/*
+ * Guarantee 2: an abandoned search is still outstanding, StartTLS is
+ * refused until its final response has been relayed, and then accepted.
+ */
+static void
+test_ldap_abandoned_request_stays_outstanding(void **state)
+{
+	struct harness	 h;
+
+	(void)state;
+	harness_init(&h, &proto_ldap);
+	ldap_search(h.from_client, 5);
+	ldap_abandon(h.from_client, 6, 5);
+	ldap_starttls_msg(h.from_client, 7);
+	assert_int_equal(run(&h, true), PROTO_CONTINUE);
+	assert_int_equal(ldap_answer(&h, 7), LDAP_OPERATIONS_ERROR);
+	assert_int_equal(evbuffer_get_length(h.to_backend), 40 + 10);	/* search, abandon */
+	evbuffer_drain(h.to_backend, 50);
+
+	ldap_done(h.from_backend, 5);		/* the server answers it anyway */
+	assert_int_equal(run(&h, false), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.to_client), 15);
+	evbuffer_drain(h.to_client, 15);
+	ldap_starttls_msg(h.from_client, 8);
+	assert_int_equal(run(&h, true), PROTO_UPGRADE);
+	assert_int_equal(ldap_answer(&h, 8), LDAP_SUCCESS);
+	assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+	harness_free(&h);
+}
+
+/*
+ * More abandoned requests than the set holds, never answered: the module
+ * forgets abandoned ones rather than hold the client for ever, and before
+ * TLS then refuses StartTLS for good.  Requests that are not abandoned
+ * are never forgotten: a full set of them holds the client.
+ */
+static void
+test_ldap_forgets_only_abandoned_requests(void **state)
+{
+	struct harness	 h;
+
+	(void)state;
+	for (int in_tls = 0; in_tls < 2; in_tls++) {
+		harness_init(&h, &proto_ldap);
+		h.client_tls = in_tls;
+		for (unsigned i = 1; i <= 300; i++) {
+			ldap_search(h.from_client, i);
+			ldap_abandon(h.from_client, 1000 + i, i);
+		}
+		ldap_search(h.from_client, 400);
+		assert_int_equal(run(&h, true), PROTO_CONTINUE);
+		assert_int_equal(evbuffer_get_length(h.from_client), 0);
+		assert_int_equal(evbuffer_get_length(h.to_backend), 301 * 40 + 300 * 10);
+		evbuffer_drain(h.to_backend, evbuffer_get_length(h.to_backend));
+		ldap_done(h.from_backend, 400);
+		assert_int_equal(run(&h, false), PROTO_CONTINUE);
+		assert_int_equal(evbuffer_get_length(h.to_client), 15);	/* relayed */
+		evbuffer_drain(h.to_client, 15);
+		ldap_starttls_msg(h.from_client, 9);
+		assert_int_equal(run(&h, true), PROTO_CONTINUE);
+		assert_int_equal(ldap_answer(&h, 9), LDAP_OPERATIONS_ERROR);
+		/* all answered after all: the set is empty, StartTLS still refused */
+		for (unsigned i = 1; i <= 300; i++)
+			ldap_done(h.from_backend, i);
+		assert_int_equal(run(&h, false), PROTO_CONTINUE);
+		assert_int_equal(evbuffer_get_length(h.to_client),
+		    in_tls ? (300 - 45) * 15 : 300 * 15);
+		evbuffer_drain(h.to_client, evbuffer_get_length(h.to_client));
+		ldap_starttls_msg(h.from_client, 10);
+		assert_int_equal(run(&h, true), PROTO_CONTINUE);
+		assert_int_equal(ldap_answer(&h, 10), LDAP_OPERATIONS_ERROR);
+		harness_free(&h);
+	}
+
+	harness_init(&h, &proto_ldap);
+	for (unsigned i = 1; i <= 257; i++)
+		ldap_search(h.from_client, i);
+	assert_int_equal(run(&h, true), PROTO_HOLD);
+	assert_int_equal(evbuffer_get_length(h.to_backend), 256 * 40);
+	assert_int_equal(evbuffer_get_length(h.from_client), 40);
+	ldap_done(h.from_backend, 3);
+	assert_int_equal(run(&h, false), PROTO_CONTINUE);
+	assert_int_equal(run(&h, true), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.from_client), 0);
+	harness_free(&h);
 }
 
 /* Inside TLS, feed a message that announces 4 GiB, chunk after chunk. */
@@ -650,6 +771,10 @@ test_ldap_huge_messages_inside_tls_are_not_held(void **state)
 	feed_huge(&h, abandon, sizeof(abandon) - 1, 32);
 	assert_int_equal(evbuffer_get_length(h.to_backend), sizeof(abandon) - 1 + 32 * 65536);
 	assert_int_equal(evbuffer_get_length(h.to_client), 0);
+	/* the abandoned search is still answered inside TLS */
+	ldap_done(h.from_backend, 1);
+	assert_int_equal(run(&h, false), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.to_client), 15);
 	harness_free(&h);
 
 	harness_init(&h, &proto_ldap);
@@ -754,6 +879,8 @@ main(void)
 		cmocka_unit_test(test_ldap_backend_starttls_dialogue),
 		cmocka_unit_test(test_ldap_backend_starttls_failures),
 		cmocka_unit_test(test_line_backend_starttls),
+		cmocka_unit_test(test_ldap_abandoned_request_stays_outstanding),
+		cmocka_unit_test(test_ldap_forgets_only_abandoned_requests),
 		cmocka_unit_test(test_ldap_huge_messages_inside_tls_are_not_held),
 		cmocka_unit_test(test_ldap_classification_is_bounded),
 		cmocka_unit_test(test_ldap_unusual_starttls_is_answered),
