@@ -15,9 +15,16 @@ import time
 import pytest
 
 from helpers import Server, client_ctx, free_port
-from test_ldap import ldap_conf, read_messages, slapd, tlv  # noqa: F401 (fixture)
+from slapd_backend import Slapd
+from test_ldap import ldap_conf, read_messages, tlv
 
 NOT_TLS = "require_tls = false;"
+
+@pytest.fixture
+def slapd(tmp_path):
+    s = Slapd(tmp_path)
+    yield s
+    s.stop()
 
 
 def ber_int(n):
@@ -231,7 +238,7 @@ def test_many_never_answered_abandons_do_not_stall_the_session(daemon, pki, dire
     assert sum(1 for r in directory.requests if r[1] == 0x63) == 301
 
 
-def test_slapd_search_abandon_then_starttls(daemon, pki, slapd):  # noqa: F811
+def test_slapd_search_abandon_then_starttls(daemon, pki, slapd):
     """The normal path: an Abandon of a search slapd has already answered
     leaves nothing outstanding, and StartTLS then goes through."""
     port = free_port()

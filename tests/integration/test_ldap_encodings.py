@@ -19,7 +19,7 @@ import pytest
 
 from helpers import client_ctx, free_port
 from slapd_backend import Slapd
-from test_ldap import bind_request, ldap_conf, read_messages, search_request, slapd  # noqa: F401
+from test_ldap import bind_request, ldap_conf, read_messages, search_request
 
 OID = b"1.3.6.1.4.1.1466.20037"
 
@@ -84,7 +84,8 @@ CASES = [
      PROTOCOL_ERROR),
     ("junk after the name", msg(ext(NAME + b"\x04\x00")), SUCCESS, PROTOCOL_ERROR,
      OPERATIONS_ERROR),
-    ("a requestValue", msg(ext(NAME + b"\x81\x00")), PROTOCOL_ERROR, PROTOCOL_ERROR, OPERATIONS_ERROR),
+    ("a requestValue", msg(ext(NAME + b"\x81\x00")), PROTOCOL_ERROR, PROTOCOL_ERROR,
+     OPERATIONS_ERROR),
     ("primitive op 0x57", msg(tlv(0x57, NAME)), PROTOCOL_ERROR, PROTOCOL_ERROR, OPERATIONS_ERROR),
     ("OID and a NUL", msg(ext(tlv(0x80, OID + b"\x00"))), PROTOCOL_ERROR, PROTOCOL_ERROR,
      OPERATIONS_ERROR),
@@ -96,6 +97,13 @@ def answer(sock):
     (mid, tag, code, _), = read_messages(sock, 1)
     assert tag == 0x78, hex(tag)
     return code
+
+
+@pytest.fixture
+def slapd(tmp_path):
+    s = Slapd(tmp_path)
+    yield s
+    s.stop()
 
 
 @pytest.fixture
@@ -124,7 +132,7 @@ def test_slapd_takes_them_all_as_starttls(tls_slapd):
 
 
 @pytest.mark.parametrize("require_tls", [True, False], ids=["require_tls", "optional_tls"])
-def test_the_proxy_answers_them_before_tls(daemon, pki, slapd, require_tls):  # noqa: F811
+def test_the_proxy_answers_them_before_tls(daemon, pki, slapd, require_tls):
     """Answered by the proxy; after a success, TLS and a search inside it;
     after a refusal, a plain StartTLS on the same connection still works."""
     port = free_port()
@@ -150,7 +158,7 @@ def test_the_proxy_answers_them_before_tls(daemon, pki, slapd, require_tls):  # 
 
 
 @pytest.mark.parametrize("implicit", [False, True], ids=["after-starttls", "implicit"])
-def test_the_proxy_refuses_them_inside_tls(daemon, pki, slapd, implicit):  # noqa: F811
+def test_the_proxy_refuses_them_inside_tls(daemon, pki, slapd, implicit):
     """Inside TLS every one is refused by the proxy, and a bind behind it
     is relayed as usual."""
     port = free_port()
@@ -173,7 +181,7 @@ def test_the_proxy_refuses_them_inside_tls(daemon, pki, slapd, implicit):  # noq
     assert len(slapd.successful_binds()) == len(CASES)
 
 
-def test_cleartext_starttls_over_64kib_is_a_protocol_error(daemon, pki, slapd):  # noqa: F811
+def test_cleartext_starttls_over_64kib_is_a_protocol_error(daemon, pki, slapd):
     """Before TLS a message is limited to 64 KiB, StartTLS too: a Notice of
     Disconnection (protocolError) and a close."""
     port = free_port()

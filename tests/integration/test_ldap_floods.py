@@ -8,15 +8,13 @@ Measured on the daemon as it was before (held whole up to 4 GiB): the
 Abandon flood grew it by about 110 MB."""
 import socket
 import ssl
-import threading
 import time
 
 import pytest
 
 from helpers import Server, free_port
-from test_floods import HIGH, SLACK_KIB, WATERMARKS, TLSFlood, peak_growth
-from test_ldap import (bind_request, ldap_conf, message, read_messages,
-                       starttls_request, tlv)
+from test_floods import SLACK_KIB, WATERMARKS, TLSFlood, peak_growth
+from test_ldap import bind_request, ldap_conf, read_messages, starttls_request, tlv
 
 FILLER = 96 << 20       # bytes sent after the header
 CHUNK = 64 << 10
