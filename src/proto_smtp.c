@@ -147,7 +147,7 @@ smtp_relay_data(struct smtp *m, struct proto_io *io)
 		n = evbuffer_peek(io->in, -1, NULL, v, 16);
 		total = 0;
 		for (int i = 0; i < n && i < 16; i++) {
-			if (smtp_data_end(&m->data, v[i].iov_base, v[i].iov_len, &used)) {
+			if (smtp_data_end(&m->data, v[i].iov_base, v[i].iov_len, &used) == PARSE_OK) {
 				evbuffer_remove_buffer(io->in, io->to_backend, total + used);
 				expect_push(m, EXPECT_OTHER);	/* the reply to the message */
 				m->mode = CLIENT_COMMAND;
@@ -400,7 +400,7 @@ smtp_backend_input(struct proto_io *io)
 		if (kind == EXPECT_DATA) {
 			if (r.code == 354) {
 				m->mode = CLIENT_DATA;
-				smtp_data_begin(&m->data);
+				smtp_data_begin(&m->data, false);
 			} else
 				m->mode = CLIENT_COMMAND;
 		}
