@@ -20,7 +20,8 @@
  * for content run as commands at the backend, past require_tls and
  * across the upgrade:
  *   - a 354 leaves DATA open, and the content up to CRLF.CRLF is never
- *     read as commands;
+ *     read as commands; before TLS a bare CR or LF in it ends the session
+ *     (SMTP smuggling), as does one in a command line;
  *   - a 334 leaves AUTH open: the client's next line is a SASL response
  *     (RFC 4954), relayed whatever it says, "STARTTLS" and "*" included,
  *     and the dialogue goes on until the backend's final reply;
@@ -109,6 +110,7 @@ struct smtp {
 #define REPLY_STARTTLS_ARGS	"501 5.5.4 Syntax error (no parameters allowed)\r\n"
 #define REPLY_BDAT_ARGS		"501 5.5.4 Syntax error in BDAT parameters\r\n"
 #define REPLY_TOO_LONG		"500 5.5.2 Line too long\r\n"
+#define REPLY_BARE_NEWLINE	"500 5.5.2 Bare CR or LF not allowed\r\n"
 #define REPLY_UNAVAILABLE	"421 4.3.2 Service not available\r\n"
 #define REPLY_BUSY		"421 4.3.2 Too many connections, try again later\r\n"
 #define REPLY_BACKEND_ERROR	"421 4.3.0 Service not available: backend protocol error\r\n"
@@ -163,9 +165,9 @@ reply(struct proto_io *io, const char *text)
 
 /*
  * Input the proxy does not accept: its error reply, in order after the
- * replies already due, then a close.  Inside a SASL dialogue nothing
- * else is due, and the backend's next reply waits for the line refused
- * here.
+ * replies already due, then a close.  Inside message content or a SASL
+ * dialogue nothing else is due, and the backend's next reply waits for
+ * the bytes refused here.
  */
 static enum proto_verdict
 smtp_client_error(struct smtp *m, struct proto_io *io, const char *text, const char *why)
@@ -185,7 +187,9 @@ smtp_client_error(struct smtp *m, struct proto_io *io, const char *text, const c
  * sixteen at a time until the end is found or nothing is left, since
  * what stays here is not looked at again until the client sends more,
  * and a client that has sent its whole message sends nothing more until
- * it is answered.
+ * it is answered.  Before TLS a bare line ending ends the session; what
+ * has not been relayed of the content is not, so that no backend can
+ * find an end of data where the proxy found none.
  */
 static enum proto_verdict
 smtp_relay_data(struct smtp *m, struct proto_io *io)
@@ -198,10 +202,16 @@ smtp_relay_data(struct smtp *m, struct proto_io *io)
 		n = evbuffer_peek(io->in, -1, NULL, v, 16);
 		total = 0;
 		for (int i = 0; i < n && i < 16; i++) {
-			if (smtp_data_end(&m->data, v[i].iov_base, v[i].iov_len, &used) == PARSE_OK) {
+			switch (smtp_data_end(&m->data, v[i].iov_base, v[i].iov_len, &used)) {
+			case PARSE_OK:
 				evbuffer_remove_buffer(io->in, io->to_backend, total + used);
 				m->mode = CLIENT_COMMAND;	/* the DATA command awaits its reply */
 				return PROTO_CONTINUE;
+			case PARSE_MALFORMED:
+				return smtp_client_error(m, io, REPLY_BARE_NEWLINE,
+				    "a bare CR or LF in message content before TLS");
+			default:
+				break;
 			}
 			total += v[i].iov_len;
 		}
@@ -257,6 +267,10 @@ smtp_command(struct smtp *m, struct proto_io *io)
 		    "a command line longer than 64 KiB" :
 		    "a command line longer than 4 KiB before TLS");
 	}
+	if (!io->client_tls && !smtp_line_crlf(p, linelen))
+		return smtp_client_error(m, io, REPLY_BARE_NEWLINE,
+		    "a bare CR or LF in a command line before TLS");
+
 	if (m->mode == CLIENT_SASL) {
 		/* a response, whatever it says; "*" cancels (RFC 4954) */
 		evbuffer_remove_buffer(io->in, io->to_backend, linelen);
@@ -455,7 +469,7 @@ smtp_reply_done(struct smtp *m, struct proto_io *io)
 			evbuffer_add_buffer(io->to_client, m->reply);
 			m->expect[m->head] = EXPECT_MESSAGE;
 			m->mode = CLIENT_DATA;
-			smtp_data_begin(&m->data, false);
+			smtp_data_begin(&m->data, !io->client_tls);
 			return PROTO_CONTINUE;
 		}
 		if (m->mode == CLIENT_WAIT && kind == EXPECT_AUTH && code == 334) {

@@ -802,6 +802,55 @@ test_smtp_starttls_waits_for_a_whole_reply(void **state)
 	harness_free(&h);
 }
 
+/*
+ * Before TLS a bare CR or LF, in a command line or in message content,
+ * is refused and closes the session, and is not relayed; inside TLS the
+ * same bytes go through as before.
+ */
+static void
+test_smtp_bare_line_endings(void **state)
+{
+	static const char *const lines[] = {
+		"NOOP\n", "NOOP\rMAIL FROM:<a@b>\r\n", "NOOP\r\r\n", "\n",
+	};
+	static const char *const content[] = {
+		"hello\n.\nMAIL FROM:<x>\r\n", "hello\r\n.\nMAIL FROM:<x>\r\n",
+		"hello\n.\r\nMAIL FROM:<x>\r\n", "hello\r.\rMAIL FROM:<x>\r\n", "a\nb\r\n.\r\n",
+	};
+	struct harness	 h;
+	const char	*reason;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		smtp_ready(&h, "250 mx.test\r\n");
+		assert_int_equal(smtp_step(&h, true, lines[i], &reason), PROTO_CLOSE);
+		assert_string_equal(reason, "a bare CR or LF in a command line before TLS");
+		expect_buffer(h.to_client, "500 5.5.2 Bare CR or LF not allowed\r\n");
+		assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+		harness_free(&h);
+
+		smtp_ready(&h, "250 mx.test\r\n");
+		h.client_tls = true;
+		assert_int_equal(smtp_step(&h, true, lines[i], NULL), PROTO_CONTINUE);
+		assert_int_equal(evbuffer_get_length(h.to_backend), strlen(lines[i]));
+		harness_free(&h);
+	}
+	for (size_t i = 0; i < sizeof(content) / sizeof(content[0]); i++) {
+		smtp_ready(&h, "250 mx.test\r\n");
+		smtp_step(&h, true, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", NULL);
+		smtp_step(&h, false, "250 ok\r\n250 ok\r\n354 go\r\n", NULL);
+		free(drain_string(h.to_client));
+		free(drain_string(h.to_backend));
+		assert_int_equal(smtp_step(&h, true, "Subject: x\r\n\r\n", NULL), PROTO_CONTINUE);
+		expect_buffer(h.to_backend, "Subject: x\r\n\r\n");
+		assert_int_equal(smtp_step(&h, true, content[i], &reason), PROTO_CLOSE);
+		assert_string_equal(reason, "a bare CR or LF in message content before TLS");
+		expect_buffer(h.to_client, "500 5.5.2 Bare CR or LF not allowed\r\n");
+		assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+		harness_free(&h);
+	}
+}
+
 int
 main(void)
 {
@@ -822,6 +871,7 @@ main(void)
 		cmocka_unit_test(test_smtp_bdat_follows_chunking),
 		cmocka_unit_test(test_smtp_reply_is_one_unit),
 		cmocka_unit_test(test_smtp_starttls_waits_for_a_whole_reply),
+		cmocka_unit_test(test_smtp_bare_line_endings),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
