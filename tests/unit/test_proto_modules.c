@@ -863,6 +863,292 @@ test_ldap_unusual_starttls_is_answered(void **state)
 	}
 }
 
+/*
+ * smtp, Guarantee 2: one side's bytes to the module, with the reason it
+ * gives for a close.
+ */
+static enum proto_verdict
+smtp_step(struct harness *h, bool from_client, const char *text, const char **reason)
+{
+	struct proto_io		 io;
+	enum proto_verdict	 v;
+
+	evbuffer_add(from_client ? h->from_client : h->from_backend, text, strlen(text));
+	memset(&io, 0, sizeof(io));
+	io.state = h->state;
+	io.conf = &h->conf;
+	io.client_tls = h->client_tls;
+	io.in = from_client ? h->from_client : h->from_backend;
+	io.to_client = h->to_client;
+	io.to_backend = h->to_backend;
+	io.client_room = SIZE_MAX;
+	v = from_client ? h->proto->client_input(&io) : h->proto->backend_input(&io);
+	if (reason != NULL)
+		*reason = io.reason;
+	return v;
+}
+
+static void
+expect_buffer(struct evbuffer *buf, const char *want)
+{
+	char	*got = drain_string(buf);
+
+	if (strcmp(got, want) != 0)
+		fail_msg("got \"%s\", expected \"%s\"", got, want);
+	free(got);
+}
+
+/* The module after the greeting and one EHLO, both answered. */
+static void
+smtp_ready(struct harness *h, const char *ehlo_reply)
+{
+	harness_init(h, &proto_smtp);
+	assert_int_equal(smtp_step(h, false, "220 mx.test ESMTP\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(h, true, "EHLO client.test\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(h, false, ehlo_reply, NULL), PROTO_CONTINUE);
+	free(drain_string(h->to_client));
+	free(drain_string(h->to_backend));
+}
+
+/*
+ * A 334 leaves AUTH open: every client line is then a SASL response,
+ * relayed, STARTTLS included, until the backend's final reply.  Lines
+ * behind AUTH wait for its reply.
+ */
+static void
+test_smtp_sasl_dialogue_holds_the_upgrade(void **state)
+{
+	struct harness	 h;
+
+	(void)state;
+	smtp_ready(&h, "250-mx.test\r\n250 AUTH LOGIN\r\n");
+	assert_int_equal(smtp_step(&h, true, "AUTH LOGIN\r\nSTARTTLS\r\n", NULL), PROTO_HOLD);
+	expect_buffer(h.to_backend, "AUTH LOGIN\r\n");
+	assert_int_equal(evbuffer_get_length(h.to_client), 0);
+	/* the 334: STARTTLS is the username */
+	assert_int_equal(smtp_step(&h, false, "334 VXNlcm5hbWU6\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "", NULL), PROTO_CONTINUE);
+	expect_buffer(h.to_backend, "STARTTLS\r\n");
+	expect_buffer(h.to_client, "334 VXNlcm5hbWU6\r\n");
+	/* the next line waits for the backend's answer to the response */
+	assert_int_equal(smtp_step(&h, true, "STARTTLS\r\n", NULL), PROTO_HOLD);
+	assert_int_equal(smtp_step(&h, false, "334 UGFzc3dvcmQ6\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "", NULL), PROTO_CONTINUE);
+	expect_buffer(h.to_backend, "STARTTLS\r\n");
+	/* "*" is a response too; the 501 ends the dialogue */
+	assert_int_equal(smtp_step(&h, false, "334 again\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "*\r\n", NULL), PROTO_CONTINUE);
+	expect_buffer(h.to_backend, "*\r\n");
+	assert_int_equal(smtp_step(&h, true, "STARTTLS\r\n", NULL), PROTO_HOLD);
+	assert_int_equal(smtp_step(&h, false, "501 5.7.0 cancelled\r\n", NULL), PROTO_CONTINUE);
+	free(drain_string(h.to_client));
+	/* now, and only now, a command: the upgrade */
+	assert_int_equal(smtp_step(&h, true, "", NULL), PROTO_UPGRADE);
+	expect_buffer(h.to_client, "220 2.0.0 Ready to start TLS\r\n");
+	assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+	harness_free(&h);
+
+	/* the dialogue inside TLS: a response is never answered 503 */
+	smtp_ready(&h, "250-mx.test\r\n250 AUTH LOGIN\r\n");
+	h.client_tls = true;
+	assert_int_equal(smtp_step(&h, true, "AUTH LOGIN\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, false, "334 VXNlcm5hbWU6\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "STARTTLS\r\n", NULL), PROTO_CONTINUE);
+	expect_buffer(h.to_backend, "AUTH LOGIN\r\nSTARTTLS\r\n");
+	expect_buffer(h.to_client, "334 VXNlcm5hbWU6\r\n");
+	assert_int_equal(smtp_step(&h, false, "235 ok\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "STARTTLS\r\n", NULL), PROTO_CONTINUE);
+	expect_buffer(h.to_client, "235 ok\r\n503 5.5.1 TLS already active\r\n");
+	harness_free(&h);
+}
+
+/*
+ * BDAT is a chunk only while the backend's last EHLO reply offers
+ * CHUNKING; behind an EHLO that has no reply yet it waits for it.
+ */
+static void
+test_smtp_bdat_follows_chunking(void **state)
+{
+	struct harness	 h;
+
+	(void)state;
+	smtp_ready(&h, "250-mx.test\r\n250-CHUNKING\r\n250 SIZE 100\r\n");
+	h.client_tls = true;
+	assert_int_equal(smtp_step(&h, true, "BDAT 10\r\nSTARTTLS\r\nBDAT 0 LAST\r\n", NULL),
+	    PROTO_CONTINUE);
+	expect_buffer(h.to_backend, "BDAT 10\r\nSTARTTLS\r\nBDAT 0 LAST\r\n");
+	assert_int_equal(evbuffer_get_length(h.to_client), 0);
+	assert_int_equal(smtp_step(&h, false, "250 a\r\n250 b\r\n", NULL), PROTO_CONTINUE);
+	free(drain_string(h.to_client));
+
+	/* a new EHLO: BDAT waits for its reply, which offers nothing */
+	assert_int_equal(smtp_step(&h, true, "EHLO client.test\r\nBDAT 10\r\nSTARTTLS\r\n", NULL),
+	    PROTO_HOLD);
+	expect_buffer(h.to_backend, "EHLO client.test\r\n");
+	assert_int_equal(smtp_step(&h, false, "250-mx.test\r\n250 SIZE 100\r\n", NULL),
+	    PROTO_CONTINUE);
+	/* now BDAT is a command, and STARTTLS another, answered in order */
+	assert_int_equal(smtp_step(&h, true, "", NULL), PROTO_HOLD);
+	expect_buffer(h.to_backend, "BDAT 10\r\n");
+	assert_int_equal(smtp_step(&h, false, "500 5.5.1 unknown\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "", NULL), PROTO_CONTINUE);
+	expect_buffer(h.to_client, "250-mx.test\r\n250 SIZE 100\r\n500 5.5.1 unknown\r\n"
+	    "503 5.5.1 TLS already active\r\n");
+	assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+	harness_free(&h);
+
+	/* HELO, and a negative EHLO reply, offer nothing either */
+	smtp_ready(&h, "250-mx.test\r\n250 CHUNKING\r\n");
+	assert_int_equal(smtp_step(&h, true, "HELO client.test\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, false, "250 mx.test\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "BDAT 6\r\nNOOP\r\n", NULL), PROTO_CONTINUE);
+	expect_buffer(h.to_backend, "HELO client.test\r\nBDAT 6\r\nNOOP\r\n");
+	harness_free(&h);
+}
+
+/*
+ * A reply is one unit: held until its last line, its lines all of one
+ * code, at most 16 KiB; a 3xx only where a dialogue takes one.  Anything
+ * else is a backend protocol error, and nothing of the reply is relayed.
+ */
+static void
+test_smtp_reply_is_one_unit(void **state)
+{
+	static const struct {
+		const char	*client;
+		const char	*backend;
+		const char	*reason;
+	} cases[] = {
+		{ "EHLO c\r\n", "250-a\r\n250-b\r\n550 x\r\n",
+		  "a multiline reply from the backend with different codes on its lines" },
+		{ "EHLO c\r\n", "250-a\r\n451 x\r\n",
+		  "a multiline reply from the backend with different codes on its lines" },
+		{ "NOOP\r\n", "550-a\r\n250 x\r\n",
+		  "a multiline reply from the backend with different codes on its lines" },
+		{ "NOOP\r\n", "354 go ahead\r\n",
+		  "a 3xx reply from the backend to a command that takes none" },
+		{ "MAIL FROM:<a@b>\r\n", "334 what\r\n",
+		  "a 3xx reply from the backend to a command that takes none" },
+		{ "DATA\r\n", "334 what\r\n",
+		  "a 3xx reply from the backend to a command that takes none" },
+		{ "AUTH LOGIN\r\n", "354 go ahead\r\n",
+		  "a 3xx reply from the backend to a command that takes none" },
+		{ "", "354 go ahead\r\n",
+		  "a 3xx reply from the backend to no command" },
+		{ "DATA\r\n", "354 go ahead\r\n250 too early\r\n",
+		  "a reply from the backend before the end of the message content" },
+	};
+	struct harness	 h;
+	const char	*reason;
+	char		 line[100];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		smtp_ready(&h, "250 mx.test\r\n");
+		smtp_step(&h, true, cases[i].client, NULL);
+		reason = NULL;
+		assert_int_equal(smtp_step(&h, false, cases[i].backend, &reason), PROTO_CLOSE);
+		assert_non_null(reason);
+		assert_string_equal(reason, cases[i].reason);
+		/* the 354 before the early reply, then the 421 alone */
+		if (strncmp(cases[i].backend, "354 go ahead\r\n250", 17) == 0)
+			expect_buffer(h.to_client, "354 go ahead\r\n"
+			    "421 4.3.0 Service not available: backend protocol error\r\n");
+		else
+			expect_buffer(h.to_client,
+			    "421 4.3.0 Service not available: backend protocol error\r\n");
+		harness_free(&h);
+	}
+
+	/* 16 KiB: a reply that grows past it without its last line */
+	smtp_ready(&h, "250 mx.test\r\n");
+	smtp_step(&h, true, "EHLO c\r\n", NULL);
+	snprintf(line, sizeof(line), "250-%090d\r\n", 0);
+	for (int i = 0; i < 16384 / 96; i++)
+		assert_int_equal(smtp_step(&h, false, line, NULL), PROTO_CONTINUE);
+	assert_int_equal(evbuffer_get_length(h.to_client), 0);	/* held */
+	assert_int_equal(smtp_step(&h, false, line, &reason), PROTO_CLOSE);
+	assert_string_equal(reason, "a reply from the backend longer than 16 KiB");
+	harness_free(&h);
+}
+
+/*
+ * A reply half read, even one nobody asked for, holds STARTTLS: its rest
+ * must be relayed in cleartext, not arrive inside TLS.
+ */
+static void
+test_smtp_starttls_waits_for_a_whole_reply(void **state)
+{
+	struct harness	 h;
+
+	(void)state;
+	smtp_ready(&h, "250 mx.test\r\n");
+	assert_int_equal(smtp_step(&h, false, "421-closing\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "STARTTLS\r\n", NULL), PROTO_HOLD);
+	assert_int_equal(smtp_step(&h, false, "421 now\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "", NULL), PROTO_UPGRADE);
+	expect_buffer(h.to_client, "421-closing\r\n421 now\r\n220 2.0.0 Ready to start TLS\r\n");
+	harness_free(&h);
+
+	/* a line cut short counts too */
+	smtp_ready(&h, "250 mx.test\r\n");
+	assert_int_equal(smtp_step(&h, false, "421 clos", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "STARTTLS\r\n", NULL), PROTO_HOLD);
+	assert_int_equal(smtp_step(&h, false, "ing\r\n", NULL), PROTO_CONTINUE);
+	assert_int_equal(smtp_step(&h, true, "", NULL), PROTO_UPGRADE);
+	expect_buffer(h.to_client, "421 closing\r\n220 2.0.0 Ready to start TLS\r\n");
+	harness_free(&h);
+}
+
+/*
+ * Before TLS a bare CR or LF, in a command line or in message content,
+ * is refused and closes the session, and is not relayed; inside TLS the
+ * same bytes go through as before.
+ */
+static void
+test_smtp_bare_line_endings(void **state)
+{
+	static const char *const lines[] = {
+		"NOOP\n", "NOOP\rMAIL FROM:<a@b>\r\n", "NOOP\r\r\n", "\n",
+	};
+	static const char *const content[] = {
+		"hello\n.\nMAIL FROM:<x>\r\n", "hello\r\n.\nMAIL FROM:<x>\r\n",
+		"hello\n.\r\nMAIL FROM:<x>\r\n", "hello\r.\rMAIL FROM:<x>\r\n", "a\nb\r\n.\r\n",
+	};
+	struct harness	 h;
+	const char	*reason;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		smtp_ready(&h, "250 mx.test\r\n");
+		assert_int_equal(smtp_step(&h, true, lines[i], &reason), PROTO_CLOSE);
+		assert_string_equal(reason, "a bare CR or LF in a command line before TLS");
+		expect_buffer(h.to_client, "500 5.5.2 Bare CR or LF not allowed\r\n");
+		assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+		harness_free(&h);
+
+		smtp_ready(&h, "250 mx.test\r\n");
+		h.client_tls = true;
+		assert_int_equal(smtp_step(&h, true, lines[i], NULL), PROTO_CONTINUE);
+		assert_int_equal(evbuffer_get_length(h.to_backend), strlen(lines[i]));
+		harness_free(&h);
+	}
+	for (size_t i = 0; i < sizeof(content) / sizeof(content[0]); i++) {
+		smtp_ready(&h, "250 mx.test\r\n");
+		smtp_step(&h, true, "MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n", NULL);
+		smtp_step(&h, false, "250 ok\r\n250 ok\r\n354 go\r\n", NULL);
+		free(drain_string(h.to_client));
+		free(drain_string(h.to_backend));
+		assert_int_equal(smtp_step(&h, true, "Subject: x\r\n\r\n", NULL), PROTO_CONTINUE);
+		expect_buffer(h.to_backend, "Subject: x\r\n\r\n");
+		assert_int_equal(smtp_step(&h, true, content[i], &reason), PROTO_CLOSE);
+		assert_string_equal(reason, "a bare CR or LF in message content before TLS");
+		expect_buffer(h.to_client, "500 5.5.2 Bare CR or LF not allowed\r\n");
+		assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+		harness_free(&h);
+	}
+}
+
 int
 main(void)
 {
@@ -884,6 +1170,11 @@ main(void)
 		cmocka_unit_test(test_ldap_huge_messages_inside_tls_are_not_held),
 		cmocka_unit_test(test_ldap_classification_is_bounded),
 		cmocka_unit_test(test_ldap_unusual_starttls_is_answered),
+		cmocka_unit_test(test_smtp_sasl_dialogue_holds_the_upgrade),
+		cmocka_unit_test(test_smtp_bdat_follows_chunking),
+		cmocka_unit_test(test_smtp_reply_is_one_unit),
+		cmocka_unit_test(test_smtp_starttls_waits_for_a_whole_reply),
+		cmocka_unit_test(test_smtp_bare_line_endings),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
