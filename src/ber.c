@@ -8,6 +8,7 @@
 #include "ber.h"
 
 #define BER_SEQUENCE		0x30
+#define BER_BOOLEAN		0x01
 #define BER_INTEGER		0x02
 #define BER_ENUMERATED		0x0a
 #define BER_OCTET_STRING	0x04
@@ -17,29 +18,55 @@
 #define BER_CONSTRUCTED		0x20
 #define BER_TAG_NUMBER		0x1f
 
+/*
+ * One TLV header; big_tags: a multi-octet tag (X.690 8.1.2.4) is read
+ * too, up to BER_TAG_OCTETS_MAX octets, and out->tag is its first octet
+ * (class and primitive/constructed bit, then 0x1f).
+ */
+static enum parse_result
+ber_header(const uint8_t *p, size_t avail, bool big_tags, struct ber_tlv *out)
+{
+	uint64_t	 len = 0;
+	size_t		 t = 1, n;
+
+	if (avail < 1)
+		return PARSE_NEED_MORE;
+	if ((p[0] & BER_TAG_NUMBER) == BER_TAG_NUMBER) {
+		if (!big_tags)
+			return PARSE_MALFORMED;	/* not in the envelope */
+		do {
+			if (t == BER_TAG_OCTETS_MAX)
+				return PARSE_MALFORMED;
+			if (avail <= t)
+				return PARSE_NEED_MORE;
+		} while (p[t++] & 0x80);
+	}
+	if (avail <= t)
+		return PARSE_NEED_MORE;
+	if (p[t] < 0x80) {
+		*out = (struct ber_tlv){ .tag = p[0], .hdrlen = t + 1, .len = p[t] };
+		return PARSE_OK;
+	}
+	n = p[t] & 0x7f;
+	if (n == 0 || n == 0x7f)
+		return PARSE_MALFORMED;		/* indefinite (RFC 4511 5.1), or reserved */
+	if (avail < t + 1 + n)
+		return PARSE_NEED_MORE;
+	for (size_t i = 0; i < n; i++) {
+		if (len >= BER_LEN_HUGE >> 8) {
+			len = BER_LEN_HUGE;	/* too large for anything: saturate */
+			break;
+		}
+		len = len << 8 | p[t + 1 + i];
+	}
+	*out = (struct ber_tlv){ .tag = p[0], .hdrlen = t + 1 + n, .len = len };
+	return PARSE_OK;
+}
+
 enum parse_result
 ber_tlv_header(const uint8_t *p, size_t avail, struct ber_tlv *out)
 {
-	uint64_t	 len = 0;
-	size_t		 n;
-
-	if (avail < 2)
-		return PARSE_NEED_MORE;
-	if ((p[0] & BER_TAG_NUMBER) == BER_TAG_NUMBER)
-		return PARSE_MALFORMED;		/* multi-octet tags: not in LDAP */
-	if (p[1] < 0x80) {
-		*out = (struct ber_tlv){ .tag = p[0], .hdrlen = 2, .len = p[1] };
-		return PARSE_OK;
-	}
-	n = p[1] & 0x7f;
-	if (n == 0 || n > 4)
-		return PARSE_MALFORMED;		/* indefinite, or too long */
-	if (avail < 2 + n)
-		return PARSE_NEED_MORE;
-	for (size_t i = 0; i < n; i++)
-		len = len << 8 | p[2 + i];
-	*out = (struct ber_tlv){ .tag = p[0], .hdrlen = 2 + n, .len = len };
-	return PARSE_OK;
+	return ber_header(p, avail, false, out);
 }
 
 /* A non-negative INTEGER of at most four content octets. */
@@ -95,6 +122,8 @@ ldap_peek(const uint8_t *p, size_t avail, uint64_t max, struct ldap_peek *out)
 		.msgid = msgid,
 		.op_tag = op.tag,
 		.op = (enum ldap_op)(op.tag & BER_TAG_NUMBER),
+		.op_off = off + op.hdrlen,
+		.op_len = op.len,
 	};
 	return PARSE_OK;
 }
@@ -174,41 +203,137 @@ ldap_result_code(const uint8_t *p, size_t len, enum ldap_op *op_out)
 }
 
 int32_t
-ldap_abandon_target(const uint8_t *p, size_t len)
+ldap_abandon_target(const uint8_t *p, size_t avail)
 {
-	struct ber_tlv	 op;
-	size_t		 off;
-	int32_t		 id;
+	struct ldap_peek	 pk;
+	int32_t			 id;
 
-	if (ldap_op_tlv(p, len, &op, &off) == -1 ||
-	    op.tag != (BER_CLASS_APPLICATION | LDAP_OP_ABANDON_REQUEST) ||
-	    ber_int_value(p + off + op.hdrlen, op.len, &id) == -1)
+	if (ldap_peek(p, avail, UINT64_MAX, &pk) != PARSE_OK ||
+	    pk.op_tag != (BER_CLASS_APPLICATION | LDAP_OP_ABANDON_REQUEST) ||
+	    pk.op_len > avail - pk.op_off ||
+	    ber_int_value(p + pk.op_off, pk.op_len, &id) == -1)
 		return -1;
 	return id;
+}
+
+enum ldap_extended
+ldap_extended_kind(const uint8_t *p, size_t avail)
+{
+	static const char	 oid[] = LDAP_STARTTLS_OID;
+	struct ldap_peek	 pk;
+	struct ber_tlv		 name;
+	const uint8_t		*q;
+	size_t			 cmp;
+
+	switch (ldap_peek(p, avail, UINT64_MAX, &pk)) {
+	case PARSE_OK:
+		break;
+	case PARSE_NEED_MORE:
+		if (avail < LDAP_PEEK_MAX)
+			return LDAP_EXT_NEED_MORE;
+		/* FALLTHROUGH */
+	default:
+		return LDAP_EXT_NOT_STARTTLS;	/* not an LDAPMessage at all */
+	}
+	if ((pk.op_tag & ~BER_CONSTRUCTED) != (BER_CLASS_APPLICATION | LDAP_OP_EXTENDED_REQUEST))
+		return LDAP_EXT_NOT_STARTTLS;
+	if (avail < pk.total && avail < LDAP_CLASSIFY_MAX)
+		return LDAP_EXT_NEED_MORE;
+	/*
+	 * From here avail covers the requestName's header and the length of
+	 * the OID whenever they are valid: a header the bytes here do not
+	 * hold runs past the message, or past anything liblber reads.
+	 */
+	if (pk.op_len == 0 ||
+	    ber_header(p + pk.op_off, avail - pk.op_off, true, &name) != PARSE_OK ||
+	    name.hdrlen + name.len > pk.op_len || (name.tag & BER_CONSTRUCTED))
+		return LDAP_EXT_UNREADABLE;
+	/*
+	 * The OID, or the OID and a NUL, which a directory that reads the
+	 * name as a C string would take for it.
+	 */
+	if (name.len < sizeof(oid) - 1)
+		return LDAP_EXT_NOT_STARTTLS;
+	cmp = name.len > sizeof(oid) - 1 ? sizeof(oid) : sizeof(oid) - 1;
+	if (name.hdrlen + cmp > avail - pk.op_off)
+		return LDAP_EXT_UNREADABLE;	/* cannot be: LDAP_CLASSIFY_MAX covers it */
+	q = p + pk.op_off + name.hdrlen;
+	if (memcmp(q, oid, sizeof(oid) - 1) != 0 || (cmp == sizeof(oid) && q[cmp - 1] != '\0'))
+		return LDAP_EXT_NOT_STARTTLS;
+	return LDAP_EXT_STARTTLS;
+}
+
+/*
+ * Controls ::= SEQUENCE OF Control, Control ::= SEQUENCE { controlType
+ * LDAPOID, criticality BOOLEAN DEFAULT FALSE, controlValue OCTET STRING
+ * OPTIONAL } (section 4.1.11): the content of the [0] at p[0..len).
+ */
+static enum ldap_starttls
+ldap_controls_check(const uint8_t *p, uint64_t len)
+{
+	struct ber_tlv	 c, e;
+	bool		 critical = false;
+	uint64_t	 off = 0, o, end;
+
+	while (off < len) {
+		if (ber_tlv_header(p + off, (size_t)(len - off), &c) != PARSE_OK ||
+		    c.tag != BER_SEQUENCE || c.len > len - off - c.hdrlen)
+			return LDAP_STARTTLS_MALFORMED;
+		o = off + c.hdrlen;
+		end = o + c.len;
+		/* controlType */
+		if (ber_tlv_header(p + o, (size_t)(end - o), &e) != PARSE_OK ||
+		    e.tag != BER_OCTET_STRING || e.len > end - o - e.hdrlen)
+			return LDAP_STARTTLS_MALFORMED;
+		o += e.hdrlen + e.len;
+		/* criticality: any non-zero octet is TRUE in BER (5.1 asks for 0xff) */
+		if (o < end && p[o] == BER_BOOLEAN) {
+			if (ber_tlv_header(p + o, (size_t)(end - o), &e) != PARSE_OK ||
+			    e.len != 1 || e.hdrlen + 1 > end - o)
+				return LDAP_STARTTLS_MALFORMED;
+			if (p[o + e.hdrlen] != 0)
+				critical = true;
+			o += e.hdrlen + 1;
+		}
+		/* controlValue */
+		if (o < end) {
+			if (ber_tlv_header(p + o, (size_t)(end - o), &e) != PARSE_OK ||
+			    e.tag != BER_OCTET_STRING || e.hdrlen + e.len != end - o)
+				return LDAP_STARTTLS_MALFORMED;
+			o = end;
+		}
+		off = end;
+	}
+	return critical ? LDAP_STARTTLS_CRITICAL : LDAP_STARTTLS_VALID;
 }
 
 enum ldap_starttls
 ldap_starttls_check(const uint8_t *p, size_t len)
 {
-	static const char	 oid[] = LDAP_STARTTLS_OID;
-	struct ber_tlv		 op, name;
+	struct ldap_peek	 pk;
+	struct ber_tlv		 name, ctl;
 	size_t			 off;
 
-	if (ldap_op_tlv(p, len, &op, &off) == -1)
+	if (ldap_peek(p, len, UINT64_MAX, &pk) != PARSE_OK || pk.total != len ||
+	    ldap_extended_kind(p, len) != LDAP_EXT_STARTTLS)
 		return LDAP_NOT_STARTTLS;
-	if (op.tag != (BER_CLASS_APPLICATION | BER_CONSTRUCTED | LDAP_OP_EXTENDED_REQUEST))
-		return LDAP_NOT_STARTTLS;
-	off += op.hdrlen;
-	/* requestName [0] LDAPOID */
-	if (ber_tlv_header(p + off, (size_t)op.len, &name) != PARSE_OK ||
-	    name.tag != BER_CLASS_CONTEXT || name.hdrlen + name.len > op.len)
-		return LDAP_NOT_STARTTLS;
-	if (name.len != sizeof(oid) - 1 || memcmp(p + off + name.hdrlen, oid, sizeof(oid) - 1) != 0)
-		return LDAP_NOT_STARTTLS;
-	/* a StartTLS: it must carry nothing else, in particular no requestValue */
-	if (name.hdrlen + name.len != op.len)
+	/* section 4.1.1.1: messageID 0 is for unsolicited notifications */
+	if (pk.op_tag != (BER_CLASS_APPLICATION | BER_CONSTRUCTED | LDAP_OP_EXTENDED_REQUEST) ||
+	    pk.msgid == 0)
 		return LDAP_STARTTLS_MALFORMED;
-	return LDAP_STARTTLS_VALID;
+	/* requestName [0], the OID alone, and nothing else: no requestValue (4.14.1) */
+	if (ber_tlv_header(p + pk.op_off, len - pk.op_off, &name) != PARSE_OK ||
+	    name.tag != BER_CLASS_CONTEXT || name.len != sizeof(LDAP_STARTTLS_OID) - 1 ||
+	    name.hdrlen + name.len != pk.op_len)
+		return LDAP_STARTTLS_MALFORMED;
+	off = pk.op_off + (size_t)pk.op_len;
+	if (off == len)
+		return LDAP_STARTTLS_VALID;
+	/* controls [0], to the end of the message */
+	if (ber_tlv_header(p + off, len - off, &ctl) != PARSE_OK ||
+	    ctl.tag != (BER_CLASS_CONTEXT | BER_CONSTRUCTED) || ctl.hdrlen + ctl.len != len - off)
+		return LDAP_STARTTLS_MALFORMED;
+	return ldap_controls_check(p + off + ctl.hdrlen, ctl.len);
 }
 
 /* Writing BER */

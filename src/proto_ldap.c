@@ -3,17 +3,35 @@
  * (RFC 4511 section 4.14, RFC 4513 section 3).
  *
  * Both directions are framed message by message with the bounded BER
- * reader; a message is classified from its first bytes and then streamed,
- * so that nothing but a StartTLS request is ever held whole.  The proxy
- * answers StartTLS itself (success, then the upgrade; operationsError
- * while requests relayed earlier still await their final response, or
- * inside TLS; protocolError when malformed).  Under require_tls every
- * other request before TLS but Unbind and Abandon is answered with the
- * matching response and confidentialityRequired, and never relayed: no
- * bind password crosses to the backend in cleartext.  A response the
- * proxy writes goes to the client only between two backend messages.
- * Inside TLS only responses to requests made inside TLS (and unsolicited
- * notifications, messageID 0) reach the client.
+ * reader; a message is classified from its first bytes and then streamed.
+ * Only a StartTLS the proxy may honour (before TLS on a STARTTLS
+ * listener) is held whole, and that is at most the 64 KiB a message may
+ * have before TLS; of an ExtendedRequest or an AbandonRequest the module
+ * holds at most LDAP_CLASSIFY_MAX bytes to tell what it is, whatever
+ * length it announces (Guarantee 1).
+ *
+ * The proxy answers StartTLS itself, in any encoding a directory would
+ * take as one (ber.h): success, then the upgrade; operationsError while
+ * requests relayed earlier still await their final response, or inside
+ * TLS (decided from the first bytes, the rest dropped unread);
+ * protocolError when malformed, and for an ExtendedRequest whose name it
+ * cannot read.  Under require_tls every other request before TLS but
+ * Unbind and Abandon is answered with the matching response and
+ * confidentialityRequired, and never relayed: no bind password crosses to
+ * the backend in cleartext.  A response the proxy writes goes to the
+ * client only between two backend messages.
+ *
+ * Guarantee 2.  A request relayed before TLS is outstanding until its
+ * final response has been relayed, abandoned or not: RFC 4511 section
+ * 4.11 lets a server answer an abandoned request, and that answer must
+ * never arrive inside TLS as the answer to the client's own request with
+ * the same messageID.  StartTLS needs nothing outstanding, so at the
+ * upgrade no cleartext request can still be answered; the outstanding set
+ * then starts again empty, and inside TLS only responses to requests made
+ * inside TLS (and unsolicited notifications, messageID 0) reach the
+ * client.  A server that never answers abandoned requests (slapd) thus
+ * leaves StartTLS refused on that connection: the client may open a new
+ * one.
  *
  * With backend.tls = "starttls" the proxy sends its own StartTLS to the
  * backend first (messageID 1) and starts TLS on a success.
@@ -31,10 +49,17 @@
 
 #define LDAP_OUTSTANDING_MAX	256	/* requests awaiting a final response */
 
+struct ldap_request {
+	int32_t			 msgid;
+	bool			 abandoned;	/* the client sent an Abandon for it */
+};
+
 struct ldap {
 	const struct listener_conf *conf;
-	int32_t			 outstanding[LDAP_OUTSTANDING_MAX];
+	struct ldap_request	 outstanding[LDAP_OUTSTANDING_MAX];
 	unsigned		 noutstanding;
+	bool			 forgot;	/* an abandoned cleartext request was
+						   dropped from the set: no StartTLS */
 	uint64_t		 client_left;	/* bytes of the current client message */
 	bool			 client_drop;	/* ... to drop rather than relay */
 	uint64_t		 backend_left;	/* bytes of the current backend message */
@@ -70,21 +95,71 @@ static bool
 outstanding_has(const struct ldap *m, int32_t msgid)
 {
 	for (unsigned i = 0; i < m->noutstanding; i++)
-		if (m->outstanding[i] == msgid)
+		if (m->outstanding[i].msgid == msgid)
 			return true;
 	return false;
 }
 
-static bool
+static void
+outstanding_drop(struct ldap *m, unsigned i)
+{
+	m->outstanding[i] = m->outstanding[--m->noutstanding];
+}
+
+/*
+ * A final response to msgid.  When the client reused the messageID of a
+ * request it had abandoned, the answer is taken for the abandoned one:
+ * the live one stays, and is never forgotten (outstanding_add).
+ */
+static void
 outstanding_remove(struct ldap *m, int32_t msgid)
 {
+	unsigned	 found = m->noutstanding;
+
 	for (unsigned i = 0; i < m->noutstanding; i++) {
-		if (m->outstanding[i] == msgid) {
-			m->outstanding[i] = m->outstanding[--m->noutstanding];
-			return true;
-		}
+		if (m->outstanding[i].msgid != msgid)
+			continue;
+		found = i;
+		if (m->outstanding[i].abandoned)
+			break;
 	}
-	return false;
+	if (found < m->noutstanding)
+		outstanding_drop(m, found);
+}
+
+static void
+outstanding_abandon(struct ldap *m, int32_t msgid)
+{
+	for (unsigned i = 0; i < m->noutstanding; i++)
+		if (m->outstanding[i].msgid == msgid)
+			m->outstanding[i].abandoned = true;
+}
+
+/*
+ * A request relayed: outstanding until its final response.  When the set
+ * is full, an abandoned request that the server may never answer (slapd
+ * does not) makes room: inside TLS nothing is lost but a late answer to
+ * it, dropped as an answer to nothing; before TLS the module also stops
+ * trusting the set, and StartTLS is refused on this connection from then
+ * on.  Without an abandoned request to forget, false: the client waits
+ * for an answer.
+ */
+static bool
+outstanding_add(struct ldap *m, int32_t msgid, bool client_tls)
+{
+	if (m->noutstanding == LDAP_OUTSTANDING_MAX) {
+		unsigned i;
+
+		for (i = 0; i < m->noutstanding && !m->outstanding[i].abandoned; i++)
+			;
+		if (i == m->noutstanding)
+			return false;
+		outstanding_drop(m, i);
+		if (!client_tls)
+			m->forgot = true;
+	}
+	m->outstanding[m->noutstanding++] = (struct ldap_request){ .msgid = msgid };
+	return true;
 }
 
 static void
@@ -115,34 +190,62 @@ disconnect(struct proto_io *io, enum ldap_result code, const char *diagnostic,
 	return PROTO_CLOSE;
 }
 
-/* The client's StartTLS request, whole in buf. */
+/* Answer the message at the head of in with code, and drop it as it comes. */
+static void
+refuse_extended(struct ldap *m, struct proto_io *io, const struct ldap_peek *pk,
+    enum ldap_result code, const char *diagnostic, const char *name)
+{
+	respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, code, diagnostic, name);
+	m->client_left = pk->total;
+	m->client_drop = true;
+}
+
+/*
+ * An ExtendedRequest that is, or may be, a StartTLS (kind, from its first
+ * bytes): never relayed.  Only where the proxy may honour it is it held
+ * whole, to be checked; before TLS that is at most LDAP_MSG_MAX_PRE_TLS.
+ * PROTO_CONTINUE with m->client_left set: answered, the rest to drop.
+ */
 static enum proto_verdict
 ldap_starttls(struct ldap *m, struct proto_io *io, const struct ldap_peek *pk,
-    enum ldap_starttls kind)
+    enum ldap_extended kind)
 {
-	const char	*oid = LDAP_STARTTLS_OID;
+	const char		*oid = LDAP_STARTTLS_OID;
+	enum ldap_starttls	 check;
 
-	evbuffer_drain(io->in, (size_t)pk->total);
-	if (kind == LDAP_STARTTLS_MALFORMED) {
-		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_PROTOCOL_ERROR,
-		    "malformed StartTLS request", oid);
+	if (kind == LDAP_EXT_UNREADABLE) {
+		refuse_extended(m, io, pk, LDAP_PROTOCOL_ERROR, "malformed ExtendedRequest", NULL);
 		return PROTO_CONTINUE;
 	}
 	if (io->client_tls) {	/* RFC 4511 4.14.2, on an implicit listener too */
-		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_OPERATIONS_ERROR,
-		    "TLS already established", oid);
+		refuse_extended(m, io, pk, LDAP_OPERATIONS_ERROR, "TLS already established", oid);
 		return PROTO_CONTINUE;
 	}
 	if (m->conf->client_tls != CLIENT_TLS_STARTTLS) {
-		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_PROTOCOL_ERROR,
-		    "StartTLS is not offered here", oid);
+		refuse_extended(m, io, pk, LDAP_PROTOCOL_ERROR, "StartTLS is not offered here", oid);
 		return PROTO_CONTINUE;
 	}
-	if (m->noutstanding > 0) {
-		respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_OPERATIONS_ERROR,
+	if (evbuffer_get_length(io->in) < pk->total)
+		return PROTO_CONTINUE;	/* held whole: within the pre-TLS limit */
+	check = ldap_starttls_check(evbuffer_pullup(io->in, (ssize_t)pk->total),
+	    (size_t)pk->total);
+	switch (check) {
+	case LDAP_STARTTLS_VALID:
+		break;
+	case LDAP_STARTTLS_CRITICAL:	/* RFC 4511 4.1.11: not performed */
+		refuse_extended(m, io, pk, LDAP_UNAVAILABLE_CRITICAL_EXTENSION,
+		    "critical control not supported with StartTLS", oid);
+		return PROTO_CONTINUE;
+	default:
+		refuse_extended(m, io, pk, LDAP_PROTOCOL_ERROR, "malformed StartTLS request", oid);
+		return PROTO_CONTINUE;
+	}
+	if (m->noutstanding > 0 || m->forgot) {
+		refuse_extended(m, io, pk, LDAP_OPERATIONS_ERROR,
 		    "StartTLS while other operations are outstanding", oid);
 		return PROTO_CONTINUE;
 	}
+	evbuffer_drain(io->in, (size_t)pk->total);
 	respond(io, pk->msgid, LDAP_OP_EXTENDED_RESPONSE, LDAP_SUCCESS, "", oid);
 	io->refused--;	/* a success, not a refusal */
 	return PROTO_UPGRADE;
@@ -176,6 +279,13 @@ ldap_passes_before_tls(const struct ldap_peek *pk)
 	    pk->op_tag == (0x40 | LDAP_OP_ABANDON_REQUEST);
 }
 
+/* Bytes of the message at the head of in that the module reads to classify it. */
+static size_t
+classify_len(const struct ldap_peek *pk)
+{
+	return pk->total < LDAP_CLASSIFY_MAX ? (size_t)pk->total : LDAP_CLASSIFY_MAX;
+}
+
 static enum proto_verdict
 ldap_client_input(struct proto_io *io)
 {
@@ -201,6 +311,9 @@ ldap_client_input(struct proto_io *io)
 		case PARSE_NEED_MORE:
 			return PROTO_CONTINUE;
 		case PARSE_TOO_LONG:
+			if (io->client_tls)
+				return disconnect(io, LDAP_PROTOCOL_ERROR, "message too large",
+				    END_PROTOCOL_ERROR, "an LDAP message larger than 4 GiB");
 			return disconnect(io, LDAP_PROTOCOL_ERROR, "message too large before TLS",
 			    END_PROTOCOL_ERROR, "an LDAP message larger than 64 KiB before TLS");
 		case PARSE_MALFORMED:
@@ -210,21 +323,27 @@ ldap_client_input(struct proto_io *io)
 			break;
 		}
 
-		/* a StartTLS is held whole, to be checked */
-		if (pk.op == LDAP_OP_EXTENDED_REQUEST && pk.total <= LDAP_MSG_MAX_PRE_TLS) {
-			enum ldap_starttls kind;
+		/* what may be a StartTLS is answered by the proxy, in TLS too */
+		if (pk.op == LDAP_OP_EXTENDED_REQUEST) {
+			enum ldap_extended kind;
 
-			if (len < pk.total)
+			if (len < classify_len(&pk))
 				return PROTO_CONTINUE;
-			kind = ldap_starttls_check(evbuffer_pullup(io->in, (ssize_t)pk.total),
-			    (size_t)pk.total);
-			if (kind != LDAP_NOT_STARTTLS) {
+			kind = ldap_extended_kind(evbuffer_pullup(io->in, (ssize_t)classify_len(&pk)),
+			    classify_len(&pk));
+			if (kind == LDAP_EXT_STARTTLS || kind == LDAP_EXT_UNREADABLE) {
 				enum proto_verdict v;
 
 				if (m->backend_left > 0)
 					return PROTO_HOLD;	/* between backend messages */
-				/* a refusal: what was pipelined behind it is parsed too */
-				if ((v = ldap_starttls(m, io, &pk, kind)) != PROTO_CONTINUE)
+				/*
+				 * A refusal leaves the rest of the message to
+				 * drop (client_left), and what was pipelined
+				 * behind it is parsed too; without one, the
+				 * StartTLS is not whole yet, or TLS starts.
+				 */
+				if ((v = ldap_starttls(m, io, &pk, kind)) != PROTO_CONTINUE ||
+				    m->client_left == 0)
 					return v;
 				continue;
 			}
@@ -245,16 +364,19 @@ ldap_client_input(struct proto_io *io)
 			continue;
 		}
 
-		/* relayed: track what will get a final response */
-		if (pk.op == LDAP_OP_ABANDON_REQUEST) {
-			if (len < pk.total)
+		/*
+		 * Relayed: track what will get a final response.  An Abandon
+		 * gets none and leaves its target outstanding (see the top);
+		 * its target comes before any control, and the rest streams.
+		 */
+		if (pk.op_tag == (0x40 | LDAP_OP_ABANDON_REQUEST)) {
+			if (len < classify_len(&pk))
 				return PROTO_CONTINUE;
-			outstanding_remove(m, ldap_abandon_target(
-			    evbuffer_pullup(io->in, (ssize_t)pk.total), (size_t)pk.total));
-		} else if (pk.op != LDAP_OP_UNBIND_REQUEST) {
-			if (m->noutstanding == LDAP_OUTSTANDING_MAX)
+			outstanding_abandon(m, ldap_abandon_target(
+			    evbuffer_pullup(io->in, (ssize_t)classify_len(&pk)), classify_len(&pk)));
+		} else if (pk.op_tag != (0x40 | LDAP_OP_UNBIND_REQUEST)) {
+			if (!outstanding_add(m, pk.msgid, io->client_tls))
 				return PROTO_HOLD;
-			m->outstanding[m->noutstanding++] = pk.msgid;
 		}
 		m->client_left = pk.total;
 		m->client_drop = false;
@@ -314,6 +436,7 @@ ldap_tls_ready(struct proto_io *io)
 	struct ldap	*m = io->state;
 
 	m->noutstanding = 0;	/* nothing was outstanding at the upgrade */
+	m->forgot = false;
 	return PROTO_CONTINUE;
 }
 

@@ -6,11 +6,33 @@
  * require_tls it answers 530 to every command but EHLO, HELO, NOOP, RSET,
  * QUIT and STARTTLS, and hides AUTH from the cleartext EHLO reply.
  *
- * Order (RFC 2920): every relayed command expects one reply, kept in a
- * queue.  A reply the proxy makes itself (STARTTLS, 530, 503, ...) must
- * not overtake the backend's replies to earlier commands, so the module
- * holds the client's input until that queue is empty.  DATA content and
- * BDAT chunks are relayed as content, never read as commands.
+ * Order (RFC 2920): every relayed command is open until its final reply,
+ * kept in a queue.  A reply the proxy makes itself (STARTTLS, 530, 503,
+ * ...) must not overtake the backend's replies to earlier commands, so
+ * the module holds the client's input until that queue is empty and no
+ * reply is half read.  Guarantee 2 rests on the same queue: STARTTLS is
+ * answered only when every command is answered, no dialogue is open and
+ * the backend is between two replies, so that nothing the backend still
+ * owes the cleartext phase can follow the 220.
+ *
+ * The proxy and the backend must agree, byte for byte, on what is a
+ * command, what is content and where each ends, or bytes the proxy takes
+ * for content run as commands at the backend, past require_tls and
+ * across the upgrade:
+ *   - a 354 leaves DATA open, and the content up to CRLF.CRLF is never
+ *     read as commands; before TLS a bare CR or LF in it ends the session
+ *     (SMTP smuggling), as does one in a command line;
+ *   - a 334 leaves AUTH open: the client's next line is a SASL response
+ *     (RFC 4954), relayed whatever it says, "STARTTLS" and "*" included,
+ *     and the dialogue goes on until the backend's final reply;
+ *   - BDAT is a chunk only when the backend's latest EHLO reply offered
+ *     CHUNKING; otherwise it is a command like any other, as the backend
+ *     takes it, and what follows it is more commands;
+ *   - a reply is one unit: the lines of a multiline reply carry one code
+ *     (RFC 5321 section 4.2.1) and are held until the last one, then
+ *     relayed, rewritten (EHLO) or dropped whole.  A backend that breaks
+ *     that, or sends a 3xx where no dialogue takes one, gets 421 to the
+ *     client and the session is closed.
  *
  * With backend.tls = "starttls" the proxy also upgrades its own connection
  * to the backend before any client command reaches it: it reads the
@@ -34,16 +56,20 @@
 enum smtp_expect {
 	EXPECT_GREETING,
 	EXPECT_EHLO,
+	EXPECT_HELO,
 	EXPECT_DATA,		/* 354, or a refusal */
+	EXPECT_MESSAGE,		/* after the 354: the reply to the content */
+	EXPECT_AUTH,		/* 334 goes on with the SASL dialogue */
 	EXPECT_HIDDEN,		/* to our own RSET: not relayed */
 	EXPECT_OTHER,
 };
 
 enum smtp_client_mode {
 	CLIENT_COMMAND,
-	CLIENT_DATA_WAIT,	/* DATA relayed, its 354 not yet seen */
+	CLIENT_WAIT,		/* DATA, AUTH or a SASL response relayed, its reply not yet seen */
 	CLIENT_DATA,		/* message content up to CRLF.CRLF */
 	CLIENT_BDAT,		/* a BDAT chunk */
+	CLIENT_SASL,		/* after a 334: the next line is a SASL response */
 };
 
 struct smtp {
@@ -54,9 +80,14 @@ struct smtp {
 	enum smtp_client_mode	 mode;
 	uint64_t		 bdat_left;
 	struct smtp_data	 data;
+	unsigned		 hellos;	/* EHLO and HELO awaiting their reply */
+	bool			 chunking;	/* the backend's last EHLO reply offers CHUNKING */
 	bool			 cleartext_txn;	/* MAIL, RCPT, DATA or BDAT before TLS */
 	bool			 tls_quiet;	/* in TLS, no command from the client yet */
-	struct evbuffer		*ehlo;		/* a multiline EHLO reply, whole */
+	struct evbuffer		*reply;		/* the lines of the reply being read */
+	unsigned		 reply_lines;
+	int			 reply_code;	/* the code of its first line */
+	bool			 backend_mid;	/* a reply, or a line, partly read */
 
 	/* backend.tls = "starttls": the proxy's own dialogue with the backend */
 	enum {
@@ -79,6 +110,7 @@ struct smtp {
 #define REPLY_STARTTLS_ARGS	"501 5.5.4 Syntax error (no parameters allowed)\r\n"
 #define REPLY_BDAT_ARGS		"501 5.5.4 Syntax error in BDAT parameters\r\n"
 #define REPLY_TOO_LONG		"500 5.5.2 Line too long\r\n"
+#define REPLY_BARE_NEWLINE	"500 5.5.2 Bare CR or LF not allowed\r\n"
 #define REPLY_UNAVAILABLE	"421 4.3.2 Service not available\r\n"
 #define REPLY_BUSY		"421 4.3.2 Too many connections, try again later\r\n"
 #define REPLY_BACKEND_ERROR	"421 4.3.0 Service not available: backend protocol error\r\n"
@@ -104,6 +136,10 @@ smtp_new(const struct listener_conf *conf)
 
 	if (m == NULL)
 		return NULL;
+	if ((m->reply = evbuffer_new()) == NULL) {
+		free(m);
+		return NULL;
+	}
 	m->conf = conf;
 	expect_push(m, EXPECT_GREETING);
 	return m;
@@ -114,8 +150,7 @@ smtp_free(void *arg)
 {
 	struct smtp	*m = arg;
 
-	if (m->ehlo != NULL)
-		evbuffer_free(m->ehlo);
+	evbuffer_free(m->reply);
 	if (m->greeting != NULL)
 		evbuffer_free(m->greeting);
 	free(m);
@@ -129,14 +164,34 @@ reply(struct proto_io *io, const char *text)
 }
 
 /*
+ * Input the proxy does not accept: its error reply, in order after the
+ * replies already due, then a close.  Inside message content or a SASL
+ * dialogue nothing else is due, and the backend's next reply waits for
+ * the bytes refused here.
+ */
+static enum proto_verdict
+smtp_client_error(struct smtp *m, struct proto_io *io, const char *text, const char *why)
+{
+	if (m->mode == CLIENT_COMMAND && (m->count > 0 || m->backend_mid))
+		return PROTO_HOLD;
+	evbuffer_drain(io->in, evbuffer_get_length(io->in));
+	reply(io, text);
+	io->end = END_PROTOCOL_ERROR;
+	io->reason = why;
+	return PROTO_CLOSE;
+}
+
+/*
  * Relay DATA content up to and including its end, or all of it.  The
  * input may hold many chunks (a large read under TLS): look at them
  * sixteen at a time until the end is found or nothing is left, since
  * what stays here is not looked at again until the client sends more,
  * and a client that has sent its whole message sends nothing more until
- * it is answered.
+ * it is answered.  Before TLS a bare line ending ends the session; what
+ * has not been relayed of the content is not, so that no backend can
+ * find an end of data where the proxy found none.
  */
-static bool
+static enum proto_verdict
 smtp_relay_data(struct smtp *m, struct proto_io *io)
 {
 	struct evbuffer_iovec	 v[16];
@@ -147,17 +202,22 @@ smtp_relay_data(struct smtp *m, struct proto_io *io)
 		n = evbuffer_peek(io->in, -1, NULL, v, 16);
 		total = 0;
 		for (int i = 0; i < n && i < 16; i++) {
-			if (smtp_data_end(&m->data, v[i].iov_base, v[i].iov_len, &used)) {
+			switch (smtp_data_end(&m->data, v[i].iov_base, v[i].iov_len, &used)) {
+			case PARSE_OK:
 				evbuffer_remove_buffer(io->in, io->to_backend, total + used);
-				expect_push(m, EXPECT_OTHER);	/* the reply to the message */
-				m->mode = CLIENT_COMMAND;
-				return true;
+				m->mode = CLIENT_COMMAND;	/* the DATA command awaits its reply */
+				return PROTO_CONTINUE;
+			case PARSE_MALFORMED:
+				return smtp_client_error(m, io, REPLY_BARE_NEWLINE,
+				    "a bare CR or LF in message content before TLS");
+			default:
+				break;
 			}
 			total += v[i].iov_len;
 		}
 		evbuffer_remove_buffer(io->in, io->to_backend, total);
 	}
-	return false;
+	return PROTO_CONTINUE;
 }
 
 /* The reply the proxy itself gives to this command, or NULL to relay it. */
@@ -180,6 +240,10 @@ smtp_local_reply(struct smtp *m, const struct proto_io *io, const struct smtp_co
 	return NULL;
 }
 
+/*
+ * One line from the client: a command, or in a SASL dialogue the
+ * client's response.
+ */
 static enum proto_verdict
 smtp_command(struct smtp *m, struct proto_io *io)
 {
@@ -187,10 +251,10 @@ smtp_command(struct smtp *m, struct proto_io *io)
 	size_t			 len = evbuffer_get_length(io->in), linelen, textlen;
 	const char		*p, *local;
 	struct smtp_command	 c;
-	uint64_t		 size;
+	uint64_t		 size = 0;
 	bool			 last;
 
-	if (m->count == SMTP_PIPELINE_MAX)
+	if (m->mode == CLIENT_COMMAND && m->count == SMTP_PIPELINE_MAX)
 		return PROTO_HOLD;	/* enough in flight: let the replies come back */
 	p = (const char *)evbuffer_pullup(io->in, (ssize_t)(len < max ? len : max));
 	switch (line_next(p, len, max, &linelen, &textlen)) {
@@ -199,24 +263,33 @@ smtp_command(struct smtp *m, struct proto_io *io)
 	case PARSE_OK:
 		break;
 	default:
-		if (m->count > 0)
-			return PROTO_HOLD;	/* answer in order */
-		evbuffer_drain(io->in, len);
-		reply(io, REPLY_TOO_LONG);
-		io->end = END_PROTOCOL_ERROR;
-		io->reason = io->client_tls ? "a command line longer than 64 KiB" :
-		    "a command line longer than 4 KiB before TLS";
-		return PROTO_CLOSE;
+		return smtp_client_error(m, io, REPLY_TOO_LONG, io->client_tls ?
+		    "a command line longer than 64 KiB" :
+		    "a command line longer than 4 KiB before TLS");
 	}
+	if (!io->client_tls && !smtp_line_crlf(p, linelen))
+		return smtp_client_error(m, io, REPLY_BARE_NEWLINE,
+		    "a bare CR or LF in a command line before TLS");
+
+	if (m->mode == CLIENT_SASL) {
+		/* a response, whatever it says; "*" cancels (RFC 4954) */
+		evbuffer_remove_buffer(io->in, io->to_backend, linelen);
+		m->mode = CLIENT_WAIT;
+		return PROTO_CONTINUE;
+	}
+
 	smtp_command_parse(p, textlen, &c);
-	if (c.verb == SMTP_BDAT && smtp_bdat_args(c.args, c.argslen, &size, &last) == -1 &&
+	if (c.verb == SMTP_BDAT && m->hellos > 0)
+		return PROTO_HOLD;	/* a chunk or not: the EHLO reply decides */
+	if (c.verb == SMTP_BDAT && m->chunking &&
+	    smtp_bdat_args(c.args, c.argslen, &size, &last) == -1 &&
 	    smtp_local_reply(m, io, &c) == NULL)
 		local = REPLY_BDAT_ARGS;
 	else
 		local = smtp_local_reply(m, io, &c);
 
 	if (local != NULL) {
-		if (m->count > 0)
+		if (m->count > 0 || m->backend_mid)
 			return PROTO_HOLD;	/* after the replies already due */
 		evbuffer_drain(io->in, linelen);
 		reply(io, local);
@@ -227,16 +300,25 @@ smtp_command(struct smtp *m, struct proto_io *io)
 	m->tls_quiet = false;
 	switch (c.verb) {
 	case SMTP_EHLO:
-		expect_push(m, EXPECT_EHLO);
+	case SMTP_HELO:
+		expect_push(m, c.verb == SMTP_EHLO ? EXPECT_EHLO : EXPECT_HELO);
+		m->hellos++;
+		m->chunking = false;	/* until an EHLO reply offers it */
 		break;
 	case SMTP_DATA:
 		expect_push(m, EXPECT_DATA);
-		m->mode = CLIENT_DATA_WAIT;
+		m->mode = CLIENT_WAIT;
+		break;
+	case SMTP_AUTH:
+		expect_push(m, EXPECT_AUTH);
+		m->mode = CLIENT_WAIT;
 		break;
 	case SMTP_BDAT:
 		expect_push(m, EXPECT_OTHER);
-		m->mode = size > 0 ? CLIENT_BDAT : CLIENT_COMMAND;
-		m->bdat_left = size;
+		if (m->chunking) {
+			m->mode = size > 0 ? CLIENT_BDAT : CLIENT_COMMAND;
+			m->bdat_left = size;
+		}
 		break;
 	default:
 		expect_push(m, EXPECT_OTHER);
@@ -260,8 +342,10 @@ smtp_client_input(struct proto_io *io)
 			return PROTO_CONTINUE;	/* the client reads its replies first */
 		switch (m->mode) {
 		case CLIENT_DATA:
-			if (!smtp_relay_data(m, io))
-				return PROTO_CONTINUE;
+			if ((v = smtp_relay_data(m, io)) != PROTO_CONTINUE)
+				return v;
+			if (m->mode == CLIENT_DATA)
+				return PROTO_CONTINUE;	/* all of it was content */
 			break;
 		case CLIENT_BDAT:
 			if (len > m->bdat_left)
@@ -270,9 +354,10 @@ smtp_client_input(struct proto_io *io)
 			if ((m->bdat_left -= len) == 0)
 				m->mode = CLIENT_COMMAND;
 			break;
-		case CLIENT_DATA_WAIT:
+		case CLIENT_WAIT:
 			return PROTO_HOLD;
 		case CLIENT_COMMAND:
+		case CLIENT_SASL:
 			v = smtp_command(m, io);
 			if (v != PROTO_CONTINUE)
 				return v;
@@ -293,17 +378,18 @@ smtp_ehlo_flags(const struct smtp *m, const struct proto_io *io)
 	return SMTP_EHLO_DROP_STARTTLS;
 }
 
-/* A whole positive EHLO reply is in m->ehlo: rewrite it for the client. */
+/* A whole positive EHLO reply is in m->reply: rewrite it for the client. */
 static bool
 smtp_ehlo_done(struct smtp *m, struct proto_io *io)
 {
-	char	 out[SMTP_EHLO_REPLY_MAX + 64];
-	size_t	 len = evbuffer_get_length(m->ehlo);
-	ssize_t	 n;
+	char		 out[SMTP_EHLO_REPLY_MAX + 64];
+	size_t		 len = evbuffer_get_length(m->reply);
+	const char	*p = (const char *)evbuffer_pullup(m->reply, -1);
+	ssize_t		 n;
 
-	n = smtp_ehlo_rewrite((const char *)evbuffer_pullup(m->ehlo, -1), len,
-	    smtp_ehlo_flags(m, io), out, sizeof(out));
-	evbuffer_drain(m->ehlo, len);
+	m->chunking = smtp_ehlo_offers(p, len, "CHUNKING");
+	n = smtp_ehlo_rewrite(p, len, smtp_ehlo_flags(m, io), out, sizeof(out));
+	evbuffer_drain(m->reply, len);
 	if (n < 0)
 		return false;
 	evbuffer_add(io->to_client, out, (size_t)n);
@@ -311,9 +397,11 @@ smtp_ehlo_done(struct smtp *m, struct proto_io *io)
 }
 
 static enum proto_verdict
-smtp_backend_error(struct proto_io *io, const char *why)
+smtp_backend_error(struct smtp *m, struct proto_io *io, const char *why)
 {
 	evbuffer_drain(io->in, evbuffer_get_length(io->in));
+	evbuffer_drain(m->reply, evbuffer_get_length(m->reply));
+	m->reply_lines = 0;
 	evbuffer_add(io->to_client, REPLY_BACKEND_ERROR, strlen(REPLY_BACKEND_ERROR));
 	io->end = END_BACKEND_ERROR;
 	io->reason = why;
@@ -344,12 +432,90 @@ smtp_next_reply(struct evbuffer *in, struct smtp_reply *r, size_t *linelen)
 	return smtp_reply_parse(p, textlen, r) == PARSE_OK ? PARSE_OK : PARSE_MALFORMED;
 }
 
+/*
+ * A whole reply is in m->reply: it answers the oldest open command, or
+ * none.  A 354 to DATA and a 334 to AUTH leave their command open; any
+ * other reply is final and closes it.
+ */
+static enum proto_verdict
+smtp_reply_done(struct smtp *m, struct proto_io *io)
+{
+	size_t			 len = evbuffer_get_length(m->reply);
+	int			 code = m->reply_code;
+	enum smtp_expect	 kind;
+
+	if (m->count == 0) {
+		/* unsolicited: a 421 before the backend closes, say */
+		if (code / 100 == 3)
+			return smtp_backend_error(m, io, "a 3xx reply from the backend to no command");
+		if (m->tls_quiet) {
+			/*
+			 * A reply inside TLS before the client asked anything
+			 * there answers something from the cleartext phase: it
+			 * must not look as if it came after the upgrade.
+			 */
+			io->dropped += len;
+			evbuffer_drain(m->reply, len);
+		} else
+			evbuffer_add_buffer(io->to_client, m->reply);
+		return PROTO_CONTINUE;
+	}
+	if (m->mode == CLIENT_DATA)
+		return smtp_backend_error(m, io,
+		    "a reply from the backend before the end of the message content");
+	kind = m->expect[m->head];
+	if (code / 100 == 3) {
+		if (m->mode == CLIENT_WAIT && kind == EXPECT_DATA && code == 354) {
+			evbuffer_add_buffer(io->to_client, m->reply);
+			m->expect[m->head] = EXPECT_MESSAGE;
+			m->mode = CLIENT_DATA;
+			smtp_data_begin(&m->data, !io->client_tls);
+			return PROTO_CONTINUE;
+		}
+		if (m->mode == CLIENT_WAIT && kind == EXPECT_AUTH && code == 334) {
+			evbuffer_add_buffer(io->to_client, m->reply);
+			m->mode = CLIENT_SASL;
+			return PROTO_CONTINUE;
+		}
+		return smtp_backend_error(m, io,
+		    "a 3xx reply from the backend to a command that takes none");
+	}
+	switch (kind) {
+	case EXPECT_EHLO:
+		m->hellos--;
+		if (code == 250) {
+			if (!smtp_ehlo_done(m, io))
+				return smtp_backend_error(m, io, "a malformed EHLO reply");
+		} else
+			evbuffer_add_buffer(io->to_client, m->reply);
+		break;
+	case EXPECT_HELO:
+		m->hellos--;
+		evbuffer_add_buffer(io->to_client, m->reply);
+		break;
+	case EXPECT_HIDDEN:
+		evbuffer_drain(m->reply, len);
+		break;
+	case EXPECT_DATA:
+	case EXPECT_AUTH:
+		m->mode = CLIENT_COMMAND;	/* refused, or the dialogue is over */
+		evbuffer_add_buffer(io->to_client, m->reply);
+		break;
+	default:
+		evbuffer_add_buffer(io->to_client, m->reply);
+		break;
+	}
+	expect_pop(m);
+	return PROTO_CONTINUE;
+}
+
 static enum proto_verdict
 smtp_backend_input(struct proto_io *io)
 {
 	struct smtp		*m = io->state;
 	struct smtp_reply	 r;
 	size_t			 linelen;
+	enum proto_verdict	 v = PROTO_CONTINUE;
 
 	if (m->greeting != NULL) {
 		/* backend.tls = "starttls": its greeting, read before TLS */
@@ -357,62 +523,43 @@ smtp_backend_input(struct proto_io *io)
 		evbuffer_free(m->greeting);
 		m->greeting = NULL;
 	}
-	while (evbuffer_get_length(io->in) > 0) {
-		enum smtp_expect kind = m->count > 0 ? m->expect[m->head] : EXPECT_OTHER;
-
+	while (v == PROTO_CONTINUE && evbuffer_get_length(io->in) > 0) {
 		switch (smtp_next_reply(io->in, &r, &linelen)) {
 		case PARSE_NEED_MORE:
-			return PROTO_CONTINUE;
+			goto out;
 		case PARSE_OK:
 			break;
 		case PARSE_TOO_LONG:
-			return smtp_backend_error(io, "a reply line from the backend longer than 8 KiB");
+			return smtp_backend_error(m, io, "a reply line from the backend longer than 8 KiB");
 		default:
-			return smtp_backend_error(io, "the backend sent something that is not an SMTP reply");
+			return smtp_backend_error(m, io, "the backend sent something that is not an SMTP reply");
 		}
-
-		if (m->count == 0 && m->tls_quiet) {
-			/*
-			 * A reply inside TLS before the client asked anything
-			 * there answers something from the cleartext phase: it
-			 * must not look as if it came after the upgrade.
-			 */
-			io->dropped += linelen;
-			evbuffer_drain(io->in, linelen);
+		if (m->reply_lines > 0 && r.code != m->reply_code)
+			return smtp_backend_error(m, io,
+			    "a multiline reply from the backend with different codes on its lines");
+		m->reply_code = r.code;
+		m->reply_lines++;
+		evbuffer_remove_buffer(io->in, m->reply, linelen);
+		if (evbuffer_get_length(m->reply) > SMTP_REPLY_MAX)
+			return smtp_backend_error(m, io, "a reply from the backend longer than 16 KiB");
+		if (!r.final)
 			continue;
-		}
-		if (kind == EXPECT_EHLO && r.code == 250) {
-			if (m->ehlo == NULL && (m->ehlo = evbuffer_new()) == NULL)
-				return smtp_backend_error(io, "out of memory");
-			evbuffer_remove_buffer(io->in, m->ehlo, linelen);
-			if (evbuffer_get_length(m->ehlo) > SMTP_EHLO_REPLY_MAX)
-				return smtp_backend_error(io, "an EHLO reply longer than 16 KiB");
-			if (r.final && !smtp_ehlo_done(m, io))
-				return smtp_backend_error(io, "a malformed EHLO reply");
-		} else if (kind == EXPECT_HIDDEN) {
-			evbuffer_drain(io->in, linelen);
-		} else {
-			evbuffer_remove_buffer(io->in, io->to_client, linelen);
-		}
-		if (!r.final || m->count == 0)
-			continue;	/* more lines, or an unsolicited reply (421) */
-		expect_pop(m);
-		if (kind == EXPECT_DATA) {
-			if (r.code == 354) {
-				m->mode = CLIENT_DATA;
-				smtp_data_begin(&m->data);
-			} else
-				m->mode = CLIENT_COMMAND;
-		}
+		v = smtp_reply_done(m, io);
+		m->reply_lines = 0;
 	}
-	return PROTO_CONTINUE;
+out:
+	m->backend_mid = m->reply_lines > 0 || evbuffer_get_length(io->in) > 0;
+	return v;
 }
 
 /*
  * Inside TLS nothing from the cleartext phase is trusted (RFC 3207
  * section 4.2): the client starts over with EHLO, and if it began a mail
  * transaction in cleartext, the backend forgets it through an RSET whose
- * reply the client never sees.
+ * reply the client never sees.  The upgrade came with no command open
+ * and no reply half read, so no cleartext reply is left to drop here.
+ * What CHUNKING the backend offered is kept: the backend never sees the
+ * client's upgrade, and frames BDAT by its last EHLO until the next one.
  */
 static enum proto_verdict
 smtp_tls_ready(struct proto_io *io)

@@ -45,6 +45,14 @@ smtp_command_parse(const char *text, size_t len, struct smtp_command *out)
 }
 
 bool
+smtp_line_crlf(const char *p, size_t linelen)
+{
+	if (linelen < 2 || p[linelen - 1] != '\n' || p[linelen - 2] != '\r')
+		return false;
+	return memchr(p, '\r', linelen - 2) == NULL;
+}
+
+bool
 smtp_allowed_before_tls(enum smtp_verb verb)
 {
 	switch (verb) {
@@ -116,6 +124,25 @@ bool
 smtp_ehlo_keyword_is(const char *text, size_t len, const char *kw)
 {
 	return ehlo_keyword_is(text, len, kw, false);
+}
+
+bool
+smtp_ehlo_offers(const char *reply, size_t len, const char *kw)
+{
+	size_t			 pos = 0, linelen, textlen;
+	struct smtp_reply	 r;
+	bool			 first = true;
+
+	while (pos < len) {
+		if (line_next(reply + pos, len - pos, len - pos + 1, &linelen, &textlen) != PARSE_OK ||
+		    smtp_reply_parse(reply + pos, textlen, &r) != PARSE_OK || r.code != 250)
+			return false;
+		if (!first && ehlo_keyword_is(r.text, r.textlen, kw, false))
+			return true;
+		first = false;
+		pos += linelen;
+	}
+	return false;
 }
 
 static bool
@@ -190,30 +217,53 @@ enum {
 };
 
 void
-smtp_data_begin(struct smtp_data *d)
+smtp_data_begin(struct smtp_data *d, bool strict)
 {
 	d->state = DATA_BOL;	/* the content starts on a line of its own */
+	d->strict = strict;
 }
 
-bool
+/* Where the next CR, or with strict the next CR or LF, is; len if none. */
+static size_t
+data_skip(const struct smtp_data *d, const char *p, size_t i, size_t len)
+{
+	const char	*cr;
+
+	if (!d->strict) {
+		cr = memchr(p + i, '\r', len - i);
+		return cr == NULL ? len : (size_t)(cr - p);
+	}
+	while (i < len && p[i] != '\r' && p[i] != '\n')
+		i++;
+	return i;
+}
+
+enum parse_result
 smtp_data_end(struct smtp_data *d, const char *p, size_t len, size_t *used)
 {
 	size_t	 i = 0;
+	char	 c;
 
 	while (i < len) {
 		if (d->state == DATA_MID) {
-			/* the common case: skip to the next CR */
-			const char *cr = memchr(p + i, '\r', len - i);
-
-			if (cr == NULL)
-				return false;
-			i = (size_t)(cr - p) + 1;
-			d->state = DATA_CR;
-			continue;
+			/* the common case: skip to the next line ending */
+			if ((i = data_skip(d, p, i, len)) == len)
+				return PARSE_NEED_MORE;
 		}
-		char c = p[i++];
+		c = p[i++];
+		if (d->strict) {
+			/* a LF must follow a CR, and only a CR may precede a LF */
+			bool after_cr = d->state == DATA_CR || d->state == DATA_DOTCR;
 
+			if ((c == '\n') != after_cr) {
+				*used = i - 1;
+				return PARSE_MALFORMED;
+			}
+		}
 		switch (d->state) {
+		case DATA_MID:
+			d->state = c == '\r' ? DATA_CR : DATA_MID;
+			break;
 		case DATA_CR:
 			d->state = c == '\n' ? DATA_BOL : c == '\r' ? DATA_CR : DATA_MID;
 			break;
@@ -227,11 +277,11 @@ smtp_data_end(struct smtp_data *d, const char *p, size_t len, size_t *used)
 			if (c == '\n') {
 				d->state = DATA_BOL;
 				*used = i;
-				return true;
+				return PARSE_OK;
 			}
 			d->state = c == '\r' ? DATA_CR : DATA_MID;
 			break;
 		}
 	}
-	return false;
+	return PARSE_NEED_MORE;
 }

@@ -16,7 +16,8 @@
 #define SMTP_LINE_MAX_PRE_TLS	4096	/* command lines before TLS (SPEC) */
 #define SMTP_LINE_MAX		65536	/* command lines inside TLS */
 #define SMTP_REPLY_LINE_MAX	8192	/* backend reply lines (RFC 5321: 512) */
-#define SMTP_EHLO_REPLY_MAX	16384	/* a whole multiline EHLO reply */
+#define SMTP_REPLY_MAX		16384	/* a whole reply, multiline, held until its end */
+#define SMTP_EHLO_REPLY_MAX	SMTP_REPLY_MAX
 #define SMTP_PIPELINE_MAX	64	/* commands awaiting their reply */
 #define SMTP_BDAT_MAX		((uint64_t)1 << 50)
 
@@ -43,6 +44,14 @@ struct smtp_command {
 
 /* The verb of a command line's text (without its line ending). */
 void	smtp_command_parse(const char *text, size_t len, struct smtp_command *out);
+
+/*
+ * True when a line, p[0..linelen) with its LF, ends in CRLF and holds no
+ * other CR: the only line ending every SMTP server reads alike (RFC 5321
+ * section 2.3.8).  A bare LF or bare CR is where servers disagree about
+ * where a command ends (SMTP smuggling, CVE-2023-51764).
+ */
+bool	smtp_line_crlf(const char *p, size_t linelen);
 
 /* True for the commands allowed before TLS under require_tls. */
 bool	smtp_allowed_before_tls(enum smtp_verb);
@@ -75,6 +84,13 @@ enum parse_result smtp_reply_parse(const char *text, size_t len, struct smtp_rep
 bool	smtp_ehlo_keyword_is(const char *text, size_t len, const char *kw);
 
 /*
+ * Does the EHLO reply, reply[0..len) whole, offer the extension kw on a
+ * line after its first (which names the server)?  False for anything
+ * that is not a positive reply.
+ */
+bool	smtp_ehlo_offers(const char *reply, size_t len, const char *kw);
+
+/*
  * Rewrite a complete, positive multiline EHLO reply: drop the STARTTLS
  * or AUTH (and AUTH=) extensions, add "250-STARTTLS" before the last line
  * (last, after a greeting alone), and renumber the continuation marks.
@@ -87,13 +103,22 @@ ssize_t	smtp_ehlo_rewrite(const char *reply, size_t len, unsigned flags,
 /*
  * The end of DATA content, "CRLF . CRLF" (RFC 5321 section 4.1.1.4),
  * found across any split of the stream.  Start with smtp_data_begin()
- * after the 354 reply.  Returns true with *used the bytes up to and
- * including the final CRLF; false when p[0..len) is all content.
+ * after the 354 reply.  Returns PARSE_OK with *used the bytes up to and
+ * including the final CRLF; PARSE_NEED_MORE when p[0..len) is all
+ * content.  Strict (before TLS): a bare LF, or a CR not followed by LF,
+ * anywhere in the content is PARSE_MALFORMED, with *used the bytes of
+ * p before the one that showed it; otherwise such bytes are content.
+ * Only CRLF "." CRLF ever ends the data: with no bare line ending in the
+ * stream, every server finds the end where the proxy does (SMTP
+ * smuggling: Postfix before smtpd_forbid_bare_newline takes "LF . CRLF"
+ * for it, Sendmail before its 'o' option a dot alone between any line
+ * endings).  *used is written only with PARSE_OK and PARSE_MALFORMED.
  */
 struct smtp_data {
 	unsigned	 state;
+	bool		 strict;
 };
-void	smtp_data_begin(struct smtp_data *);
-bool	smtp_data_end(struct smtp_data *, const char *p, size_t len, size_t *used);
+void	smtp_data_begin(struct smtp_data *, bool strict);
+enum parse_result smtp_data_end(struct smtp_data *, const char *p, size_t len, size_t *used);
 
 #endif

@@ -220,7 +220,8 @@ def test_malformed_starttls_gets_protocol_error(daemon, pki, slapd):
 
 @pytest.mark.parametrize("data,why", [
     (b"\x30\x80\x02\x01\x01\x42\x00\x00\x00", "indefinite length"),
-    (b"\x30\x85\x00\x00\x00\x00\x05", "five length octets"),
+    (b"\x30\xff\x00\x00\x00\x00\x05", "the reserved length octet 0xff"),
+    (b"\x30\x88\x01\x00\x00\x00\x00\x00\x00\x00", "a length of 2^56"),
     (b"\x30\x84\x00\x10\x00\x00\x02\x01\x01\x60", "a message over 64 KiB before TLS"),
     (b"GET / HTTP/1.1\r\n\r\n", "not BER at all"),
 ])

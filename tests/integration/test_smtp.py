@@ -50,6 +50,57 @@ def read_reply(sock, timeout=10):
         buf += chunk
 
 
+class Replies:
+    """Whole SMTP replies from a socket, one at a time, in order: a reply
+    ends with a line whose code is not followed by '-'.  next() returns
+    b"" once the peer has closed and nothing is left."""
+
+    def __init__(self, sock):
+        self.sock, self.buf = sock, b""
+
+    def _take(self):
+        pos = 0
+        while True:
+            nl = self.buf.find(b"\r\n", pos)
+            if nl < 0:
+                return None
+            line, pos = self.buf[pos:nl], nl + 2
+            if line[3:4] != b"-":
+                reply, self.buf = self.buf[:pos], self.buf[pos:]
+                return reply
+
+    def next(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._take()
+            if reply is not None:
+                return reply
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no whole reply within {timeout}s, have {self.buf!r}")
+            self.sock.settimeout(left)
+            try:
+                d = self.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLZeroReturnError):
+                d = b""
+            if not d:
+                rest, self.buf = self.buf, b""
+                return rest
+            self.buf += d
+
+    def quiet(self, seconds=0.5):
+        """True if nothing at all arrives for that long."""
+        if self.buf:
+            return False
+        self.sock.settimeout(seconds)
+        try:
+            d = self.sock.recv(65536)
+        except socket.timeout:
+            return True
+        self.buf += d
+        return False
+
+
 def starttls(sock, pki, name="localhost"):
     sock.sendall(b"STARTTLS\r\n")
     assert read_reply(sock).startswith(b"220 2.0.0")

@@ -175,7 +175,11 @@ test_tlv_short(void **state)
 	assert_int_equal(t.len, 0x38);
 }
 
-/* Long-form lengths: 0x81 to 0x84 and one to four length octets. */
+/*
+ * Long-form lengths: 0x81 to 0xfe and one to 126 length octets, leading
+ * zero octets included (X.690 8.1.3.5; liblber reads up to eight inside a
+ * message).
+ */
 static void
 test_tlv_long(void **state)
 {
@@ -194,8 +198,33 @@ test_tlv_long(void **state)
 		{ "\x30\x84\x00\x00\x00\x10", 6, 6, 16 },
 		{ "\x30\x84\x01\x02\x03\x04", 6, 6, 0x01020304 },
 		{ "\x30\x84\xff\xff\xff\xff", 6, 6, 0xffffffffu },
+		{ "\x30\x85\x00\x00\x00\x00\x10", 7, 7, 16 },
+		{ "\x30\x85\x01\x00\x00\x00\x00", 7, 7, 0x100000000ull },
+		{ "\x30\x88\x00\x00\x00\x00\x00\x00\x00\x10", 10, 10, 16 },
+		{ "\x30\x87\x00\xff\xff\xff\xff\xff\xff", 9, 9, 0xffffffffffffull },
+		{ "\x30\x87\x01\x00\x00\x00\x00\x00\x00", 9, 9, 0x1000000000000ull },
+		/* 2^56 and over: too large for any use, saturated */
+		{ "\x30\x88\x00\xff\xff\xff\xff\xff\xff\xff", 10, 10, BER_LEN_HUGE - 1 },
+		{ "\x30\x88\x01\x00\x00\x00\x00\x00\x00\x00", 10, 10, BER_LEN_HUGE },
+		{ "\x30\x88\xff\xff\xff\xff\xff\xff\xff\xff", 10, 10, BER_LEN_HUGE },
+		{ "\x30\x89\x00\x00\x00\x00\x00\x00\x00\x00\x05", 11, 11, 5 },
+		{ "\x30\x89\x01\x00\x00\x00\x00\x00\x00\x00\x05", 11, 11, BER_LEN_HUGE },
 	};
 	struct ber_tlv	 t;
+	uint8_t		 most[128];
+
+	/* 126 length octets, the most there can be: 125 zeros, then 7 */
+	memset(most, 0, sizeof(most));
+	most[0] = 0x04;
+	most[1] = 0xfe;
+	most[127] = 7;
+	assert_int_equal(tlv(most, sizeof(most), &t), PARSE_OK);
+	assert_int_equal(t.hdrlen, 128);
+	assert_int_equal(t.len, 7);
+	assert_int_equal(tlv(most, sizeof(most) - 1, &t), PARSE_NEED_MORE);
+	most[2] = 1;
+	assert_int_equal(tlv(most, sizeof(most), &t), PARSE_OK);
+	assert_int_equal(t.len, BER_LEN_HUGE);
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		memset(&t, 0xa5, sizeof(t));
@@ -219,6 +248,9 @@ test_tlv_need_more(void **state)
 	assert_int_equal(tlv("\x04\x81", 2, &t), PARSE_NEED_MORE);
 	assert_int_equal(tlv("\x30\x82\x01", 3, &t), PARSE_NEED_MORE);
 	assert_int_equal(tlv("\x30\x83\x01\x11", 4, &t), PARSE_NEED_MORE);
+	assert_int_equal(tlv("\x30\x85", 2, &t), PARSE_NEED_MORE);
+	assert_int_equal(tlv("\x30\x85\x00\x00\x00\x00", 6, &t), PARSE_NEED_MORE);
+	assert_int_equal(tlv("\x30\xfe\x00\x00\x00\x00", 6, &t), PARSE_NEED_MORE);
 	for (size_t n = 2; n < 6; n++)
 		assert_int_equal(tlv(ad_search_done, n, &t), PARSE_NEED_MORE);
 	assert_memory_equal(&t, &sentinel, sizeof(t));
@@ -228,8 +260,9 @@ test_tlv_need_more(void **state)
 }
 
 /*
- * Indefinite lengths, more than four length octets and multi-octet tags
- * are MALFORMED, and *out is not written.
+ * Indefinite lengths (RFC 4511 5.1), the reserved length octet 0xff
+ * (X.690 8.1.3.5) and multi-octet tags (none in the envelope) are
+ * MALFORMED, and *out is not written.
  */
 static void
 test_tlv_malformed(void **state)
@@ -240,10 +273,9 @@ test_tlv_malformed(void **state)
 	} cases[] = {
 		{ "\x30\x80\x02\x01\x01\x00\x00", 7 },	/* indefinite length */
 		{ "\x30\x80", 2 },
-		{ "\x30\x85\x00\x00\x00\x00\x10", 7 },	/* five length octets */
-		{ "\x30\x85", 2 },			/* known from the 0x85 alone */
-		{ "\x30\x88\x00\x00\x00\x00\x00\x00\x00\x10", 10 },
-		{ "\x30\xff", 2 },
+		{ "\x30\xff", 2 },			/* reserved */
+		{ "\x30\xff\x00\x00\x00\x00\x10", 7 },
+		{ "\x1f", 1 },				/* known from the tag alone */
 		{ "\x1f\x01\x00", 3 },			/* multi-octet tags */
 		{ "\x3f\x81\x00\x00", 4 },
 		{ "\x5f\x22\x00", 3 },
@@ -519,7 +551,7 @@ test_response_for(void **state)
 	assert_int_equal(ldap_response_for(LDAP_OP_INTERMEDIATE), -1);
 }
 
-/* The messageID an AbandonRequest names, or -1. */
+/* The messageID an AbandonRequest names, or -1, from the message's first bytes. */
 static void
 test_abandon_target(void **state)
 {
@@ -536,6 +568,11 @@ test_abandon_target(void **state)
 		{ "negative target", "\x30\x06\x02\x01\x05\x50\x01\xff", 8, -1 },
 		{ "empty target", "\x30\x05\x02\x01\x05\x50\x00", 7, -1 },
 		{ "target of 5 octets", "\x30\x0a\x02\x01\x05\x50\x05\x00\x00\x00\x00\x03", 12, -1 },
+		{ "target 00 03, as liblber reads it", "\x30\x07\x02\x01\x05\x50\x02\x00\x03", 9, 3 },
+		{ "every length 0x84", "\x30\x84\x00\x00\x00\x0e\x02\x84\x00\x00\x00\x01\x05"
+		    "\x50\x84\x00\x00\x00\x01\x03", 20, 3 },
+		{ "4 GiB of controls announced, none here",
+		    "\x30\x84\xff\xff\xff\xf0\x02\x01\x05\x50\x01\x03\xa0\x84", 14, 3 },
 		{ "constructed tag", "\x30\x08\x02\x01\x05\x70\x03\x02\x01\x03", 10, -1 },
 		{ "op past the message", "\x30\x06\x02\x01\x05\x50\x02\x03", 8, -1 },
 		{ "empty", "", 0, -1 },
@@ -551,14 +588,14 @@ test_abandon_target(void **state)
 	assert_int_equal(ldap_abandon_target(ldap3_bind, FIXLEN(ldap3_bind)), -1);
 	assert_int_equal(ldap_abandon_target(ldapsearch_starttls, FIXLEN(ldapsearch_starttls)), -1);
 
-	/* the whole message, no more and no less */
+	/* up to the target: -1; what follows it need not be here, nor matter */
 	for (size_t n = 0; n < FIXLEN(ldap3_abandon); n++) {
 		q = exact(ldap3_abandon, n);
 		assert_int_equal(ldap_abandon_target(q, n), -1);
 		free(q);
 	}
 	q = exact("\x30\x06\x02\x01\x05\x50\x01\x03\x30", 9);
-	assert_int_equal(ldap_abandon_target(q, 9), -1);
+	assert_int_equal(ldap_abandon_target(q, 9), 3);
 	free(q);
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -658,10 +695,6 @@ test_starttls_not(void **state)
 		"\x30\x1e\x02\x01\x01\x77\x19\x80\x17" "1.3.6.1.4.1.1466.200370";
 	static const uint8_t	 notice_oid[] =
 		"\x30\x1d\x02\x01\x01\x77\x18\x80\x16" "1.3.6.1.4.1.1466.20036";
-	static const uint8_t	 name_as_octets[] =
-		"\x30\x1d\x02\x01\x01\x77\x18\x04\x16" "1.3.6.1.4.1.1466.20037";
-	static const uint8_t	 primitive_op[] =
-		"\x30\x1d\x02\x01\x01\x57\x18\x80\x16" "1.3.6.1.4.1.1466.20037";
 	static const uint8_t	 as_response[] =
 		"\x30\x1d\x02\x01\x01\x78\x18\x8a\x16" "1.3.6.1.4.1.1466.20037";
 
@@ -676,8 +709,6 @@ test_starttls_not(void **state)
 	assert_int_equal(starttls(short_oid, FIXLEN(short_oid)), LDAP_NOT_STARTTLS);
 	assert_int_equal(starttls(long_oid, FIXLEN(long_oid)), LDAP_NOT_STARTTLS);
 	assert_int_equal(starttls(notice_oid, FIXLEN(notice_oid)), LDAP_NOT_STARTTLS);
-	assert_int_equal(starttls(name_as_octets, FIXLEN(name_as_octets)), LDAP_NOT_STARTTLS);
-	assert_int_equal(starttls(primitive_op, FIXLEN(primitive_op)), LDAP_NOT_STARTTLS);
 	assert_int_equal(starttls(as_response, FIXLEN(as_response)), LDAP_NOT_STARTTLS);
 }
 
@@ -722,6 +753,305 @@ test_starttls_envelope(void **state)
 
 	assert_int_equal(starttls(set, FIXLEN(set)), LDAP_NOT_STARTTLS);
 	assert_int_equal(starttls(id_octets, FIXLEN(id_octets)), LDAP_NOT_STARTTLS);
+}
+
+/*
+ * The longest envelope there can be, every length with 126 octets: it
+ * fits in LDAP_PEEK_MAX, and ldap_peek needs all of it.
+ */
+static void
+test_peek_longest_envelope(void **state)
+{
+	uint8_t			 m[400];
+	struct ldap_peek	 pk;
+	size_t			 n = 0;
+
+	memset(m, 0, sizeof(m));
+	m[n++] = 0x30;				/* content: 132 + 128 + 2 */
+	m[n++] = 0xfe;
+	n += 124;
+	m[n++] = 0x01;
+	m[n++] = 0x06;
+	m[n++] = 0x02;				/* messageID 2^31 - 1 */
+	m[n++] = 0xfe;
+	n += 125;
+	m[n++] = 0x04;
+	memcpy(m + n, "\x7f\xff\xff\xff", 4);
+	n += 4;
+	m[n++] = 0x63;				/* a SearchRequest of 2 octets */
+	m[n++] = 0xfe;
+	n += 125;
+	m[n++] = 0x02;
+	assert_int_equal(n, 388);
+	assert_true(n <= LDAP_PEEK_MAX);
+	m[n++] = 0x04;
+	m[n++] = 0x00;
+	for (size_t k = 0; k < 388; k++)
+		assert_int_equal(peek(m, k, LDAP_MSG_MAX, &pk), PARSE_NEED_MORE);
+	assert_int_equal(peek(m, 388, LDAP_MSG_MAX, &pk), PARSE_OK);
+	assert_int_equal(pk.total, n);
+	assert_int_equal(pk.msgid, INT32_MAX);
+	assert_int_equal(pk.op, LDAP_OP_SEARCH_REQUEST);
+	assert_int_equal(pk.op_off, 388);
+	assert_int_equal(pk.op_len, 2);
+}
+
+/* ldap_extended_kind on p[0..n) copied to an exact buffer. */
+static enum ldap_extended
+ext_kind(const void *p, size_t n)
+{
+	uint8_t			*q = exact(p, n);
+	enum ldap_extended	 r = ldap_extended_kind(q, n);
+
+	free(q);
+	return r;
+}
+
+#define OIDS	"1.3.6.1.4.1.1466.20037"
+
+/*
+ * Encodings of a StartTLS that liblber (and so slapd) takes as one, and
+ * what ldap_extended_kind and ldap_starttls_check say of each.  slapd
+ * reads the first element after the ExtendedRequest's header as the
+ * requestName, whatever its tag and whether or not it lies inside the
+ * ExtendedRequest (tests/integration/test_ldap_encodings.py shows it).
+ */
+static const struct ext_case {
+	const char		*why;
+	const char		*bytes;
+	size_t			 n;
+	enum ldap_extended	 kind;
+	enum ldap_starttls	 check;
+} ext_cases[] = {
+	{ "ldapsearch -ZZ", "\x30\x1d\x02\x01\x01\x77\x18\x80\x16" OIDS, 31,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "message length 0x81 0x1d", "\x30\x81\x1d\x02\x01\x01\x77\x18\x80\x16" OIDS, 32,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "message length 0x84", "\x30\x84\x00\x00\x00\x1d\x02\x01\x01\x77\x18\x80\x16" OIDS, 35,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "message length 0x85", "\x30\x85\x00\x00\x00\x00\x1d\x02\x01\x01\x77\x18\x80\x16" OIDS,
+	    36, LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "messageID length 0x88", "\x30\x25\x02\x88\x00\x00\x00\x00\x00\x00\x00\x01\x01"
+	    "\x77\x18\x80\x16" OIDS, 39, LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "messageID 00 01", "\x30\x1e\x02\x02\x00\x01\x77\x18\x80\x16" OIDS, 32,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "messageID 00 80", "\x30\x1e\x02\x02\x00\x80\x77\x18\x80\x16" OIDS, 32,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "op length 0x82", "\x30\x1f\x02\x01\x01\x77\x82\x00\x18\x80\x16" OIDS, 33,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "OID length 0x81", "\x30\x1e\x02\x01\x01\x77\x19\x80\x81\x16" OIDS, 32,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "OID length 0x88", "\x30\x25\x02\x01\x01\x77\x20\x80\x88\x00\x00\x00\x00\x00\x00\x00\x16"
+	    OIDS, 39, LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "a control", "\x30\x3a\x02\x01\x01\x77\x18\x80\x16" OIDS
+	    "\xa0\x1b\x30\x19\x04\x17" "2.16.840.1.113730.3.4.2", 60,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_VALID },
+	{ "a critical control", "\x30\x3d\x02\x01\x01\x77\x18\x80\x16" OIDS
+	    "\xa0\x1e\x30\x1c\x04\x17" "2.16.840.1.113730.3.4.2" "\x01\x01\xff", 63,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_CRITICAL },
+	/* what slapd takes, but no valid StartTLS: refused by the proxy */
+	{ "name as OCTET STRING", "\x30\x1d\x02\x01\x01\x77\x18\x04\x16" OIDS, 31,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "name [APPLICATION 0]", "\x30\x1d\x02\x01\x01\x77\x18\x40\x16" OIDS, 31,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "name PRIVATE", "\x30\x1d\x02\x01\x01\x77\x18\xc0\x16" OIDS, 31,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "name tag 9f 00", "\x30\x1e\x02\x01\x01\x77\x19\x9f\x00\x16" OIDS, 32,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "name tag of 8 octets", "\x30\x24\x02\x01\x01\x77\x1f"
+	    "\x9f\x81\x81\x81\x81\x81\x81\x00\x16" OIDS, 38,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "junk after the name", "\x30\x1f\x02\x01\x01\x77\x1a\x80\x16" OIDS "\x04\x00", 33,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "a requestValue", "\x30\x1f\x02\x01\x01\x77\x1a\x80\x16" OIDS "\x81\x00", 33,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "primitive op 0x57", "\x30\x1d\x02\x01\x01\x57\x18\x80\x16" OIDS, 31,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "OID and a NUL", "\x30\x1e\x02\x01\x01\x77\x19\x80\x17" OIDS "\x00", 32,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "OID, NUL and more", "\x30\x20\x02\x01\x01\x77\x1b\x80\x19" OIDS "\x00xy", 34,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "messageID 0", "\x30\x1d\x02\x01\x00\x77\x18\x80\x16" OIDS, 31,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "something after the op", "\x30\x1f\x02\x01\x01\x77\x18\x80\x16" OIDS "\x04\x00", 33,
+	    LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	{ "controls, then more", "\x30\x21\x02\x01\x01\x77\x18\x80\x16" OIDS
+	    "\xa0\x00\x04\x00", 35, LDAP_EXT_STARTTLS, LDAP_STARTTLS_MALFORMED },
+	/* no requestName a strict reader finds: it cannot be relayed either */
+	{ "name constructed", "\x30\x1d\x02\x01\x01\x77\x18\xa0\x16" OIDS, 31,
+	    LDAP_EXT_UNREADABLE, LDAP_NOT_STARTTLS },
+	{ "empty op, the name after it", "\x30\x1d\x02\x01\x01\x77\x00\x80\x16" OIDS, 31,
+	    LDAP_EXT_UNREADABLE, LDAP_NOT_STARTTLS },
+	{ "op shorter than the name", "\x30\x1d\x02\x01\x01\x77\x02\x80\x16" OIDS, 31,
+	    LDAP_EXT_UNREADABLE, LDAP_NOT_STARTTLS },
+	{ "name of indefinite length", "\x30\x1f\x02\x01\x01\x77\x1a\x80\x80" OIDS "\x00\x00", 33,
+	    LDAP_EXT_UNREADABLE, LDAP_NOT_STARTTLS },
+	{ "name length 0xff", "\x30\x1d\x02\x01\x01\x77\x18\x80\xff" OIDS, 31,
+	    LDAP_EXT_UNREADABLE, LDAP_NOT_STARTTLS },
+	{ "name tag of 9 octets", "\x30\x25\x02\x01\x01\x77\x20"
+	    "\x9f\x81\x81\x81\x81\x81\x81\x81\x00\x16" OIDS, 39,
+	    LDAP_EXT_UNREADABLE, LDAP_NOT_STARTTLS },
+	{ "name header cut by the op", "\x30\x07\x02\x01\x01\x77\x02\x9f\x81", 9,
+	    LDAP_EXT_UNREADABLE, LDAP_NOT_STARTTLS },
+	/* other extended requests, and other operations */
+	{ "WhoAmI", "\x30\x1e\x02\x01\x02\x77\x19\x80\x17" "1.3.6.1.4.1.4203.1.11.3", 32,
+	    LDAP_EXT_NOT_STARTTLS, LDAP_NOT_STARTTLS },
+	{ "WhoAmI named as OCTET STRING", "\x30\x1e\x02\x01\x02\x77\x19\x04\x17"
+	    "1.3.6.1.4.1.4203.1.11.3", 32, LDAP_EXT_NOT_STARTTLS, LDAP_NOT_STARTTLS },
+	{ "an OID one short", "\x30\x1c\x02\x01\x01\x77\x17\x80\x15" "1.3.6.1.4.1.1466.2003", 30,
+	    LDAP_EXT_NOT_STARTTLS, LDAP_NOT_STARTTLS },
+	{ "an OID one longer", "\x30\x1e\x02\x01\x01\x77\x19\x80\x17" OIDS "0", 32,
+	    LDAP_EXT_NOT_STARTTLS, LDAP_NOT_STARTTLS },
+	{ "the Notice OID", "\x30\x1d\x02\x01\x01\x77\x18\x80\x16" "1.3.6.1.4.1.1466.20036", 31,
+	    LDAP_EXT_NOT_STARTTLS, LDAP_NOT_STARTTLS },
+	{ "an ExtendedResponse", "\x30\x1d\x02\x01\x01\x78\x18\x8a\x16" OIDS, 31,
+	    LDAP_EXT_NOT_STARTTLS, LDAP_NOT_STARTTLS },
+	{ "a BindRequest", "\x30\x0c\x02\x01\x01\x60\x07\x02\x01\x03\x04\x00\x80\x00", 14,
+	    LDAP_EXT_NOT_STARTTLS, LDAP_NOT_STARTTLS },
+	{ "empty name", "\x30\x07\x02\x01\x01\x77\x02\x80\x00", 9,
+	    LDAP_EXT_NOT_STARTTLS, LDAP_NOT_STARTTLS },
+};
+
+/*
+ * ldap_extended_kind: NEED_MORE on every prefix shorter than the message
+ * (all these are under LDAP_CLASSIFY_MAX), then the kind; and
+ * ldap_starttls_check on the whole message.
+ */
+static void
+test_extended_kind(void **state)
+{
+	for (size_t i = 0; i < sizeof(ext_cases) / sizeof(ext_cases[0]); i++) {
+		const struct ext_case *c = &ext_cases[i];
+		enum ldap_extended k;
+		enum ldap_starttls t;
+		struct ldap_peek pk;
+
+		if (peek(c->bytes, c->n, LDAP_MSG_MAX, &pk) != PARSE_OK || pk.total != c->n)
+			fail_msg("%s: not one whole message", c->why);
+		for (size_t n = 0; n < c->n; n++)
+			if ((k = ext_kind(c->bytes, n)) != LDAP_EXT_NEED_MORE &&
+			    !(c->kind == LDAP_EXT_NOT_STARTTLS && k == LDAP_EXT_NOT_STARTTLS &&
+			    pk.op != LDAP_OP_EXTENDED_REQUEST))
+				fail_msg("%s, %zu bytes: %d, not NEED_MORE", c->why, n, k);
+		if ((k = ext_kind(c->bytes, c->n)) != c->kind)
+			fail_msg("%s: kind %d, want %d", c->why, k, c->kind);
+		if ((t = starttls(c->bytes, c->n)) != c->check)
+			fail_msg("%s: check %d, want %d", c->why, t, c->check);
+	}
+}
+
+/*
+ * The classification is bounded: a StartTLS announcing 4 GiB is told from
+ * its first LDAP_CLASSIFY_MAX bytes, and so is the worst case, every
+ * length in 126 octets and an 8-octet tag on the name.
+ */
+static void
+test_extended_kind_bounded(void **state)
+{
+	static const uint8_t	 huge_starttls[] = "\x30\x84\xff\xff\xff\xf0\x02\x01\x02"
+	    "\x77\x18\x80\x16" OIDS "\xa0\x84\xff\xff\xff\xcb";
+	static const uint8_t	 huge_whoami[] = "\x30\x84\xff\xff\xff\xf0\x02\x01\x02"
+	    "\x77\x19\x80\x17" "1.3.6.1.4.1.4203.1.11.3" "\xa0\x84\xff\xff\xff\xca";
+	uint8_t			 m[LDAP_CLASSIFY_MAX];
+	size_t			 n = 0;
+
+	memset(m, 'x', sizeof(m));
+	memcpy(m, huge_starttls, FIXLEN(huge_starttls));
+	for (size_t k = 0; k < LDAP_CLASSIFY_MAX; k++)
+		assert_int_equal(ext_kind(m, k), LDAP_EXT_NEED_MORE);
+	assert_int_equal(ext_kind(m, LDAP_CLASSIFY_MAX), LDAP_EXT_STARTTLS);
+	memcpy(m, huge_whoami, FIXLEN(huge_whoami));
+	assert_int_equal(ext_kind(m, LDAP_CLASSIFY_MAX - 1), LDAP_EXT_NEED_MORE);
+	assert_int_equal(ext_kind(m, LDAP_CLASSIFY_MAX), LDAP_EXT_NOT_STARTTLS);
+
+	/* the worst case: 388 octets of envelope, 135 of name header, 23 */
+	memset(m, 0, sizeof(m));
+	m[n++] = 0x30;
+	m[n++] = 0xfe;
+	n += 124;
+	m[n++] = 0x01;				/* 418 = 132 + 128 + 158 */
+	m[n++] = 0xa2;
+	m[n++] = 0x02;
+	m[n++] = 0xfe;
+	n += 125;
+	m[n++] = 0x04;
+	memcpy(m + n, "\x7f\xff\xff\xff", 4);
+	n += 4;
+	m[n++] = 0x77;
+	m[n++] = 0xfe;
+	n += 125;
+	m[n++] = 158;				/* 8 + 127 + 23 */
+	memcpy(m + n, "\x9f\x81\x81\x81\x81\x81\x81\x00", 8);
+	n += 8;
+	m[n++] = 0xfe;
+	n += 125;
+	m[n++] = 23;
+	memcpy(m + n, OIDS, 22);
+	n += 23;
+	assert_int_equal(n, 546);
+	for (size_t k = 0; k < n; k++)
+		assert_int_equal(ext_kind(m, k), LDAP_EXT_NEED_MORE);
+	assert_int_equal(ext_kind(m, n), LDAP_EXT_STARTTLS);
+	assert_int_equal(starttls(m, n), LDAP_STARTTLS_MALFORMED);	/* the name's tag */
+	m[n - 1] = 'x';
+	assert_int_equal(ext_kind(m, n), LDAP_EXT_NOT_STARTTLS);
+}
+
+/* Controls after a StartTLS (RFC 4511 4.1.11): well-formed, critical or not. */
+static void
+test_starttls_control_forms(void **state)
+{
+	static const struct {
+		const char		*why;
+		const char		*controls;	/* the content of [0] */
+		size_t			 n;
+		enum ldap_starttls	 want;
+	} cases[] = {
+		{ "none", "", 0, LDAP_STARTTLS_VALID },
+		{ "a type", "\x30\x05\x04\x03" "1.2", 7, LDAP_STARTTLS_VALID },
+		{ "criticality FALSE", "\x30\x08\x04\x03" "1.2" "\x01\x01\x00", 10, LDAP_STARTTLS_VALID },
+		{ "a value", "\x30\x09\x04\x03" "1.2" "\x04\x02" "ab", 11, LDAP_STARTTLS_VALID },
+		{ "FALSE and a value", "\x30\x0c\x04\x03" "1.2" "\x01\x01\x00\x04\x02" "ab", 14,
+		    LDAP_STARTTLS_VALID },
+		{ "two", "\x30\x05\x04\x03" "1.2" "\x30\x05\x04\x03" "1.3", 14, LDAP_STARTTLS_VALID },
+		{ "long forms", "\x30\x81\x06\x04\x81\x03" "1.2", 9, LDAP_STARTTLS_VALID },
+		{ "TRUE", "\x30\x08\x04\x03" "1.2" "\x01\x01\xff", 10, LDAP_STARTTLS_CRITICAL },
+		{ "TRUE as 01", "\x30\x08\x04\x03" "1.2" "\x01\x01\x01", 10, LDAP_STARTTLS_CRITICAL },
+		{ "the second TRUE", "\x30\x05\x04\x03" "1.2" "\x30\x08\x04\x03" "1.3" "\x01\x01\xff",
+		    17, LDAP_STARTTLS_CRITICAL },
+		{ "not a SEQUENCE", "\x31\x05\x04\x03" "1.2", 7, LDAP_STARTTLS_MALFORMED },
+		{ "no type", "\x30\x00", 2, LDAP_STARTTLS_MALFORMED },
+		{ "type not OCTET STRING", "\x30\x05\x06\x03" "1.2", 7, LDAP_STARTTLS_MALFORMED },
+		{ "BOOLEAN of 2 octets", "\x30\x09\x04\x03" "1.2" "\x01\x02\x00\xff", 11,
+		    LDAP_STARTTLS_MALFORMED },
+		{ "BOOLEAN empty", "\x30\x07\x04\x03" "1.2" "\x01\x00", 9, LDAP_STARTTLS_MALFORMED },
+		{ "value then BOOLEAN", "\x30\x0c\x04\x03" "1.2" "\x04\x02" "ab" "\x01\x01\xff", 14,
+		    LDAP_STARTTLS_MALFORMED },
+		{ "value not OCTET STRING", "\x30\x09\x04\x03" "1.2" "\x02\x02" "ab", 11,
+		    LDAP_STARTTLS_MALFORMED },
+		{ "two values", "\x30\x0d\x04\x03" "1.2" "\x04\x02" "ab" "\x04\x02" "cd", 15,
+		    LDAP_STARTTLS_MALFORMED },
+		{ "a control past the end", "\x30\x06\x04\x03" "1.2", 7, LDAP_STARTTLS_MALFORMED },
+		{ "type past the control", "\x30\x05\x04\x04" "1.2", 7, LDAP_STARTTLS_MALFORMED },
+		{ "trailing byte", "\x30\x05\x04\x03" "1.2" "\x00", 8, LDAP_STARTTLS_MALFORMED },
+	};
+	uint8_t		 m[128];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t			 n = 0;
+		enum ldap_starttls	 got;
+
+		m[n++] = 0x30;
+		m[n++] = (uint8_t)(3 + 26 + 2 + cases[i].n);
+		memcpy(m + n, "\x02\x01\x01\x77\x18\x80\x16" OIDS, 29);
+		n += 29;
+		m[n++] = 0xa0;
+		m[n++] = (uint8_t)cases[i].n;
+		memcpy(m + n, cases[i].controls, cases[i].n);
+		n += cases[i].n;
+		if ((got = starttls(m, n)) != cases[i].want)
+			fail_msg("%s: %d, want %d", cases[i].why, got, cases[i].want);
+	}
 }
 
 /*
@@ -1017,6 +1347,10 @@ main(void)
 		cmocka_unit_test(test_starttls_not),
 		cmocka_unit_test(test_starttls_truncated),
 		cmocka_unit_test(test_starttls_envelope),
+		cmocka_unit_test(test_peek_longest_envelope),
+		cmocka_unit_test(test_extended_kind),
+		cmocka_unit_test(test_extended_kind_bounded),
+		cmocka_unit_test(test_starttls_control_forms),
 		cmocka_unit_test(test_build_starttls_success),
 		cmocka_unit_test(test_build_matches_slapd),
 		cmocka_unit_test(test_build_confidentiality_required),

@@ -1,6 +1,7 @@
 /*
- * Unit tests for src/smtp_parse.c: command verbs, the pre-TLS allow list,
- * BDAT arguments, reply lines, the EHLO reply rewrite and the end of DATA.
+ * Unit tests for src/smtp_parse.c: command verbs, line endings, the pre-TLS
+ * allow list, BDAT arguments, reply lines, the EHLO reply rewrite and its
+ * extensions, and the end of DATA, lax and strict.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -134,6 +135,38 @@ test_command_len(void **state)
 	smtp_command_parse("STARTTLS\r\n", 8, &c);
 	assert_int_equal(c.verb, SMTP_STARTTLS);
 	assert_int_equal(c.argslen, 0);
+}
+
+/* Shorthand: smtp_line_crlf on a string literal holding one line. */
+static bool
+crlf(const char *s)
+{
+	return smtp_line_crlf(s, strlen(s));
+}
+
+/*
+ * Only CRLF ends a line well; a bare LF at its end or a CR anywhere else
+ * in it is where servers disagree about where the command ends.
+ */
+static void
+test_line_crlf(void **state)
+{
+	assert_true(crlf("EHLO client.test\r\n"));
+	assert_true(crlf("\r\n"));
+	assert_true(crlf("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"));
+	assert_true(crlf("8bit \xc3\xa9 and NUL \x01 are not line endings\r\n"));
+
+	assert_false(crlf("EHLO client.test\n"));		/* bare LF */
+	assert_false(crlf("\n"));
+	assert_false(crlf("NOOP\rMAIL FROM:<a@b>\r\n"));	/* a bare CR inside */
+	assert_false(crlf("\rNOOP\r\n"));
+	assert_false(crlf("NOOP\r\r\n"));			/* CR CR LF */
+	assert_false(crlf("NOOP\r"));				/* no LF at all */
+	assert_false(crlf("NOOP"));
+	assert_false(crlf(""));
+	/* only linelen bytes count: a CR after them is not looked at */
+	assert_true(smtp_line_crlf("QUIT\r\n\rX", 6));
+	assert_false(smtp_line_crlf("QUIT\r\n", 5));
 }
 
 /* EHLO, HELO, NOOP, RSET, QUIT and STARTTLS are allowed before TLS; nothing else. */
@@ -618,14 +651,54 @@ test_ehlo_out_too_small(void **state)
 	}
 }
 
-/* Feed p[0..len) from the start of DATA content; return smtp_data_end's answer. */
+/*
+ * The extensions an EHLO reply offers, by keyword on the lines after the
+ * first: the greeting line names the server, whatever its first word.
+ */
+static void
+test_ehlo_offers(void **state)
+{
+	static const char	 first_only[] = "250-CHUNKING\r\n250 SIZE 100\r\n";
+	static const char	 longer[] = "250-mx\r\n250-CHUNKINGX\r\n250 XCHUNKING\r\n";
+	static const char	 args[] = "250-mx\r\n250-chunking now\r\n250 HELP\r\n";
+	static const char	 negative[] = "550-mx\r\n550 CHUNKING\r\n";
+	static const char	 mixed[] = "250-mx\r\n550 CHUNKING\r\n";
+
+	assert_true(smtp_ehlo_offers(POSTFIX_EHLO, strlen(POSTFIX_EHLO), "CHUNKING"));
+	assert_true(smtp_ehlo_offers(POSTFIX_EHLO, strlen(POSTFIX_EHLO), "PIPELINING"));
+	assert_false(smtp_ehlo_offers(AIOSMTPD_EHLO, strlen(AIOSMTPD_EHLO), "CHUNKING"));
+	assert_false(smtp_ehlo_offers(first_only, sizeof(first_only) - 1, "CHUNKING"));
+	assert_false(smtp_ehlo_offers(longer, sizeof(longer) - 1, "CHUNKING"));
+	assert_true(smtp_ehlo_offers(args, sizeof(args) - 1, "CHUNKING"));
+	assert_false(smtp_ehlo_offers(negative, sizeof(negative) - 1, "CHUNKING"));
+	assert_false(smtp_ehlo_offers(mixed, sizeof(mixed) - 1, "CHUNKING"));
+	assert_false(smtp_ehlo_offers("", 0, "CHUNKING"));
+}
+
+/*
+ * Feed p[0..len) from the start of DATA content, as inside TLS (bare line
+ * endings are content); true when the end is found.
+ */
 static bool
 data_once(const char *p, size_t len, size_t *used)
 {
 	struct smtp_data	 d;
+	enum parse_result	 r;
 
-	smtp_data_begin(&d);
-	return smtp_data_end(&d, p, len, used);
+	smtp_data_begin(&d, false);
+	r = smtp_data_end(&d, p, len, used);
+	assert_int_not_equal(r, PARSE_MALFORMED);
+	return r == PARSE_OK;
+}
+
+/* smtp_data_end, true when it found the end (never malformed here). */
+static bool
+data_end(struct smtp_data *d, const char *p, size_t len, size_t *used)
+{
+	enum parse_result	 r = smtp_data_end(d, p, len, used);
+
+	assert_int_not_equal(r, PARSE_MALFORMED);
+	return r == PARSE_OK;
 }
 
 /* CRLF.CRLF in one chunk: *used ends right after it. */
@@ -676,17 +749,17 @@ check_every_split(const char *msg, size_t len, size_t end)
 	size_t			 used;
 
 	for (size_t k = 0; k <= len; k++) {
-		smtp_data_begin(&d);
+		smtp_data_begin(&d, false);
 		used = (size_t)-1;
 		if (k >= end) {
-			if (!smtp_data_end(&d, msg, k, &used))
+			if (!data_end(&d, msg, k, &used))
 				fail_msg("split %zu: no end in the first %zu bytes", k, k);
 			assert_int_equal(used, end);
 			continue;
 		}
-		if (smtp_data_end(&d, msg, k, &used))
+		if (data_end(&d, msg, k, &used))
 			fail_msg("split %zu: an end in the first part, used %zu", k, used);
-		if (!smtp_data_end(&d, msg + k, len - k, &used))
+		if (!data_end(&d, msg + k, len - k, &used))
 			fail_msg("split %zu: no end in the second part", k);
 		assert_int_equal(used, end - k);
 	}
@@ -715,11 +788,11 @@ test_data_end_byte_by_byte(void **state)
 	struct smtp_data	 d;
 	size_t			 used = 0;
 
-	smtp_data_begin(&d);
+	smtp_data_begin(&d, false);
 	for (size_t i = 0; i + 1 < sizeof(msg) - 1; i++)
-		if (smtp_data_end(&d, msg + i, 1, &used))
+		if (data_end(&d, msg + i, 1, &used))
 			fail_msg("an end at byte %zu", i);
-	assert_true(smtp_data_end(&d, msg + sizeof(msg) - 2, 1, &used));
+	assert_true(data_end(&d, msg + sizeof(msg) - 2, 1, &used));
 	assert_int_equal(used, 1);
 }
 
@@ -748,9 +821,9 @@ test_data_end_dot_stuffed(void **state)
 	assert_false(data_once("hello\r\n. \r\n", 11, &used));
 
 	/* and the real terminator after it still does */
-	smtp_data_begin(&d);
-	assert_false(smtp_data_end(&d, "..\r\n", 4, &used));
-	assert_true(smtp_data_end(&d, ".\r\n", 3, &used));
+	smtp_data_begin(&d, false);
+	assert_false(data_end(&d, "..\r\n", 4, &used));
+	assert_true(data_end(&d, ".\r\n", 3, &used));
 	assert_int_equal(used, 3);
 }
 
@@ -786,11 +859,116 @@ test_data_end_strict(void **state)
 			fail_msg("case %zu ended the data, used %zu", i, used);
 	}
 	/* the same, fed in one stream, and then a real end */
-	smtp_data_begin(&d);
+	smtp_data_begin(&d, false);
 	for (size_t i = 0; i < sizeof(smuggle) / sizeof(smuggle[0]); i++)
-		assert_false(smtp_data_end(&d, smuggle[i], strlen(smuggle[i]), &used));
-	assert_true(smtp_data_end(&d, "\r\n.\r\nQUIT\r\n", 11, &used));
+		assert_false(data_end(&d, smuggle[i], strlen(smuggle[i]), &used));
+	assert_true(data_end(&d, "\r\n.\r\nQUIT\r\n", 11, &used));
 	assert_int_equal(used, 5);
+}
+
+/* Every end-of-data look-alike written with a bare CR or LF (SMTP smuggling). */
+static const char *const smuggled[] = {
+	"\n.\n",
+	"hello\n.\n",
+	"hello\r\n.\n",
+	"hello\n.\r\n",
+	"hello\r.\r\n",
+	"hello\r\n.\rX",
+	"hello\r\n.\rMAIL FROM:<x>\r\n",
+	"hello\r\n.\r\r\n",
+	"hello\n.\nMAIL FROM:<evil@example.org>\r\n",
+	"hello\r\n.\nMAIL FROM:<evil@example.org>\r\n",
+	"hello\n.\r\nMAIL FROM:<evil@example.org>\r\n",
+	"hello\r.\rMAIL FROM:<evil@example.org>\r\n",
+	".\n",
+	".\r\r\n",
+	"\r.\r\n",
+	"\n",
+	"a bare LF\nin a line\r\n.\r\n",
+	"a bare CR\rin a line\r\n.\r\n",
+	"CR CR LF\r\r\n.\r\n",
+};
+
+/* Where the scanner must stop in each case: the byte that shows the fault. */
+static size_t
+smuggled_at(const char *s)
+{
+	for (size_t i = 0; s[i] != '\0'; i++) {
+		if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r'))
+			return i;
+		if (s[i] == '\r' && s[i + 1] != '\n')
+			return i + 1;
+	}
+	fail_msg("no bare line ending in %s", s);
+	return 0;
+}
+
+/*
+ * Before TLS, a bare LF or CR anywhere in the content is refused, at the
+ * byte that shows it, whatever the split, and never taken for the end.
+ */
+static void
+test_data_end_strict_refuses(void **state)
+{
+	struct smtp_data	 d;
+	enum parse_result	 r;
+	size_t			 used, at, len;
+
+	for (size_t i = 0; i < sizeof(smuggled) / sizeof(smuggled[0]); i++) {
+		len = strlen(smuggled[i]);
+		at = smuggled_at(smuggled[i]);
+		smtp_data_begin(&d, true);
+		used = 12345;
+		r = smtp_data_end(&d, smuggled[i], len, &used);
+		if (r != PARSE_MALFORMED || used != at)
+			fail_msg("case %zu: result %d, used %zu, want %d at %zu",
+			    i, r, used, PARSE_MALFORMED, at);
+		/* split in two at every byte */
+		for (size_t k = 0; k <= len; k++) {
+			smtp_data_begin(&d, true);
+			used = 12345;
+			r = smtp_data_end(&d, smuggled[i], k, &used);
+			if (k <= at) {
+				if (r != PARSE_NEED_MORE || used != 12345)
+					fail_msg("case %zu split %zu: %d before the fault", i, k, r);
+				r = smtp_data_end(&d, smuggled[i] + k, len - k, &used);
+				if (r != PARSE_MALFORMED || used != at - k)
+					fail_msg("case %zu split %zu: result %d used %zu", i, k, r, used);
+			} else if (r != PARSE_MALFORMED || used != at)
+				fail_msg("case %zu split %zu: result %d used %zu", i, k, r, used);
+		}
+	}
+}
+
+/* Strict content with only CRLF line endings ends where lax content does. */
+static void
+test_data_end_strict_accepts(void **state)
+{
+	static const char	 msg[] = "Subject: hi\r\n\r\n..stuffed\r\n.x\r\n"
+				     "8bit \xc3\xa9\r\n.\r\nQUIT\r\n";
+	struct smtp_data	 d;
+	size_t			 used, end = sizeof(msg) - 1 - 6;
+
+	for (size_t k = 0; k <= sizeof(msg) - 1; k++) {
+		smtp_data_begin(&d, true);
+		used = 12345;
+		if (k >= end) {
+			assert_int_equal(smtp_data_end(&d, msg, k, &used), PARSE_OK);
+			assert_int_equal(used, end);
+			continue;
+		}
+		assert_int_equal(smtp_data_end(&d, msg, k, &used), PARSE_NEED_MORE);
+		assert_int_equal(used, 12345);	/* not written */
+		assert_int_equal(smtp_data_end(&d, msg + k, sizeof(msg) - 1 - k, &used), PARSE_OK);
+		assert_int_equal(used, end - k);
+	}
+	/* a message of one empty line, and an empty one */
+	smtp_data_begin(&d, true);
+	assert_int_equal(smtp_data_end(&d, "\r\n.\r\n", 5, &used), PARSE_OK);
+	assert_int_equal(used, 5);
+	smtp_data_begin(&d, true);
+	assert_int_equal(smtp_data_end(&d, ".\r\n", 3, &used), PARSE_OK);
+	assert_int_equal(used, 3);
 }
 
 /* The terminator after a lot of content, with look-alikes on the way. */
@@ -825,12 +1003,12 @@ test_data_end_large(void **state)
 	assert_int_equal(used, end);
 
 	/* in chunks of an awkward size */
-	smtp_data_begin(&d);
+	smtp_data_begin(&d, false);
 	for (size_t pos = 0;; pos += 4093) {
 		size_t n = off - pos < 4093 ? off - pos : 4093;
 
 		assert_true(pos < off);
-		if (smtp_data_end(&d, buf + pos, n, &used)) {
+		if (data_end(&d, buf + pos, n, &used)) {
 			assert_int_equal(pos + used, end);
 			break;
 		}
@@ -846,6 +1024,7 @@ main(void)
 		cmocka_unit_test(test_command_args),
 		cmocka_unit_test(test_command_other),
 		cmocka_unit_test(test_command_len),
+		cmocka_unit_test(test_line_crlf),
 		cmocka_unit_test(test_allowed_before_tls),
 		cmocka_unit_test(test_bdat_valid),
 		cmocka_unit_test(test_bdat_malformed),
@@ -860,6 +1039,7 @@ main(void)
 		cmocka_unit_test(test_ehlo_bare_lf),
 		cmocka_unit_test(test_ehlo_malformed),
 		cmocka_unit_test(test_ehlo_out_too_small),
+		cmocka_unit_test(test_ehlo_offers),
 		cmocka_unit_test(test_data_end_one_chunk),
 		cmocka_unit_test(test_data_end_trailing),
 		cmocka_unit_test(test_data_end_split),
@@ -867,6 +1047,8 @@ main(void)
 		cmocka_unit_test(test_data_end_first_line),
 		cmocka_unit_test(test_data_end_dot_stuffed),
 		cmocka_unit_test(test_data_end_strict),
+		cmocka_unit_test(test_data_end_strict_refuses),
+		cmocka_unit_test(test_data_end_strict_accepts),
 		cmocka_unit_test(test_data_end_large),
 	};
 
