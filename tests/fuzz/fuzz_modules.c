@@ -23,43 +23,25 @@
 #include "harness.h"
 #include "proto.h"
 
+/* The module and what the session knows of it. */
 struct run {
-	const struct proto	*proto;
-	struct listener_conf	 conf;
-	void			*state;
-	struct evbuffer		*cin, *bin, *to_client, *to_backend;
-	bool			 client_tls;
+	struct harness		 h;
 	bool			 held;
 	bool			 bup;		/* backend STARTTLS dialogue still on */
 	bool			 over;
-	size_t			 room;		/* what the client may be sent per step */
-	bool			 stopped;	/* the module stopped there */
 };
 
 /* One reply past the client's room is all a module may write (Guarantee 1). */
 #define REPLY_MAX	1024
 
 static enum proto_verdict
-call(struct run *r, enum proto_verdict (*fn)(struct proto_io *), struct evbuffer *in)
+call(struct run *r, enum harness_hook hook)
 {
-	struct proto_io		 io;
-	enum proto_verdict	 v;
+	enum proto_verdict	 v = harness_call(&r->h, hook);
 
-	memset(&io, 0, sizeof(io));
-	io.state = r->state;
-	io.conf = &r->conf;
-	io.client_tls = r->client_tls;
-	io.in = in;
-	io.to_client = r->to_client;
-	io.to_backend = r->to_backend;
-	io.client_room = r->room > evbuffer_get_length(r->to_client) ?
-	    r->room - evbuffer_get_length(r->to_client) : 0;
-	v = fn(&io);
-	if (fn == r->proto->client_input) {
-		r->stopped = io.stopped && v == PROTO_CONTINUE;
-		if (evbuffer_get_length(r->to_client) > r->room + REPLY_MAX)
-			__builtin_trap();	/* replies past the watermark */
-	}
+	if (hook == HARNESS_CLIENT &&
+	    evbuffer_get_length(r->h.to_client) > r->h.client_room + REPLY_MAX)
+		__builtin_trap();	/* replies past the watermark */
 	return v;
 }
 
@@ -76,16 +58,14 @@ verdict(struct run *r, enum proto_verdict v)
 		break;
 	case PROTO_UPGRADE:
 		r->held = false;
-		r->client_tls = true;
+		r->h.client_tls = true;
 		/* bytes behind the verb are discarded by the session */
-		evbuffer_drain(r->cin, evbuffer_get_length(r->cin));
-		if (r->proto->tls_ready != NULL)
-			verdict(r, call(r, r->proto->tls_ready, NULL));
+		evbuffer_drain(r->h.from_client, evbuffer_get_length(r->h.from_client));
+		verdict(r, call(r, HARNESS_TLS_READY));
 		break;
 	case PROTO_CONNECT:
 		r->held = true;
-		if (r->proto->backend_ready != NULL)
-			verdict(r, call(r, r->proto->backend_ready, NULL));
+		verdict(r, call(r, HARNESS_BACKEND_READY));
 		break;
 	case PROTO_TRANSPARENT:
 	case PROTO_CLOSE:
@@ -148,77 +128,72 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const struct proto *const protos[] = {
 		&proto_smtp, &proto_ldap, &proto_http, &proto_line,
 	};
+	const struct proto *p;
+	struct listener_conf lc;
 	struct run	 r;
+	struct harness	*h = &r.h;
 	size_t		 off = 2;
 	unsigned	 steps = 0;
 
 	if (size < 2)
 		return 0;
 	memset(&r, 0, sizeof(r));
-	r.proto = protos[data[0] % 4];
-	r.conf.proto = r.proto;
-	r.conf.require_tls = data[1] & 1;
-	r.conf.client_tls = (data[1] & 2) ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
-	r.client_tls = r.conf.client_tls == CLIENT_TLS_IMPLICIT;
-	r.conf.proto_conf = proto_conf(r.proto, (data[1] & 8) != 0);
-	r.bup = (data[1] & 4) && r.proto->backend_starttls != NULL;
-	r.room = (data[1] & 16) ? 256 : SIZE_MAX / 2;	/* a client that does not read */
-	if ((r.state = r.proto->session_new(&r.conf)) == NULL)
-		return 0;
-	r.cin = evbuffer_new();
-	r.bin = evbuffer_new();
-	r.to_client = evbuffer_new();
-	r.to_backend = evbuffer_new();
-	if (r.bup && call(&r, r.proto->backend_starttls, r.bin) != PROTO_CONTINUE)
+	memset(&lc, 0, sizeof(lc));
+	p = protos[data[0] % 4];
+	lc.proto = p;
+	lc.require_tls = data[1] & 1;
+	lc.client_tls = (data[1] & 2) ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
+	lc.proto_conf = proto_conf(p, (data[1] & 8) != 0);
+	harness_open_listener(h, &lc);
+	h->client_tls = lc.client_tls == CLIENT_TLS_IMPLICIT;
+	h->client_room = (data[1] & 16) ? 256 : SIZE_MAX / 2;	/* a client that does not read */
+	r.bup = (data[1] & 4) && p->backend_starttls != NULL;
+	if (r.bup && call(&r, HARNESS_DIALOGUE) != PROTO_CONTINUE)
 		r.bup = false;
-	if (r.client_tls && r.proto->tls_ready != NULL)
-		verdict(&r, call(&r, r.proto->tls_ready, NULL));
+	if (h->client_tls)
+		verdict(&r, call(&r, HARNESS_TLS_READY));
 
 	while (!r.over && off + 2 <= size && steps++ < 256) {
 		uint8_t		 op = data[off] % 3;
 		size_t		 n = data[off + 1];
-		bool		 cleartext = !r.client_tls;
+		bool		 cleartext = !h->client_tls;
 
 		off += 2;
 		if (n > size - off)
 			n = size - off;
 		if (op == 0) {
-			evbuffer_add(r.cin, data + off, n);
-			if (!r.held && evbuffer_get_length(r.cin) > 0)
-				verdict(&r, call(&r, r.proto->client_input, r.cin));
+			evbuffer_add(h->from_client, data + off, n);
+			if (!r.held && evbuffer_get_length(h->from_client) > 0)
+				verdict(&r, call(&r, HARNESS_CLIENT));
 		} else if (op == 1 && r.bup) {
 			enum proto_verdict v;
 
-			evbuffer_add(r.bin, data + off, n);
-			v = call(&r, r.proto->backend_starttls, r.bin);
+			evbuffer_add(h->from_backend, data + off, n);
+			v = call(&r, HARNESS_DIALOGUE);
 			if (v == PROTO_CLOSE)
 				r.over = true;
 			else if (v == PROTO_UPGRADE) {
 				r.bup = false;	/* up: the module's kept bytes come next */
-				verdict(&r, call(&r, r.proto->backend_input, r.bin));
+				verdict(&r, call(&r, HARNESS_BACKEND));
 			}
 		} else if (op == 1) {
-			evbuffer_add(r.bin, data + off, n);
-			verdict(&r, call(&r, r.proto->backend_input, r.bin));
+			evbuffer_add(h->from_backend, data + off, n);
+			verdict(&r, call(&r, HARNESS_BACKEND));
 			/* a backend answer may release held client input */
-			if (!r.over && !r.held && evbuffer_get_length(r.cin) > 0)
-				verdict(&r, call(&r, r.proto->client_input, r.cin));
-		} else if (r.proto->backend_ready != NULL && !r.bup) {
-			verdict(&r, call(&r, r.proto->backend_ready, NULL));
+			if (!r.over && !r.held && evbuffer_get_length(h->from_client) > 0)
+				verdict(&r, call(&r, HARNESS_CLIENT));
+		} else if (p->backend_ready != NULL && !r.bup) {
+			verdict(&r, call(&r, HARNESS_BACKEND_READY));
 		}
 		off += n;
-		if (r.proto == &proto_smtp && r.conf.require_tls && cleartext)
-			check_smtp_cleartext(r.to_backend);
-		evbuffer_drain(r.to_client, evbuffer_get_length(r.to_client));
-		evbuffer_drain(r.to_backend, evbuffer_get_length(r.to_backend));
+		if (p == &proto_smtp && lc.require_tls && cleartext)
+			check_smtp_cleartext(h->to_backend);
+		evbuffer_drain(h->to_client, evbuffer_get_length(h->to_client));
+		evbuffer_drain(h->to_backend, evbuffer_get_length(h->to_backend));
 		/* the client has read its replies: the session resumes the module */
-		if (!r.over && r.stopped && !r.held && evbuffer_get_length(r.cin) > 0)
-			verdict(&r, call(&r, r.proto->client_input, r.cin));
+		if (!r.over && h->stopped && !r.held && evbuffer_get_length(h->from_client) > 0)
+			verdict(&r, call(&r, HARNESS_CLIENT));
 	}
-	r.proto->session_free(r.state);
-	evbuffer_free(r.cin);
-	evbuffer_free(r.bin);
-	evbuffer_free(r.to_client);
-	evbuffer_free(r.to_backend);
+	harness_close(h);
 	return 0;
 }

@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "helpers.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,18 +114,6 @@ static const uint8_t slapd_whoami_response[] =
 static const uint8_t ad_search_done[] =
 	"\x30\x84\x00\x00\x00\x10" "\x02\x01\x02"
 	"\x65\x84\x00\x00\x00\x07" "\x0a\x01\x00" "\x04\x00" "\x04\x00";
-
-/* A copy of p[0..n) in a buffer of exactly n bytes, so ASan sees overreads. */
-static uint8_t *
-exact(const void *p, size_t n)
-{
-	uint8_t	*q = malloc(n > 0 ? n : 1);
-
-	assert_non_null(q);
-	if (n > 0)
-		memcpy(q, p, n);
-	return q;
-}
 
 /* ber_tlv_header on p[0..n) copied to an exact buffer. */
 static enum parse_result

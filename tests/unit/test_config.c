@@ -16,6 +16,7 @@
 #include <event2/buffer.h>
 
 #include "config.h"
+#include "harness.h"
 #include "proto.h"
 #include "runtime.h"
 
@@ -91,30 +92,21 @@ static void
 module_answers(const struct listener_conf *lc, const char *input, enum proto_verdict want,
     const char *answer)
 {
-	struct evbuffer	*in = evbuffer_new(), *to_client = evbuffer_new(),
-			*to_backend = evbuffer_new();
-	void		*state = lc->proto->session_new(lc);
-	struct proto_io	 io = {
-		.state = state, .conf = lc, .in = in, .to_client = to_client,
-		.to_backend = to_backend, .client_room = SIZE_MAX, .end = END_PROTOCOL_ERROR,
-	};
+	struct harness	 h;
 	size_t		 n;
 
-	assert_non_null(state);
-	evbuffer_add(in, input, strlen(input));
-	assert_int_equal(lc->proto->client_input(&io), want);
-	n = evbuffer_get_length(to_client);
+	harness_open_listener(&h, lc);
+	evbuffer_add(h.from_client, input, strlen(input));
+	assert_int_equal(harness_call(&h, HARNESS_CLIENT), want);
+	n = evbuffer_get_length(h.to_client);
 	if (answer == NULL) {
 		assert_int_equal(n, 0);
-		assert_int_equal(evbuffer_get_length(to_backend), strlen(input));
+		assert_int_equal(evbuffer_get_length(h.to_backend), strlen(input));
 	} else {
 		assert_int_equal(n, strlen(answer));
-		assert_memory_equal(evbuffer_pullup(to_client, -1), answer, n);
+		assert_memory_equal(evbuffer_pullup(h.to_client, -1), answer, n);
 	}
-	lc->proto->session_free(state);
-	evbuffer_free(in);
-	evbuffer_free(to_client);
-	evbuffer_free(to_backend);
+	harness_close(&h);
 }
 
 static void
@@ -134,16 +126,12 @@ assert_connect(const struct listener_conf *lc, const char *target, bool allowed)
 	snprintf(refusal, sizeof(refusal), "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n"
 	    "Content-Length: 28\r\nConnection: close\r\n\r\nThis target is not allowed.\n");
 	if (allowed) {
-		struct evbuffer	*in = evbuffer_new(), *out = evbuffer_new();
-		void		*state = lc->proto->session_new(lc);
-		struct proto_io	 io = { .state = state, .conf = lc, .in = in, .to_client = out,
-				    .to_backend = out, .client_room = SIZE_MAX };
+		struct harness h;
 
-		evbuffer_add(in, req, strlen(req));
-		assert_int_equal(lc->proto->client_input(&io), PROTO_CONNECT);
-		lc->proto->session_free(state);
-		evbuffer_free(in);
-		evbuffer_free(out);
+		harness_open_listener(&h, lc);
+		evbuffer_add(h.from_client, req, strlen(req));
+		assert_int_equal(harness_call(&h, HARNESS_CLIENT), PROTO_CONNECT);
+		harness_close(&h);
 	} else
 		module_answers(lc, req, PROTO_CLOSE, refusal);
 }

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "helpers.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,18 +61,6 @@
 	"Host: localhost:18640\r\n"					\
 	IPPTOOL_E_UA							\
 	"\r\n"
-
-/* A copy of p[0..n) in a buffer of exactly n bytes, so ASan sees overreads. */
-static char *
-exact(const char *p, size_t n)
-{
-	char	*q = malloc(n > 0 ? n : 1);
-
-	assert_non_null(q);
-	if (n > 0)
-		memcpy(q, p, n);
-	return q;
-}
 
 /*
  * Parse s, which must be an error with this status; *out must not be

@@ -28,67 +28,29 @@
 
 #define MANY_CHUNKS	100
 
-struct harness {
-	struct listener_conf	 conf;
-	const struct proto	*proto;
-	void			*state;
-	struct evbuffer		*from_client;
-	struct evbuffer		*from_backend;
-	struct evbuffer		*to_client;
-	struct evbuffer		*to_backend;
-	bool			 client_tls;	/* the client side is in TLS */
-	size_t			 client_room;	/* 0: no limit */
-};
-
 /* p under a STARTTLS listener whose own block (line = { ... }) says block. */
 static void
 harness_init_block(struct harness *h, const struct proto *p, const char *block)
 {
-	memset(h, 0, sizeof(*h));
-	h->conf.proto = p;
-	h->conf.client_tls = CLIENT_TLS_STARTTLS;
-	h->conf.proto_conf = harness_proto_conf(p, block);
-	h->proto = p;
-	h->state = p->session_new(&h->conf);
-	assert_non_null(h->state);
-	h->from_client = evbuffer_new();
-	h->from_backend = evbuffer_new();
-	h->to_client = evbuffer_new();
-	h->to_backend = evbuffer_new();
+	harness_open(h, p, block);
 }
 
 static void
 harness_init(struct harness *h, const struct proto *p)
 {
-	harness_init_block(h, p, "reply = \"OK\"; refusal = \"ERR\";");
+	harness_open(h, p, "reply = \"OK\"; refusal = \"ERR\";");
 }
 
 static void
 harness_free(struct harness *h)
 {
-	h->proto->session_free(h->state);
-	if (h->proto->conf_free != NULL)
-		h->proto->conf_free(h->conf.proto_conf);
-	evbuffer_free(h->from_client);
-	evbuffer_free(h->from_backend);
-	evbuffer_free(h->to_client);
-	evbuffer_free(h->to_backend);
+	harness_close(h);
 }
 
 static enum proto_verdict
 run(struct harness *h, bool from_client)
 {
-	struct proto_io	 io;
-
-	memset(&io, 0, sizeof(io));
-	io.state = h->state;
-	io.conf = &h->conf;
-	io.client_tls = h->client_tls;
-	io.in = from_client ? h->from_client : h->from_backend;
-	io.to_client = h->to_client;
-	io.to_backend = h->to_backend;
-	io.client_room = h->client_room ? h->client_room : SIZE_MAX;
-	return from_client ? h->proto->client_input(&io) : h->proto->backend_input(&io);
+	return harness_call(h, from_client ? HARNESS_CLIENT : HARNESS_BACKEND);
 }
 
 static enum proto_verdict
@@ -331,19 +293,12 @@ test_ldap_constructed_unbind_does_not_pass(void **state)
 static enum proto_verdict
 backend_upgrade_says(struct harness *h, const char *text, const char **reason)
 {
-	struct proto_io	 io;
 	enum proto_verdict v;
 
 	evbuffer_add(h->from_backend, text, strlen(text));
-	memset(&io, 0, sizeof(io));
-	io.state = h->state;
-	io.conf = &h->conf;
-	io.in = h->from_backend;
-	io.to_client = h->to_client;
-	io.to_backend = h->to_backend;
-	v = h->proto->backend_starttls(&io);
+	v = harness_call(h, HARNESS_DIALOGUE);
 	if (reason != NULL)
-		*reason = io.reason;
+		*reason = h->reason;
 	return v;
 }
 
@@ -877,21 +832,12 @@ test_ldap_unusual_starttls_is_answered(void **state)
 static enum proto_verdict
 smtp_step(struct harness *h, bool from_client, const char *text, const char **reason)
 {
-	struct proto_io		 io;
 	enum proto_verdict	 v;
 
 	evbuffer_add(from_client ? h->from_client : h->from_backend, text, strlen(text));
-	memset(&io, 0, sizeof(io));
-	io.state = h->state;
-	io.conf = &h->conf;
-	io.client_tls = h->client_tls;
-	io.in = from_client ? h->from_client : h->from_backend;
-	io.to_client = h->to_client;
-	io.to_backend = h->to_backend;
-	io.client_room = SIZE_MAX;
-	v = from_client ? h->proto->client_input(&io) : h->proto->backend_input(&io);
+	v = run(h, from_client);
 	if (reason != NULL)
-		*reason = io.reason;
+		*reason = h->reason;
 	return v;
 }
 

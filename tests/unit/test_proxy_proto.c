@@ -30,6 +30,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "helpers.h"
+
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <netinet/in.h>
@@ -167,18 +169,6 @@ static const uint8_t hap_v2_options[] = {
 			'T', 'L', 'S', '_', 'A', 'E', 'S', '_', '2', '5', '6', '_',
 			'G', 'C', 'M', '_', 'S', 'H', 'A', '3', '8', '4',
 };
-
-/* A copy of p[0..n) in a buffer of exactly n bytes, so ASan sees overreads. */
-static uint8_t *
-exact(const void *p, size_t n)
-{
-	uint8_t	*q = malloc(n > 0 ? n : 1);
-
-	assert_non_null(q);
-	if (n > 0)
-		memcpy(q, p, n);
-	return q;
-}
 
 /* proxy_parse on p[0..n) copied to an exact buffer. */
 static enum parse_result
