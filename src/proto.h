@@ -81,6 +81,9 @@ struct proto {
 	bool		 connect_early;		/* connect the backend before any client byte */
 	bool		 keep_backend_at_upgrade; /* backend bytes belong to the tunnel */
 	bool		 backend_optional;	/* the module may name the backend itself */
+	bool		 connect_on_verdict;	/* the backend is reached only when the module
+						   says so (PROTO_CONNECT, PROTO_TRANSPARENT),
+						   never at the start or at TLS */
 
 	/*
 	 * Its own settings group in a listener (block = { ... }), with the

@@ -311,7 +311,8 @@ session_start(struct session *s)
 	}
 	if (s->dead)
 		return;
-	if (s->proto->connect_early || lc->client_tls == CLIENT_TLS_NONE)
+	if (!s->proto->connect_on_verdict &&
+	    (s->proto->connect_early || lc->client_tls == CLIENT_TLS_NONE))
 		session_connect_backend(s);
 	if (s->dead)
 		return;
@@ -978,7 +979,7 @@ session_client_tls_ready(struct session *s)
 	}
 	if (s->dead)
 		return;
-	if (s->backend.state == BACKEND_IDLE) {
+	if (s->backend.state == BACKEND_IDLE && !s->proto->connect_on_verdict) {
 		session_connect_backend(s);
 		return;
 	}
