@@ -71,6 +71,9 @@ struct proto_io {
 	size_t			 dropped;	/* backend bytes the module discarded */
 	size_t			 client_room;	/* what it may queue to the client: see proto_client_full */
 	bool			 stopped;	/* it stopped there, with input left */
+	bool			 direct_tls;	/* with PROTO_UPGRADE: no verb, the client's
+						   first byte starts its ClientHello (left in
+						   io->in), which must offer proto->alpn */
 };
 
 struct proto {
@@ -81,6 +84,8 @@ struct proto {
 	bool		 connect_early;		/* connect the backend before any client byte */
 	bool		 keep_backend_at_upgrade; /* backend bytes belong to the tunnel */
 	bool		 backend_optional;	/* the module may name the backend itself */
+	const char	*alpn;			/* the ALPN id (RFC 7301) the proxy selects
+						   as TLS server when the client offers it */
 	bool		 connect_on_verdict;	/* the backend is reached only when the module
 						   says so (PROTO_CONNECT, PROTO_TRANSPARENT),
 						   never at the start or at TLS */

@@ -7,6 +7,7 @@
 
 #include "cfg.h"
 #include "config.h"
+#include "proto.h"
 #include "runtime.h"
 #include "tlsctx.h"
 
@@ -29,7 +30,8 @@ runtime_new(struct config *cfg, struct config_errors *errs)
 		struct listener_rt *lr = &rt->listeners[i];
 
 		lr->lc = &cfg->listeners[i];
-		tlsctx_listener(lr->lc, &lr->tls_server, &lr->tls_backend, errs);
+		tlsctx_listener(lr->lc, lr->lc->proto != NULL ? lr->lc->proto->alpn : NULL,
+		    &lr->tls_server, &lr->tls_backend, errs);
 	}
 	if (errs->count > before || errs->oom) {
 		runtime_unref(rt);

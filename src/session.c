@@ -100,6 +100,7 @@ struct session {
 						   high watermark: its sources are paused */
 	bool			 backend_full;	/* likewise towards the backend */
 	bool			 have_first_eof;
+	bool			 direct_tls;	/* the upgrade has no verb: see proto_io */
 	unsigned		 work;
 
 	struct side		 client;
@@ -753,6 +754,7 @@ session_verdict(struct session *s, enum proto_verdict v, struct proto_io *io)
 		break;
 	case PROTO_UPGRADE:
 		s->held = false;
+		s->direct_tls = io->direct_tls;
 		session_upgrade(s);
 		return;
 	case PROTO_TRANSPARENT:
@@ -941,6 +943,8 @@ session_client_tls(struct session *s)
 		session_close(s, END_INTERNAL, "cannot create a TLS session");
 		return;
 	}
+	if (s->direct_tls)
+		tls_server_set_direct(ssl);
 	if (side_start_tls(&s->client, ssl, true) == -1) {
 		session_close(s, END_INTERNAL, "cannot create a TLS filter");
 		return;
@@ -956,8 +960,10 @@ session_client_tls_ready(struct session *s)
 	struct proto_io	 io;
 
 	s->phase_deadline = 0;
-	s->upgraded = s->lc->client_tls == CLIENT_TLS_IMPLICIT ? "implicit" : "starttls";
-	if (s->lc->client_tls == CLIENT_TLS_IMPLICIT)
+	/* TLS from the first byte, on a STARTTLS listener too (direct_tls) */
+	s->upgraded = s->lc->client_tls == CLIENT_TLS_IMPLICIT || s->direct_tls ?
+	    "implicit" : "starttls";
+	if (s->lc->client_tls == CLIENT_TLS_IMPLICIT || s->direct_tls)
 		STAT_INC(s->counters, upgrades_implicit);
 	else
 		STAT_INC(s->counters, upgrades_starttls);

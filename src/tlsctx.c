@@ -51,9 +51,12 @@ struct tls_server {
 	size_t		 nentries;
 	struct ticket_key *keys;	/* [0] issues tickets; all decrypt */
 	size_t		 nkeys;
+	const char	*alpn;		/* the protocol's ALPN id, or NULL */
+	bool		 alpn_required;	/* on every SSL: an implicit-TLS listener */
 };
 
 static int	ticket_ex_index = -1;
+static int	direct_ex_index = -1;	/* set on an SSL whose client started TLS directly */
 
 struct tls_client {
 	SSL_CTX			*ctx;
@@ -319,6 +322,66 @@ servername_cb(SSL *ssl, int *alert, void *arg)
 		}
 	}
 	return SSL_TLSEXT_ERR_OK;	/* unknown name: the default certificate */
+}
+
+static bool
+alpn_required(const struct tls_server *ts, SSL *ssl)
+{
+	return ts->alpn_required ||
+	    (direct_ex_index != -1 && SSL_get_ex_data(ssl, direct_ex_index) != NULL);
+}
+
+/*
+ * The protocol's ALPN id when the client offers it (RFC 7301 section
+ * 3.2).  A client that offers only others goes on without ALPN, unless
+ * it started TLS directly: then it is refused with no_application_protocol
+ * (OpenSSL sends that alert for SSL_TLSEXT_ERR_ALERT_FATAL), as
+ * PostgreSQL 17 refuses a direct connection that does not name it.
+ */
+static int
+alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+    const unsigned char *in, unsigned int inlen, void *arg)
+{
+	struct tls_server	*ts = arg;
+	size_t			 want = strlen(ts->alpn);
+
+	/* the client's list: names of 1 to 255 bytes, each after its length */
+	for (unsigned i = 0; i < inlen && in[i] != 0 && in[i] < inlen - i; i += 1u + in[i]) {
+		if (in[i] == want && memcmp(in + i + 1, ts->alpn, want) == 0) {
+			*out = in + i + 1;
+			*outlen = in[i];
+			return SSL_TLSEXT_ERR_OK;
+		}
+	}
+	return alpn_required(ts, ssl) ? SSL_TLSEXT_ERR_ALERT_FATAL : SSL_TLSEXT_ERR_NOACK;
+}
+
+/*
+ * A direct ClientHello with no ALPN extension at all: alpn_select_cb is
+ * never called for it, so it is refused here, with the same alert and
+ * the same reason in the log.
+ */
+static int
+client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct tls_server	*ts = arg;
+	const unsigned char	*ext;
+	size_t			 len;
+
+	if (!alpn_required(ts, ssl) ||
+	    SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation,
+	    &ext, &len) == 1)
+		return SSL_CLIENT_HELLO_SUCCESS;
+	ERR_raise(ERR_LIB_SSL, SSL_R_NO_APPLICATION_PROTOCOL);
+	*alert = SSL_AD_NO_APPLICATION_PROTOCOL;
+	return SSL_CLIENT_HELLO_ERROR;
+}
+
+void
+tls_server_set_direct(SSL *ssl)
+{
+	if (direct_ex_index != -1)
+		SSL_set_ex_data(ssl, direct_ex_index, &direct_ex_index);
 }
 
 /*
@@ -638,7 +701,7 @@ server_ctx_cert(SSL_CTX *ctx, const struct cert_conf *c, struct config_errors *e
 }
 
 static struct tls_server *
-tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
+tls_server_new(const struct listener_conf *lc, const char *alpn, struct config_errors *errs)
 {
 	struct tls_server	*ts;
 	struct server_policy	 pol = { 0 };
@@ -685,6 +748,16 @@ tls_server_new(const struct listener_conf *lc, struct config_errors *errs)
 	if (ts->nentries > 1) {
 		SSL_CTX_set_tlsext_servername_callback(ts->ctx, servername_cb);
 		SSL_CTX_set_tlsext_servername_arg(ts->ctx, ts);
+	}
+	if (alpn != NULL) {
+		ts->alpn = alpn;
+		ts->alpn_required = lc->client_tls == CLIENT_TLS_IMPLICIT;
+		if (direct_ex_index == -1)
+			direct_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+		/* the ClientHello is seen by the default context; ALPN by the one SNI chose */
+		SSL_CTX_set_client_hello_cb(ts->ctx, client_hello_cb, ts);
+		for (size_t i = 0; i < ts->nentries; i++)
+			SSL_CTX_set_alpn_select_cb(ts->entries[i].ctx, alpn_select_cb, ts);
 	}
 	policy_free(&pol);
 	return ts;
@@ -843,15 +916,15 @@ tls_client_check_pins(struct tls_client *tc, SSL *ssl, char *why, size_t len)
 }
 
 int
-tlsctx_listener(const struct listener_conf *lc, struct tls_server **ts, struct tls_client **tc,
-    struct config_errors *errs)
+tlsctx_listener(const struct listener_conf *lc, const char *alpn, struct tls_server **ts,
+    struct tls_client **tc, struct config_errors *errs)
 {
 	size_t	 before = errs->count;
 
 	*ts = NULL;
 	*tc = NULL;
 	if (lc->client_tls != CLIENT_TLS_NONE)
-		*ts = tls_server_new(lc, errs);
+		*ts = tls_server_new(lc, alpn, errs);
 	if (lc->backend.tls != BACKEND_TLS_NONE)
 		*tc = tls_client_new(&lc->backend, errs);
 	return errs->count > before ? -1 : 0;
@@ -934,12 +1007,16 @@ tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
 	unsigned long	 e = 0;
 	const char	*alert;
 
-	/* libevent also reports SSL_get_error() codes: skip those */
+	/*
+	 * libevent also reports SSL_get_error() codes: skip those.  A
+	 * callback of ours that fails a handshake raises its own reason
+	 * before OpenSSL's "callback failed": that one says why.
+	 */
 	for (size_t i = 0; i < n; i++) {
-		if (ERR_GET_LIB(errs[i]) != 0) {
+		if (ERR_GET_LIB(errs[i]) == 0)
+			continue;
+		if (e == 0 || ERR_GET_REASON(e) == SSL_R_CALLBACK_FAILED)
 			e = errs[i];
-			break;
-		}
 	}
 	if (e == 0) {
 		snprintf(buf, len, "%s closed the connection during the TLS handshake", peer);
@@ -974,6 +1051,10 @@ tls_failure_words(const unsigned long *errs, size_t n, SSL *ssl,
 	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
 		snprintf(buf, len, "the %s sent no certificate (verify_client = require)", peer);
 		return HS_FAIL_CLIENT_CERTIFICATE;
+	case SSL_R_NO_APPLICATION_PROTOCOL:
+		snprintf(buf, len, "the %s started TLS directly without offering the "
+		    "protocol's ALPN name", peer);
+		return HS_FAIL_OTHER;
 	}
 	/* alerts from the peer: the reason strings are "sslv3 alert bad certificate" ... */
 	alert = ERR_reason_error_string(e);

@@ -24,16 +24,26 @@ struct tls_client;
  * The TLS contexts a listener needs, as server towards its clients (NULL
  * when client_tls is none) and as client towards its backend (NULL when
  * backend.tls is none): every certificate, key, CA file and cipher list
- * loaded and checked.  0, or -1 with errs filled.
+ * loaded and checked.  alpn is its protocol's ALPN id, selected when a
+ * client offers it, or NULL.  0, or -1 with errs filled.
  */
-int		 tlsctx_listener(const struct listener_conf *, struct tls_server **,
-		    struct tls_client **, struct config_errors *);
+int		 tlsctx_listener(const struct listener_conf *, const char *alpn,
+		    struct tls_server **, struct tls_client **, struct config_errors *);
 
 void		 tls_server_free(struct tls_server *);
 void		 tls_client_free(struct tls_client *);
 
 /* A new server-side SSL for one client, or NULL (out of memory). */
 SSL		*tls_server_ssl(struct tls_server *);
+
+/*
+ * The client of this SSL starts TLS with no upgrade verb before it (the
+ * protocol's direct TLS): on a listener whose protocol names an ALPN id,
+ * a ClientHello that does not offer it is refused with the
+ * no_application_protocol alert.  On an implicit-TLS listener every SSL
+ * is so already.
+ */
+void		 tls_server_set_direct(SSL *);
 
 /*
  * A new client-side SSL towards a backend.  host is the name (or address)
