@@ -23,6 +23,7 @@ static const char *const end_names[END_MAX] = {
 	[END_PROTOCOL_ERROR] = "protocol-error",
 	[END_PROXY_HEADER_INVALID] = "proxy-header-invalid",
 	[END_SHUTDOWN] = "shutdown",
+	[END_BUSY] = "busy",
 	[END_INTERNAL] = "internal",
 };
 

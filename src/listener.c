@@ -35,18 +35,41 @@
 
 #define LISTEN_BACKLOG		1024
 #define ACCEPT_PAUSE_MS		250	/* after EMFILE/ENFILE/ENOBUFS/ENOMEM */
+#define LISTENER_REFUSING_MAX	16	/* per worker: sessions kept only to refuse */
 
 /*
  * Past max_connections: the protocol's busy reply, if it has one and the
  * client speaks cleartext first, then close.  One write, never blocking.
+ *
+ * A protocol whose client speaks first, perhaps TLS, cannot be answered
+ * so (refuse_in_session): the client is accepted as a session that only
+ * refuses it, at its first message, and never reaches the backend.  At
+ * most LISTENER_REFUSING_MAX such sessions per worker, each bounded by
+ * the timeouts; past that a plain close.
  */
 static void
-listener_refuse(struct worker *w, const struct listener_rt *lr, int fd,
-    const char *peer, const char *what, unsigned limit)
+listener_refuse(struct worker *w, struct listen_sock *ls, int fd,
+    const struct sockaddr *sa, socklen_t salen, const char *what, unsigned limit)
 {
+	const struct listener_rt *lr = ls->lr;
 	const struct listener_conf *lc = lr->lc;
 	unsigned long	 suppressed;
+	char		 peer[SESSION_PEER_MAX];
 
+	STAT_INC(&lr->stats->workers[w->index], refused[REFUSED_MAX_CONNECTIONS]);
+	if (log_ratelimit_pass(&w->rl_busy, time(NULL), &suppressed)) {
+		addr_format(sa, salen, peer, sizeof(peer));
+		log_warnx("listener %s: refused %s: %s max_connections (%u) reached%s",
+		    lc->name, peer, what, limit,
+		    suppressed ? " (more refusals not logged)" : "");
+	}
+	if (lc->proto->refuse_in_session) {
+		if (w->nrefusing < LISTENER_REFUSING_MAX)
+			session_accept(w, ls, fd, sa, salen, PROTO_REFUSAL_BUSY);
+		else
+			close(fd);
+		return;
+	}
 	if (lc->client_tls != CLIENT_TLS_IMPLICIT && lc->proto->busy != NULL) {
 		struct evbuffer	*reply = w->to_client;
 		size_t		 n;
@@ -57,11 +80,6 @@ listener_refuse(struct worker *w, const struct listener_rt *lr, int fd,
 		evbuffer_drain(reply, n);
 	}
 	close(fd);
-	STAT_INC(&lr->stats->workers[w->index], refused[REFUSED_MAX_CONNECTIONS]);
-	if (log_ratelimit_pass(&w->rl_busy, time(NULL), &suppressed))
-		log_warnx("listener %s: refused %s: %s max_connections (%u) reached%s",
-		    lc->name, peer, what, limit,
-		    suppressed ? " (more refusals not logged)" : "");
 }
 
 static void
@@ -71,20 +89,18 @@ listener_accept_cb(struct evconnlistener *ev, evutil_socket_t fd,
 	struct listen_sock	*ls = arg;
 	struct worker		*w = ls->w;
 	const struct listener_conf *lc = ls->lr->lc;
-	char			 peer[SESSION_PEER_MAX];
-
 	unsigned		 all = atomic_load_explicit(&w->d->nsessions, memory_order_relaxed);
 
 	if (all >= w->rt->cfg->max_connections ||
 	    stats_active(ls->lr->stats->workers, w->d->nworkers) >= lc->max_connections) {
 		bool global = all >= w->rt->cfg->max_connections;
 
-		addr_format(sa, (socklen_t)salen, peer, sizeof(peer));
-		listener_refuse(w, ls->lr, fd, peer, global ? "the global" : "the listener's",
+		listener_refuse(w, ls, fd, sa, (socklen_t)salen,
+		    global ? "the global" : "the listener's",
 		    global ? w->rt->cfg->max_connections : lc->max_connections);
 		return;
 	}
-	session_accept(w, ls, fd, sa, (socklen_t)salen);
+	session_accept(w, ls, fd, sa, (socklen_t)salen, PROTO_REFUSAL_NONE);
 }
 
 static void

@@ -86,6 +86,30 @@ proto_client_full(struct proto_io *io)
 	return true;
 }
 
+enum session_end
+proto_refusal_end(enum proto_refusal r)
+{
+	switch (r) {
+	case PROTO_REFUSAL_BUSY:
+		return END_BUSY;
+	case PROTO_REFUSAL_NONE:
+		break;
+	}
+	return END_INTERNAL;
+}
+
+const char *
+proto_refusal_name(enum proto_refusal r)
+{
+	switch (r) {
+	case PROTO_REFUSAL_BUSY:
+		return "max_connections";
+	case PROTO_REFUSAL_NONE:
+		break;
+	}
+	return "none";
+}
+
 size_t
 proto_blocks(const char **out, size_t max)
 {

@@ -44,6 +44,15 @@
 
 struct evbuffer;
 
+/*
+ * Why a client was accepted only to be refused, for a protocol whose
+ * refusals need a session (refuse_in_session).
+ */
+enum proto_refusal {
+	PROTO_REFUSAL_NONE,
+	PROTO_REFUSAL_BUSY,	/* past max_connections */
+};
+
 enum proto_verdict {
 	PROTO_CONTINUE,		/* keep going */
 	PROTO_HOLD,		/* stop reading the client until the backend answers */
@@ -71,6 +80,9 @@ struct proto_io {
 	size_t			 dropped;	/* backend bytes the module discarded */
 	size_t			 client_room;	/* what it may queue to the client: see proto_client_full */
 	bool			 stopped;	/* it stopped there, with input left */
+	enum proto_refusal	 refusal;	/* not NONE: the client is refused; answer its
+						   first message so (proto_refusal_end) and
+						   PROTO_CLOSE; the backend is never reached */
 	bool			 direct_tls;	/* with PROTO_UPGRADE: no verb, the client's
 						   first byte starts its ClientHello (left in
 						   io->in), which must offer proto->alpn */
@@ -86,6 +98,10 @@ struct proto {
 	bool		 backend_optional;	/* the module may name the backend itself */
 	const char	*alpn;			/* the ALPN id (RFC 7301) the proxy selects
 						   as TLS server when the client offers it */
+	bool		 refuse_in_session;	/* the client speaks first, perhaps in TLS: a
+						   refused client is accepted as a session
+						   that the module answers (io->refusal);
+						   busy is not used */
 	bool		 connect_on_verdict;	/* the backend is reached only when the module
 						   says so (PROTO_CONNECT, PROTO_TRANSPARENT),
 						   never at the start or at TLS */
@@ -139,6 +155,9 @@ enum proto_verdict proto_upgrade_failed(struct proto_io *io, char *why, size_t l
  * watermark, however many replies its bytes would earn.
  */
 bool		 proto_client_full(struct proto_io *io);
+/* The end= of a session refused so, and the limit it names for the log. */
+enum session_end proto_refusal_end(enum proto_refusal);
+const char	*proto_refusal_name(enum proto_refusal);
 /* The table, NULL-terminated. */
 extern const struct proto *const proto_table[];
 

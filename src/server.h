@@ -76,6 +76,7 @@ struct worker {
 	size_t			 nsocks;
 	struct session_list	 sessions;
 	unsigned		 nsessions;
+	unsigned		 nrefusing;	/* of them, kept only to be refused */
 	bool			 draining;
 	bool			 accept_paused;
 	struct event		*accept_resume;

@@ -90,6 +90,7 @@ struct session {
 	TAILQ_ENTRY(session)	 entry;
 
 	enum session_state	 state;
+	enum proto_refusal	 refusal;	/* kept only to refuse the client */
 	const struct proto	*proto;
 	void			*proto_state;
 	bool			 held;		/* client reading held by the module */
@@ -214,7 +215,7 @@ session_set_client_addr(struct session *s, const struct sockaddr *sa, socklen_t 
 
 void
 session_accept(struct worker *w, struct listen_sock *ls, int fd,
-    const struct sockaddr *sa, socklen_t salen)
+    const struct sockaddr *sa, socklen_t salen, enum proto_refusal refusal)
 {
 	const struct listener_conf	*lc = ls->lr->lc;
 	struct session			*s;
@@ -233,6 +234,7 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	s->lc = lc;
 	s->counters = &ls->lr->stats->workers[w->index];
 	s->proto = lc->proto;
+	s->refusal = refusal;
 	s->upgraded = "none";
 	s->start_ms = s->last_ms = now_ms();
 	side_init(&s->client, session_side_cb, s);
@@ -240,8 +242,12 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	session_set_client_addr(s, sa, salen);
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
-	atomic_fetch_add_explicit(&w->d->nsessions, 1, memory_order_relaxed);
-	STAT_INC(s->counters, accepted);
+	if (refusal != PROTO_REFUSAL_NONE)
+		w->nrefusing++;		/* counted refused by the listener */
+	else {
+		atomic_fetch_add_explicit(&w->d->nsessions, 1, memory_order_relaxed);
+		STAT_INC(s->counters, accepted);
+	}
 
 	s->timer = event_new(w->base, -1, 0, session_tick, s);
 	if (lc->client_tls == CLIENT_TLS_IMPLICIT && !lc->accept_proxy_protocol) {
@@ -285,6 +291,17 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	session_start(s);
 }
 
+/*
+ * The session reaches the backend at the start or at the end of the
+ * client's handshake, unless the module decides when (or the client is
+ * only refused).
+ */
+static bool
+session_connects_itself(const struct session *s)
+{
+	return !s->proto->connect_on_verdict && s->refusal == PROTO_REFUSAL_NONE;
+}
+
 /* The session proper, once the client's address is known. */
 static void
 session_start(struct session *s)
@@ -312,7 +329,9 @@ session_start(struct session *s)
 	}
 	if (s->dead)
 		return;
-	if (!s->proto->connect_on_verdict &&
+	if (s->refusal != PROTO_REFUSAL_NONE && s->phase_deadline == 0)
+		s->phase_deadline = s->start_ms + lc->timeouts.cleartext * 1000ULL;
+	if (session_connects_itself(s) &&
 	    (s->proto->connect_early || lc->client_tls == CLIENT_TLS_NONE))
 		session_connect_backend(s);
 	if (s->dead)
@@ -445,8 +464,13 @@ session_deadlines(struct session *s)
 			    "no TLS handshake from the client within %u s", t->handshake);
 			return;
 		default:
-			session_close(s, END_TIMEOUT_CLEARTEXT,
-			    "the client did not upgrade to TLS within %u s", t->cleartext);
+			if (s->refusal != PROTO_REFUSAL_NONE)
+				session_close(s, END_TIMEOUT_CLEARTEXT,
+				    "a client refused for %s sent nothing to refuse within %u s",
+				    proto_refusal_name(s->refusal), t->cleartext);
+			else
+				session_close(s, END_TIMEOUT_CLEARTEXT,
+				    "the client did not upgrade to TLS within %u s", t->cleartext);
 			return;
 		}
 	}
@@ -619,6 +643,7 @@ session_io(struct session *s, struct proto_io *io, struct evbuffer *in)
 		.to_client = s->w->to_client,
 		.to_backend = s->w->to_backend,
 		.end = END_PROTOCOL_ERROR,
+		.refusal = s->refusal,
 	};
 }
 
@@ -959,7 +984,11 @@ session_client_tls_ready(struct session *s)
 {
 	struct proto_io	 io;
 
-	s->phase_deadline = 0;
+	/* a refused client has as long again to send what it is refused for */
+	s->phase_deadline = s->refusal == PROTO_REFUSAL_NONE ? 0 :
+	    now_ms() + s->lc->timeouts.cleartext * 1000ULL;
+	if (s->phase_deadline != 0)
+		session_arm(s);		/* it may come before the handshake's */
 	/* TLS from the first byte, on a STARTTLS listener too (direct_tls) */
 	s->upgraded = s->lc->client_tls == CLIENT_TLS_IMPLICIT || s->direct_tls ?
 	    "implicit" : "starttls";
@@ -985,7 +1014,7 @@ session_client_tls_ready(struct session *s)
 	}
 	if (s->dead)
 		return;
-	if (s->backend.state == BACKEND_IDLE && !s->proto->connect_on_verdict) {
+	if (s->backend.state == BACKEND_IDLE && session_connects_itself(s)) {
 		session_connect_backend(s);
 		return;
 	}
@@ -1087,6 +1116,11 @@ session_connect_backend(struct session *s)
 
 	if (s->backend.state != BACKEND_IDLE)
 		return;
+	if (s->refusal != PROTO_REFUSAL_NONE) {
+		session_close(s, END_INTERNAL, "the module of a client refused for %s "
+		    "asked for the backend", proto_refusal_name(s->refusal));
+		return;
+	}
 	if (s->target == NULL && !lc->backend.has_address) {
 		session_backend_failed(s, END_BACKEND_UNREACHABLE,
 		    "no backend for this request (backend.address is not set)");
@@ -1346,10 +1380,14 @@ session_free(struct session *s)
 	free(s->addrs);
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
-	atomic_fetch_sub_explicit(&w->d->nsessions, 1, memory_order_relaxed);
+	if (s->refusal != PROTO_REFUSAL_NONE)
+		w->nrefusing--;
+	else {
+		atomic_fetch_sub_explicit(&w->d->nsessions, 1, memory_order_relaxed);
+		STAT_INC(s->counters, closed);
+	}
 	STAT_ADD(s->counters, bytes_in, s->bytes_in);
 	STAT_ADD(s->counters, bytes_out, s->bytes_out);
-	STAT_INC(s->counters, closed);
 	runtime_unref(s->rt);
 	s->magic = 0;
 	free(s);

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "proto.h"
 #include "util.h"
 
 struct worker;
@@ -23,9 +24,15 @@ struct listen_sock;
 /* A monotonic clock in milliseconds, coarse and cheap. */
 uint64_t now_ms(void);
 
-/* A client accepted on ls: the session takes fd. */
+/*
+ * A client accepted on ls: the session takes fd.  With a refusal, the
+ * session exists only to give the client its protocol's refusal (the
+ * protocol has refuse_in_session): it never reaches the backend, lives
+ * at most timeouts.cleartext outside the TLS handshake, and does not
+ * count towards max_connections (w->nrefusing counts it).
+ */
 void	 session_accept(struct worker *, struct listen_sock *, int fd,
-	    const struct sockaddr *, socklen_t);
+	    const struct sockaddr *, socklen_t, enum proto_refusal);
 /* Close every session of the worker now, with end=shutdown and why. */
 void	 session_shutdown_all(struct worker *, const char *why);
 

@@ -59,8 +59,10 @@ struct harness {
 	struct evbuffer		*to_backend;
 	bool			 client_tls;	/* the client side is in TLS */
 	size_t			 client_room;	/* what may wait for the client to read */
+	enum proto_refusal	 refusal;	/* the session only refuses the client */
 	/* what the last call left in its proto_io */
 	bool			 stopped;
+	bool			 direct_tls;
 	enum session_end	 end;
 	const char		*reason;
 	size_t			 dropped;
@@ -137,6 +139,7 @@ harness_call(struct harness *h, enum harness_hook hook)
 		.to_backend = h->to_backend,
 		.client_room = h->client_room > queued ? h->client_room - queued : 0,
 		.end = hook == HARNESS_DIALOGUE ? END_BACKEND_TLS_FAILED : END_PROTOCOL_ERROR,
+		.refusal = h->refusal,
 	};
 	enum proto_verdict	 v = PROTO_CONTINUE;
 
@@ -163,6 +166,7 @@ harness_call(struct harness *h, enum harness_hook hook)
 		break;
 	}
 	h->stopped = io.stopped && v == PROTO_CONTINUE;
+	h->direct_tls = io.direct_tls;
 	h->end = io.end;
 	h->reason = io.reason;
 	h->dropped = io.dropped;
