@@ -793,10 +793,11 @@ tls_server_ssl(struct tls_server *ts)
 }
 
 static struct tls_client *
-tls_client_new(const struct backend_conf *b, struct config_errors *errs)
+tls_client_new(const struct backend_conf *b, const char *alpn, struct config_errors *errs)
 {
 	struct tls_client	*tc;
 	SSL_CTX			*ctx;
+	unsigned char		 wire[256];
 
 	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
 		config_errors_add(errs, "%s: cannot create a TLS context: %s", b->where, openssl_reason());
@@ -806,6 +807,20 @@ tls_client_new(const struct backend_conf *b, struct config_errors *errs)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/*
+	 * The protocol's ALPN id, offered: a server that takes TLS from the
+	 * first byte may insist on it (PostgreSQL 17's direct SSL does), and
+	 * one that does not know ALPN ignores it.
+	 */
+	if (alpn != NULL && strlen(alpn) < sizeof(wire)) {
+		wire[0] = (unsigned char)strlen(alpn);
+		memcpy(wire + 1, alpn, wire[0]);
+		if (SSL_CTX_set_alpn_protos(ctx, wire, wire[0] + 1u) != 0) {
+			config_errors_add(errs, "%s: cannot offer ALPN %s: %s", b->where, alpn,
+			    openssl_reason());
+			goto fail;
+		}
+	}
 	if (b->verify) {
 		int ok = b->ca ? SSL_CTX_load_verify_locations(ctx, b->ca, NULL) :
 		    SSL_CTX_set_default_verify_paths(ctx);
@@ -926,7 +941,7 @@ tlsctx_listener(const struct listener_conf *lc, const char *alpn, struct tls_ser
 	if (lc->client_tls != CLIENT_TLS_NONE)
 		*ts = tls_server_new(lc, alpn, errs);
 	if (lc->backend.tls != BACKEND_TLS_NONE)
-		*tc = tls_client_new(&lc->backend, errs);
+		*tc = tls_client_new(&lc->backend, alpn, errs);
 	return errs->count > before ? -1 : 0;
 }
 

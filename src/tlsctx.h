@@ -24,8 +24,9 @@ struct tls_client;
  * The TLS contexts a listener needs, as server towards its clients (NULL
  * when client_tls is none) and as client towards its backend (NULL when
  * backend.tls is none): every certificate, key, CA file and cipher list
- * loaded and checked.  alpn is its protocol's ALPN id, selected when a
- * client offers it, or NULL.  0, or -1 with errs filled.
+ * loaded and checked.  alpn is its protocol's ALPN id, or NULL: selected
+ * when a client offers it, and offered to the backend.  0, or -1 with
+ * errs filled.
  */
 int		 tlsctx_listener(const struct listener_conf *, const char *alpn,
 		    struct tls_server **, struct tls_client **, struct config_errors *);
