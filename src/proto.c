@@ -14,6 +14,7 @@
 const struct proto *const proto_table[] = {
 	&proto_smtp,
 	&proto_ldap,
+	&proto_postgres,
 	&proto_http,
 	&proto_line,
 	&proto_tcp,

@@ -163,6 +163,7 @@ extern const struct proto *const proto_table[];
 
 extern const struct proto proto_smtp;
 extern const struct proto proto_ldap;
+extern const struct proto proto_postgres;
 extern const struct proto proto_http;
 extern const struct proto proto_line;
 extern const struct proto proto_tcp;
