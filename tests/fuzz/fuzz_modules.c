@@ -1,12 +1,14 @@
 /*
- * libFuzzer target: the protocol modules (smtp, ldap, http, line) driven
+ * libFuzzer target: the protocol modules (smtp, ldap, http, line, postgres) driven
  * as the session drives them, with a hostile client and a hostile backend
  * taking turns, so that their state machines are fuzzed, not only the
  * pure parsers under them.
  *
  * Input: byte 0 picks the protocol, byte 1 the listener's flags (bit 0
  * require_tls, bit 1 implicit client TLS, bit 2 the proxy's own STARTTLS
- * towards the backend first).  Then records: an op byte (0 client bytes,
+ * towards the backend first, bit 3 line.reply, bit 4 a client that does
+ * not read, bit 5 no client TLS, bit 6 a session that only refuses the
+ * client as busy).  Then records: an op byte (0 client bytes,
  * 1 backend bytes, 2 "the backend came up"), a length byte, the bytes.
  * Bytes a module leaves in an input stay there for the next turn, as in
  * a session.
@@ -21,6 +23,7 @@
 
 #include "config.h"
 #include "harness.h"
+#include "pg_parse.h"
 #include "proto.h"
 
 /* The module and what the session knows of it. */
@@ -98,6 +101,24 @@ check_smtp_cleartext(struct evbuffer *to_backend)
 	}
 }
 
+/*
+ * postgres before the client's TLS under require_tls, or refusing the
+ * client: nothing reaches the backend but one CancelRequest, and a
+ * refused client not even that.
+ */
+static void
+check_postgres(struct evbuffer *to_backend, bool refusing)
+{
+	size_t		 len = evbuffer_get_length(to_backend);
+	const uint8_t	*p = evbuffer_pullup(to_backend, -1);
+
+	if (len == 0)
+		return;
+	if (refusing || len != PG_CANCEL_LEN || p[3] != PG_CANCEL_LEN || p[4] != 0x04 ||
+	    p[5] != 0xd2 || p[6] != 0x16 || p[7] != 0x2e)
+		__builtin_trap();
+}
+
 /* Each protocol's settings, made once as the daemon makes them. */
 static void *
 proto_conf(const struct proto *p, bool with_reply)
@@ -126,7 +147,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct proto *const protos[] = {
-		&proto_smtp, &proto_ldap, &proto_http, &proto_line,
+		&proto_smtp, &proto_ldap, &proto_http, &proto_line, &proto_postgres,
 	};
 	const struct proto *p;
 	struct listener_conf lc;
@@ -139,17 +160,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memset(&r, 0, sizeof(r));
 	memset(&lc, 0, sizeof(lc));
-	p = protos[data[0] % 4];
+	p = protos[data[0] % (sizeof(protos) / sizeof(protos[0]))];
 	lc.proto = p;
 	lc.require_tls = data[1] & 1;
-	lc.client_tls = (data[1] & 2) ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
+	lc.client_tls = (data[1] & 2) ? CLIENT_TLS_IMPLICIT :
+	    (data[1] & 32) ? CLIENT_TLS_NONE : CLIENT_TLS_STARTTLS;
+	if (lc.client_tls == CLIENT_TLS_NONE)
+		lc.require_tls = false;
 	lc.proto_conf = proto_conf(p, (data[1] & 8) != 0);
 	harness_open_listener(h, &lc);
 	h->client_tls = lc.client_tls == CLIENT_TLS_IMPLICIT;
 	h->client_room = (data[1] & 16) ? 256 : SIZE_MAX / 2;	/* a client that does not read */
+	if ((data[1] & 64) && p->refuse_in_session)
+		h->refusal = PROTO_REFUSAL_BUSY;
 	r.bup = (data[1] & 4) && p->backend_starttls != NULL;
 	if (r.bup && call(&r, HARNESS_DIALOGUE) != PROTO_CONTINUE)
 		r.bup = false;
+	evbuffer_drain(h->to_backend, evbuffer_get_length(h->to_backend));	/* sent */
 	if (h->client_tls)
 		verdict(&r, call(&r, HARNESS_TLS_READY));
 
@@ -188,6 +215,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += n;
 		if (p == &proto_smtp && lc.require_tls && cleartext)
 			check_smtp_cleartext(h->to_backend);
+		if (p == &proto_postgres && ((lc.require_tls && cleartext) ||
+		    h->refusal != PROTO_REFUSAL_NONE))
+			check_postgres(h->to_backend, h->refusal != PROTO_REFUSAL_NONE);
 		evbuffer_drain(h->to_client, evbuffer_get_length(h->to_client));
 		evbuffer_drain(h->to_backend, evbuffer_get_length(h->to_backend));
 		/* the client has read its replies: the session resumes the module */
