@@ -16,8 +16,9 @@
 
 #define POP3_LINE_MAX_PRE_TLS	4096	/* command lines before TLS (SPEC) */
 #define POP3_LINE_MAX		16384	/* command and SASL response lines inside
-					   TLS until authentication: twice
-					   Dovecot's 8 KiB SASL buffer */
+					   TLS until authentication: Dovecot's
+					   pop3-login takes 1 KiB command lines
+					   and 8 KiB SASL responses */
 #define POP3_REPLY_LINE_MAX	16384	/* a status or SASL challenge line from the
 					   backend (RFC 1939: 512; Dovecot's SASL
 					   lines go to 16 KiB) */
