@@ -237,8 +237,9 @@ def test_curl_ssl_reqd_retrieves_the_message(daemon, pki, dovecot):
 
 
 def test_curl_without_tls_is_refused(daemon, pki, dovecot):
-    """curl without --ssl-reqd does not upgrade: its USER or AUTH gets
-    -ERR [AUTH] from the proxy, and Dovecot sees no login attempt."""
+    """curl without --ssl-reqd does not upgrade, and the cleartext CAPA
+    offers it neither USER nor SASL: it gives up (login denied) without
+    sending a credential, and Dovecot sees no login attempt."""
     port = free_port()
     daemon(pop3_conf(port, f"127.0.0.1:{dovecot.pop3_port}", pki))
     r = subprocess.run(["curl", "-q", "-sS", "--max-time", "20", "-u",
@@ -251,12 +252,12 @@ def test_curl_without_tls_is_refused(daemon, pki, dovecot):
     assert dovecot.password not in dovecot.log()
 
 
-def test_openssl_s_client_starttls_pop3(daemon, pki, dovecot):
+def test_openssl_s_client_starttls_pop3(daemon, pki, dovecot_tls):
     """openssl s_client -starttls pop3 -verify_return_error (it sends STLS
-    at once, without CAPA): the chain verifies, and inside TLS the CAPA
-    is Dovecot's, without STLS."""
+    at once, without CAPA): the chain and the name verify, and inside TLS
+    the CAPA is Dovecot's without the STLS that Dovecot offers."""
     port = free_port()
-    d = daemon(pop3_conf(port, f"127.0.0.1:{dovecot.pop3_port}", pki))
+    d = daemon(pop3_conf(port, f"127.0.0.1:{dovecot_tls.pop3_port}", pki))
     r = subprocess.run(["openssl", "s_client", "-starttls", "pop3", "-connect", f"127.0.0.1:{port}",
                         "-servername", "localhost", "-CAfile", str(pki.ca), "-verify_return_error",
                         "-verify_hostname", "localhost",
@@ -520,14 +521,15 @@ class FakePOP3:
 
 FAKE_CAPA = b"+OK\r\nTOP\r\nUSER\r\nPIPELINING\r\n.\r\n"
 FAKE_RETR = (b"+OK 140 octets\r\nSubject: x\r\n\r\n..\r\n+OK Begin TLS negotiation\r\n"
-             b"+OK fake\r\n.\n.\r\n...\r\n-ERR x\r\n.\r\n")
+             b"+OK fake\r\n.\n.\r\nbare LF\n.\r\n...\r\n-ERR x\r\n.\r\n")
 
 
 def test_stls_waits_for_a_dot_stuffed_body_in_pieces(daemon, pki):
     """A backend that serves LIST and RETR before login (none real does;
     the proxy must still frame it): LIST, RETR, STLS pipelined.  The body,
-    sent in pieces, holds a fake "+OK Begin TLS negotiation" line, "."
-    after a bare LF and ".." lines; the proxy's +OK comes only after the
+    sent in pieces, holds a fake "+OK Begin TLS negotiation" line, a dot
+    line after a bare LF (which a backend does not dot-stuff) and ".."
+    lines; the proxy's +OK comes only after the
     real end, and the first reply inside TLS answers the first command
     inside TLS."""
     pieces = [FAKE_RETR[:20], FAKE_RETR[20:47], FAKE_RETR[47:80], FAKE_RETR[80:]]
