@@ -4,6 +4,7 @@ import socket
 import ssl
 import subprocess
 import time
+import weakref
 
 import pytest
 
@@ -35,15 +36,23 @@ def mta(pki):
     b.stop()
 
 
+_unread = weakref.WeakKeyDictionary()   # what a read brought past the reply it read
+
+
 def read_reply(sock, timeout=10):
-    """One whole SMTP reply (all its lines)."""
+    """One whole SMTP reply (all its lines); what came after it in the same
+    read is kept for the next call (replies may share a TCP read or a TLS
+    record)."""
     sock.settimeout(timeout)
-    buf = b""
+    buf = _unread.pop(sock, b"")
     while True:
-        lines = buf.split(b"\r\n")
-        for line in lines[:-1]:
+        end = 0
+        for line in buf.split(b"\r\n")[:-1]:
+            end += len(line) + 2
             if len(line) >= 4 and line[3:4] == b" " or len(line) == 3:
-                return buf
+                if end < len(buf):
+                    _unread[sock] = buf[end:]
+                return buf[:end]
         chunk = sock.recv(4096)
         if not chunk:
             return buf
