@@ -1,17 +1,54 @@
-"""The integration tests' one listener builder, and the wire helpers of
-the protocols that have a cleartext upgrade.
+"""The integration tests' one listener builder, and one table of the
+protocols that have a cleartext upgrade.
 
 listener(listen, backend, protocol=..., name=..., ...) writes the text of
 a configuration with one listener; listeners(group(...), group(...),
-glob=...) one with several.
+glob=...) one with several.  Every test file builds its configuration
+with these (test_tls_reasons.spread_conf aside, which spreads one setting
+over each line on purpose).
 
-The wire helpers (SMTP replies, LDAP BER, the line and web servers) live
-here, so that the per-protocol test files can import them from here
-without importing one another."""
+PROTOCOLS maps a protocol name to a Protocol.  test_attacks.py runs every
+attack against every entry, so that a protocol added here is attacked by
+all of them.  An entry needs:
+
+  listener     the keywords of listener() for the listener under attack:
+               protocol, name, and the protocol's own block, e.g.
+               dict(protocol="line", name="demo", line={"reply": "OK"})
+  certificates certificates(pki) -> [(cert, key), ...] (default: pki's
+               server certificate); one of them must match sni
+  backend      backend(tmp_path) -> a real server, started, with .port
+               and .stop()
+  greet        greet(sock): what a client says and reads in cleartext
+               before it sends the verb (default: nothing)
+  verb         the upgrade request, as bytes
+  answered     answered(sock): reads the proxy's answer to verb and
+               asserts that it said yes
+  upgrade      upgrade(sock): the whole cleartext upgrade, after which
+               the client starts TLS (default: greet, verb, answered)
+  probe        probe(tls_sock, backend): one exchange inside TLS that
+               proves the session reaches the backend
+  second_upgrade  second_upgrade(tls_sock) -> bool: sends verb again
+               inside TLS and asserts what comes back; True if the
+               session goes on (the probe is then run), False if the
+               backend ended it
+  injected     a request a man in the middle appends to verb in the same
+               write (CVE-2011-0411); the proxy must discard it
+  only_probe_seen  only_probe_seen(backend): asserts that the backend
+               saw the probe and nothing of injected
+  sni          the name the TLS client asks for (default "localhost")
+
+The wire helpers an entry needs (SMTP replies, LDAP BER, the line and web
+servers) live here too, so that the per-protocol test files can import
+them from here without importing one another."""
+import dataclasses
 import http.server
+import pathlib
 import threading
+from typing import Callable
 
-from helpers import Server
+from helpers import Server, recv_until
+from slapd_backend import Slapd
+from smtp_backend import SMTPBackend
 
 
 # The builder
@@ -229,3 +266,176 @@ class WebBackend:
         self.server.shutdown()
         self.server.server_close()
 
+    stop = close
+
+
+# The table
+
+def _nothing(sock):
+    pass
+
+
+def _server_certificate(pki):
+    return [(pki.server_cert, pki.server_key)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """One protocol with a cleartext upgrade; the fields are described at
+    the top of this file."""
+    listener: dict
+    backend: Callable
+    verb: bytes
+    answered: Callable
+    probe: Callable
+    second_upgrade: Callable
+    injected: bytes
+    only_probe_seen: Callable
+    greet: Callable = _nothing
+    upgrade: Callable = None
+    sni: str = "localhost"
+    certificates: Callable = _server_certificate
+
+    def __post_init__(self):
+        if self.upgrade is None:
+            def upgrade(sock):
+                self.greet(sock)
+                sock.sendall(self.verb)
+                self.answered(sock)
+            object.__setattr__(self, "upgrade", upgrade)
+
+    def conf(self, port, backend_port, pki, **kw):
+        """The configuration of this protocol's listener on port, in
+        front of the backend on backend_port; kw as listener()'s."""
+        return listener(port, backend_port, certificates=self.certificates(pki),
+                        **{**self.listener, **kw})
+
+
+def _smtp_greet(c):
+    read_reply(c)
+    c.sendall(b"EHLO client.test\r\n")
+    read_reply(c)
+
+
+def _smtp_answered(c):
+    assert read_reply(c).startswith(b"220 2.0.0")
+
+
+def _smtp_upgrade(c):
+    assert read_reply(c).startswith(b"220 ")
+    c.sendall(b"EHLO client.test\r\n")
+    read_reply(c)
+    c.sendall(b"STARTTLS\r\n")
+    assert read_reply(c) == b"220 2.0.0 Ready to start TLS\r\n"
+
+
+def _smtp_probe(t, be):
+    t.sendall(b"NOOP\r\n")
+    assert read_reply(t) == b"250 OK\r\n"
+
+
+def _smtp_second_upgrade(t):
+    t.sendall(b"STARTTLS\r\n")
+    assert read_reply(t) == b"503 5.5.1 TLS already active\r\n"
+    return True
+
+
+def _smtp_only_probe_seen(be):
+    assert "MAIL" not in be.verbs()
+
+
+def _line_answered(c):
+    assert recv_until(c, b"\n") == b"OK\r\n"
+
+
+def _line_probe(t, be):
+    t.sendall(b"PING\r\n")
+    assert recv_until(t, b"\n") == b"PONG\r\n"
+
+
+def _line_second_upgrade(t):
+    t.sendall(b"STARTTLS\r\n")
+    assert recv_until(t, b"\n") == b"ECHO STARTTLS\r\n"  # the backend's, not "OK"
+    return True
+
+
+def _line_only_probe_seen(be):
+    assert bytes(be.received) == b"PING\r\n"  # the probe's only
+
+
+def _ldap_answered(c):
+    assert [m[:3] for m in read_messages(c, 1)] == [(1, 0x78, 0)]
+
+
+def _ldap_probe(t, be):
+    t.sendall(search_request(5, be.base))
+    assert [m[0] for m in read_messages(t, 2)] == [5, 5]
+
+
+def _ldap_second_upgrade(t):
+    t.sendall(starttls_request(2))
+    assert [m[:3] for m in read_messages(t, 1)] == [(2, 0x78, 1)]
+    return True
+
+
+def _ldap_only_probe_seen(be):
+    assert len([op for op in be.ops() if op.startswith("SRCH")]) == 1
+
+
+HTTP_CONNECT = b"CONNECT alt.test:443 HTTP/1.1\r\nHost: alt.test:443\r\n\r\n"
+
+
+def _http_answered(c):
+    assert recv_until(c, b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+
+
+def _http_upgrade(c):
+    c.sendall(HTTP_CONNECT)
+    assert recv_until(c, b"\r\n\r\n") == b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+def _http_probe(t, be):
+    t.sendall(b"GET /probe HTTP/1.1\r\nHost: alt.test\r\n\r\n")
+    assert recv_until(t, b"backend\n").endswith(b"hello from the web backend\n")
+
+
+def _http_second_upgrade(t):
+    t.sendall(b"CONNECT alt.test:443 HTTP/1.1\r\nHost: alt.test\r\n\r\n")
+    # http.server's own refusal, and it closes: no tunnel in the tunnel
+    reply = recv_until(t, b"</html>\n")
+    assert reply.startswith(b"HTTP/1.1 501 Unsupported method ('CONNECT')")
+    return False
+
+
+def _http_only_probe_seen(be):
+    assert be.seen == ["GET /probe HTTP/1.1"]
+
+
+PROTOCOLS = {
+    "smtp": Protocol(
+        listener=dict(protocol="smtp", name="submission"),
+        backend=lambda tmp_path: SMTPBackend(),
+        greet=_smtp_greet, verb=b"STARTTLS\r\n", answered=_smtp_answered, upgrade=_smtp_upgrade,
+        probe=_smtp_probe, second_upgrade=_smtp_second_upgrade,
+        injected=b"MAIL FROM:<evil@example.org>\r\n", only_probe_seen=_smtp_only_probe_seen),
+    "line": Protocol(
+        listener=dict(protocol="line", name="demo", line={"reply": "OK"}),
+        backend=lambda tmp_path: line_server(),
+        verb=b"STARTTLS\r\n", answered=_line_answered,
+        probe=_line_probe, second_upgrade=_line_second_upgrade,
+        injected=b"PING\r\n", only_probe_seen=_line_only_probe_seen),
+    "ldap": Protocol(
+        listener=dict(protocol="ldap", name="directory"),
+        backend=lambda tmp_path: Slapd(pathlib.Path(tmp_path) / "slapd"),
+        verb=starttls_request(1), answered=_ldap_answered,
+        probe=_ldap_probe, second_upgrade=_ldap_second_upgrade,
+        injected=search_request(9, "dc=example,dc=org"), only_probe_seen=_ldap_only_probe_seen),
+    "http": Protocol(
+        listener=dict(protocol="http", name="web", http={"connect_allow": ["alt.test:443"]}),
+        certificates=lambda pki: [(pki.server_cert, pki.server_key), (pki.alt_cert, pki.alt_key)],
+        backend=lambda tmp_path: WebBackend(),
+        verb=HTTP_CONNECT, answered=_http_answered, upgrade=_http_upgrade,
+        probe=_http_probe, second_upgrade=_http_second_upgrade,
+        injected=b"GET /injected HTTP/1.1\r\nHost: alt.test\r\n\r\n",
+        only_probe_seen=_http_only_probe_seen, sni="alt.test"),
+}
