@@ -605,6 +605,7 @@ side_handshake(struct side *sd)
 	case SSL_ERROR_NONE:
 		sd->handshaking = false;
 		sd->tls_up = true;
+		tls_handshake_done(sd->ssl);
 		side_update(sd);
 		side_report(sd, SIDE_TLS_READY);
 		/* the peer's first records may have come with its last handshake message */

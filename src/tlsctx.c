@@ -555,6 +555,21 @@ tlsctx_io_settings(SSL_CTX *ctx)
 	SSL_CTX_set_default_read_buffer_len(ctx, 65536);
 }
 
+void
+tls_handshake_done(SSL *ssl)
+{
+	/*
+	 * TLS 1.3 sends its session tickets after the handshake, in a flight
+	 * of their own: OpenSSL's default is two tickets, two encryptions, a
+	 * write and a packet for each client.  One ticket, sent with the
+	 * first bytes of the session (SSL_new_session_ticket queues it for
+	 * the next write), costs a fraction of that and resumes all the same.
+	 */
+	if (SSL_is_server(ssl) && SSL_version(ssl) == TLS1_3_VERSION &&
+	    !(SSL_get_options(ssl) & SSL_OP_NO_TICKET))
+		(void)SSL_new_session_ticket(ssl);
+}
+
 static SSL_CTX *
 server_ctx_base(const struct listener_conf *lc, const struct server_policy *pol,
     struct config_errors *errs)
@@ -571,6 +586,7 @@ server_ctx_base(const struct listener_conf *lc, const struct server_policy *pol,
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	tlsctx_io_settings(ctx);
+	SSL_CTX_set_num_tickets(ctx, 0);	/* one, with the first data: tls_handshake_done */
 	if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : TLSCTX_DEFAULT_CIPHERS) != 1) {
 		ERR_clear_error();
 		config_errors_add(errs, "%s: no usable cipher in \"%s\" (expected an OpenSSL cipher list, see ciphers(1))",
