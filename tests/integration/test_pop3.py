@@ -5,20 +5,17 @@ no client sends: commands injected behind STLS, pipelining, dot-stuffed
 content, long lines.  Small fakes stand in for backends that misbehave
 (no CAPA, a RETR answered before login, late replies, bytes after +OK)."""
 import contextlib
-import hashlib
 import os
 import poplib
-import shutil
 import socket
 import ssl
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from dovecot_backend import Dovecot
-from helpers import Server, backend_starttls, client_ctx, free_port, wait_for
+from helpers import Server, backend_starttls, client_ctx, free_port
+from protocols import DovecotPOP3, listener
 
 GREETING = b"+OK Dovecot (Debian) ready.\r\n"
 STLS_OK = b"+OK Begin TLS negotiation\r\n"
@@ -43,30 +40,18 @@ DOTTED = (b"From: Bob <bob@example.test>\n"
 
 
 def pop3_conf(port, backend, pki, extra="", backend_extra="", glob=""):
-    return f"""
-{glob}
-listeners = (
-  {{ name = "pop3"; listen = "127.0.0.1:{port}"; protocol = "pop3";
-    {extra}
-    tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-    backend = {{ address = "{backend}"; {backend_extra} }};
-  }}
-);
-"""
+    """A pop3 listener on port in front of backend ("host:port")."""
+    return listener(port, backend, protocol="pop3", name="pop3", pki=pki, extra=extra,
+                    backend_extra=backend_extra, glob=glob)
 
 
 @contextlib.contextmanager
 def running_dovecot(**kw):
-    """Dovecot under a directory its auth process (user dovecot) can reach:
-    pytest's own are mode 0700."""
-    base = tempfile.mkdtemp(prefix="stp-pop3-dovecot-")
-    os.chmod(base, 0o755)
-    d = Dovecot(base, **kw)
+    d = DovecotPOP3(**kw)
     try:
         yield d
     finally:
         d.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def add_message(d, data, name="1704067300.M2P1.stp:2,"):
@@ -702,7 +687,7 @@ def test_backend_unreachable(daemon, pki):
 def test_busy(daemon, pki, dovecot):
     """Past max_connections: the busy reply, written at accept."""
     port = free_port()
-    d = daemon(pop3_conf(port, f"127.0.0.1:{dovecot.pop3_port}", pki, extra="max_connections = 1;"))
+    daemon(pop3_conf(port, f"127.0.0.1:{dovecot.pop3_port}", pki, extra="max_connections = 1;"))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as first:
         assert Lines(first).line() == GREETING
         with socket.create_connection(("127.0.0.1", port), timeout=10) as second:

@@ -6,9 +6,17 @@ watermark (test_floods.py's SLACK_KIB)."""
 import socket
 import time
 
+import pytest
+
 from helpers import Server, free_port
 from test_floods import WATERMARKS, Flooder, TLSFlood, check, raw_sender
-from test_pop3 import GREETING, STLS_OK, Lines, dovecot, pop3_conf  # noqa: F401 (a fixture)
+from test_pop3 import GREETING, STLS_OK, Lines, pop3_conf, running_dovecot
+
+
+@pytest.fixture
+def dovecot():
+    with running_dovecot() as d:
+        yield d
 
 
 def test_refused_logins_from_a_client_that_never_reads(daemon, pki, dovecot):
