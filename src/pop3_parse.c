@@ -18,7 +18,7 @@ static const struct {
 	{ "RETR", POP3_RETR },	{ "DELE", POP3_DELE },	{ "NOOP", POP3_NOOP },
 	{ "RSET", POP3_RSET },	{ "TOP", POP3_TOP },	{ "UIDL", POP3_UIDL },
 	{ "LAST", POP3_LAST },	{ "UTF8", POP3_UTF8 },	{ "LANG", POP3_LANG },
-	{ "XCLIENT", POP3_XCLIENT },
+	{ "XCLIENT", POP3_XCLIENT },	{ "XOIP", POP3_XOIP },
 };
 
 void

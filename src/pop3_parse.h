@@ -46,7 +46,9 @@ enum pop3_verb {
 	POP3_LAST,		/* RFC 1460, still answered by Dovecot */
 	POP3_UTF8,		/* RFC 6856 */
 	POP3_LANG,		/* RFC 6856 */
-	POP3_XCLIENT,		/* Dovecot's, single-line */
+	POP3_XCLIENT,		/* Dovecot's and Postfix's: a trusted proxy's
+				   client address; single-line */
+	POP3_XOIP,		/* Zimbra's nginx, which Dovecot takes as XCLIENT */
 };
 
 struct pop3_command {

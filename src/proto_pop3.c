@@ -39,6 +39,11 @@
  *     Dovecot's pop3-login skips CRs in a command name ("ST\rLS" is STLS
  *     there), so the proxy and the backend would not agree on the verb.
  *
+ * XCLIENT and XOIP are refused, before TLS and inside it: with them a
+ * proxy that the backend trusts (Dovecot's login_trusted_networks) tells
+ * it the client's address, and a client must not speak with the proxy's
+ * voice.  backend.proxy_protocol is the way to pass the address on.
+ *
  * With backend.tls = "starttls" the proxy upgrades its own connection to
  * the backend before any client command reaches it: it reads the greeting
  * (kept, and shown to the client once the backend is in TLS), sends STLS
@@ -108,6 +113,7 @@ struct pop3 {
 #define REPLY_AUTH_NEED_TLS	"-ERR [AUTH] Authentication requires TLS: issue STLS first\r\n"
 #define REPLY_NEED_TLS		"-ERR TLS required: issue STLS first\r\n"
 #define REPLY_BAD_LINE		"-ERR Command line with a CR or NUL refused\r\n"
+#define REPLY_XCLIENT		"-ERR XCLIENT is not allowed through the proxy\r\n"
 #define REPLY_TOO_LONG		"-ERR Line too long\r\n"
 #define REPLY_UNAVAILABLE	"-ERR [SYS/TEMP] Service not available\r\n"
 #define REPLY_BUSY		"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
@@ -192,6 +198,8 @@ pop3_local_reply(struct pop3 *m, const struct proto_io *io, const struct pop3_co
 			return REPLY_STLS_UNSURE;
 		return REPLY_STLS;
 	}
+	if (c->verb == POP3_XCLIENT || c->verb == POP3_XOIP)
+		return REPLY_XCLIENT;
 	if (io->client_tls)
 		return NULL;
 	if (memchr(text, '\r', textlen) != NULL || memchr(text, '\0', textlen) != NULL)

@@ -45,6 +45,7 @@ import http.server
 import os
 import pathlib
 import shutil
+import socket
 import tempfile
 import threading
 import weakref
@@ -284,6 +285,24 @@ class WebBackend:
 
 # pop3: Dovecot, and POP3 replies
 
+class _HaproxiedDovecot(Dovecot):
+    """With haproxy = yes Dovecot greets only after a PROXY header, which
+    the start-up probe of dovecot_backend.Dovecot does not send: this one
+    sends a v1 header for an unknown connection first."""
+
+    def _listening(self):
+        for port in (self.imap_port, self.pop3_port):
+            try:
+                with socket.create_connection((self.host, port), timeout=1) as s:
+                    s.sendall(b"PROXY UNKNOWN\r\n")
+                    s.settimeout(2)
+                    if not s.recv(1024):
+                        return False
+            except OSError:
+                return False
+        return True
+
+
 class DovecotPOP3:
     """Dovecot (dovecot_backend.py) under a directory of its own that its
     auth process (user dovecot) can reach: pytest's directories are mode
@@ -293,7 +312,7 @@ class DovecotPOP3:
         self.base = tempfile.mkdtemp(prefix="stp-pop3-dovecot-")
         os.chmod(self.base, 0o755)
         try:
-            self.dovecot = Dovecot(self.base, **kw)
+            self.dovecot = (_HaproxiedDovecot if kw.get("haproxy") else Dovecot)(self.base, **kw)
         except BaseException:
             shutil.rmtree(self.base, ignore_errors=True)
             raise

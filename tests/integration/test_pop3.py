@@ -273,7 +273,7 @@ def test_refused_commands_never_reach_dovecot(daemon, pki, dovecot):
                     b"AUTH PLAIN AGFsaWNlAGFsaWNlLXNlY3JldC1wdw==", b"AUTH"):
             c.sendall(cmd + b"\r\n")
             assert r.line() == AUTH_NEED_TLS, cmd
-        for cmd in (b"NOOP", b"STAT", b"RETR 1", b"LIST", b"XCLIENT ADDR=192.0.2.1", b""):
+        for cmd in (b"NOOP", b"STAT", b"RETR 1", b"LIST", b"XTND XLIST", b""):
             c.sendall(cmd + b"\r\n")
             assert r.line() == NEED_TLS, cmd
         c.sendall(b"QUIT\r\n")
@@ -694,3 +694,70 @@ def test_busy(daemon, pki, dovecot):
             r = Lines(second)
             assert r.line() == b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
             assert r.line() == b""
+
+
+# -- deployment (doc/deploy.md) -----------------------------------------------
+
+@pytest.mark.parametrize("leg", ["starttls", "plaintext"])
+def test_dovecot_behind_the_proxy_protocol(daemon, pki, leg):
+    """doc/deploy.md's Dovecot: the proxy sends a PROXY v2 header
+    (Dovecot's haproxy = yes), so that Dovecot logs the client's own
+    address, here 127.0.0.3, not the proxy's.  The header goes out before
+    the client's STLS, so it cannot say TLS: with disable_plaintext_auth
+    Dovecot then refuses the password over a plaintext leg, and takes it
+    over the proxy's own STLS (backend.tls = "starttls")."""
+    with running_dovecot(tls=(pki.backend_cert, pki.backend_key), host="127.0.0.2",
+                         haproxy=True, plaintext_auth=False) as dv:
+        port = free_port()
+        extra = 'proxy_protocol = "v2";'
+        if leg == "starttls":
+            extra += backend_starttls(pki)
+        daemon(pop3_conf(port, f"127.0.0.2:{dv.pop3_port}", pki, backend_extra=extra))
+        with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                      source_address=("127.0.0.3", 0)) as c:
+            r = Lines(c)
+            assert r.line() == GREETING
+            t, rt = stls(c, r, pki)
+            t.sendall(b"USER alice\r\nPASS " + dv.password.encode() + b"\r\n")
+            user, pw = rt.line(), rt.line(timeout=15)
+            t.close()
+        if leg == "starttls":
+            assert (user, pw) == (b"+OK\r\n", b"+OK Logged in.\r\n")
+            login, = dv.logins()
+            assert "rip=127.0.0.3" in login and ", TLS," in login, login
+        else:
+            assert user.startswith(b"-ERR [AUTH] Plaintext authentication disallowed"), user
+            assert dv.logins() == []
+            assert any("rip=127.0.0.3" in l for l in dovecot_lines(dv, "pop3-login: Info"))
+
+
+def test_a_client_cannot_speak_for_a_trusted_proxy(daemon, pki):
+    """An operator may list the proxy in Dovecot's login_trusted_networks
+    (Dovecot then takes the leg as secured).  Dovecot believes XCLIENT from
+    a trusted peer, and says so in its greeting: relayed, a client's
+    XCLIENT ADDR=... would set the address Dovecot logs and authenticates
+    with (shown here without the proxy).  The proxy refuses XCLIENT and
+    XOIP, inside TLS too."""
+    with running_dovecot(trusted_networks="127.0.0.0/8") as dv:
+        with socket.create_connection(("127.0.0.1", dv.pop3_port), timeout=10) as direct:
+            r = Lines(direct)
+            assert r.line() == b"+OK [XCLIENT] Dovecot (Debian) ready.\r\n"
+            direct.sendall(b"XCLIENT ADDR=192.0.2.66\r\nQUIT\r\n")
+            assert r.line() == b"+OK Updated\r\n"
+        port = free_port()
+        daemon(pop3_conf(port, f"127.0.0.1:{dv.pop3_port}", pki))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            r = Lines(c)
+            assert r.line() == b"+OK [XCLIENT] Dovecot (Debian) ready.\r\n"
+            c.sendall(b"XCLIENT ADDR=192.0.2.66\r\n")
+            assert r.line() == b"-ERR XCLIENT is not allowed through the proxy\r\n"
+            t, rt = stls(c, r, pki)
+            t.sendall(b"XCLIENT ADDR=192.0.2.66\r\nXOIP 192.0.2.66\r\nUSER alice\r\nPASS " +
+                      dv.password.encode() + b"\r\n")
+            assert rt.line() == b"-ERR XCLIENT is not allowed through the proxy\r\n"
+            assert rt.line() == b"-ERR XCLIENT is not allowed through the proxy\r\n"
+            assert rt.line() == b"+OK\r\n"
+            assert rt.line() == b"+OK Logged in.\r\n"
+            t.close()
+        login, = dv.logins()
+        assert "rip=127.0.0.1" in login and "192.0.2.66" not in login, login

@@ -72,7 +72,7 @@ test_command_verbs(void **state)
 		{ "RETR", POP3_RETR },	{ "DELE", POP3_DELE },	{ "NOOP", POP3_NOOP },
 		{ "RSET", POP3_RSET },	{ "TOP", POP3_TOP },	{ "UIDL", POP3_UIDL },
 		{ "LAST", POP3_LAST },	{ "UTF8", POP3_UTF8 },	{ "LANG", POP3_LANG },
-		{ "XCLIENT", POP3_XCLIENT },
+		{ "XCLIENT", POP3_XCLIENT },	{ "xoip", POP3_XOIP },
 		{ "stls", POP3_STLS },	{ "StLs", POP3_STLS },	{ "user", POP3_USER },
 		{ "capa", POP3_CAPA },	{ "top", POP3_TOP },	{ "Retr", POP3_RETR },
 		/* what Dovecot reads otherwise is not the proxy's verb */
@@ -146,7 +146,7 @@ test_pre_tls_sets(void **state)
 	assert_true(pop3_allowed_before_tls(POP3_CAPA));
 	assert_true(pop3_allowed_before_tls(POP3_QUIT));
 	assert_true(pop3_allowed_before_tls(POP3_STLS));
-	for (int v = POP3_UNKNOWN; v <= POP3_XCLIENT; v++) {
+	for (int v = POP3_UNKNOWN; v <= POP3_XOIP; v++) {
 		if (v != POP3_CAPA && v != POP3_QUIT && v != POP3_STLS)
 			assert_false(pop3_allowed_before_tls((enum pop3_verb)v));
 		assert_int_equal(pop3_is_login((enum pop3_verb)v),

@@ -312,6 +312,33 @@ test_pop3_inside_tls(void **state)
 	harness_close(&h);
 }
 
+/*
+ * XCLIENT and XOIP are a trusted proxy's, never a client's: refused before
+ * TLS and inside it, with or without require_tls.
+ */
+static void
+test_pop3_xclient_is_refused(void **state)
+{
+	struct harness	 h;
+
+	(void)state;
+	for (int tls = 0; tls <= 1; tls++) {
+		if (tls)
+			open_in_tls(&h, true);
+		else {
+			open_pop3(&h, false);
+			backend_says(&h, GREETING);
+		}
+		free(drain_string(h.to_client));
+		assert_int_equal(client_says(&h, "XCLIENT ADDR=192.0.2.66\r\nxoip 192.0.2.66\r\n"),
+		    PROTO_CONTINUE);
+		assert_drained(h.to_client, "-ERR XCLIENT is not allowed through the proxy\r\n"
+		    "-ERR XCLIENT is not allowed through the proxy\r\n");
+		assert_int_equal(evbuffer_get_length(h.to_backend), 0);
+		harness_close(&h);
+	}
+}
+
 /* A failed login keeps the parsing on; APOP and AUTH succeed alike. */
 static void
 test_pop3_logins(void **state)
@@ -698,6 +725,7 @@ main(void)
 		cmocka_unit_test(test_pop3_capa_before_tls),
 		cmocka_unit_test(test_pop3_inside_tls),
 		cmocka_unit_test(test_pop3_logins),
+		cmocka_unit_test(test_pop3_xclient_is_refused),
 		cmocka_unit_test(test_pop3_sasl_dialogue_holds_stls),
 		cmocka_unit_test(test_pop3_auth_mechanism_list),
 		cmocka_unit_test(test_pop3_unknown_verb_refuses_stls),
