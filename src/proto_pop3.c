@@ -67,7 +67,7 @@ enum pop3_expect {
 	EXPECT_GREETING,
 	EXPECT_SINGLE,
 	EXPECT_MULTI,		/* a body follows a +OK */
-	EXPECT_CAPA,		/* likewise, rewritten while the proxy rewrites CAPA */
+	EXPECT_CAPA,		/* likewise, held whole and rewritten */
 	EXPECT_LOGIN,		/* PASS, APOP: +OK means authenticated */
 	EXPECT_SASL,		/* AUTH with a mechanism: "+" goes on with the dialogue */
 };
