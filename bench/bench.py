@@ -766,11 +766,9 @@ def floor_of(key, fl):
         if fl.get("crypto"):
             return fl["crypto"], f"{fl['crypto']:.2f} (crypto)"
         return None, ""
-    if key.startswith("hs-tls-ecdsa") or key.startswith("sess-smtp"):
-        return fl.get("hs-ecdsa"), fmt(fl.get("hs-ecdsa"), 3)
-    if key == "hs-tls-rsa":
-        return fl.get("hs-rsa"), fmt(fl.get("hs-rsa"), 3)
-    return None, ""
+    v = (fl.get("hs-ecdsa") if key.startswith(("hs-tls-ecdsa", "sess-smtp")) else
+         fl.get("hs-rsa") if key == "hs-tls-rsa" else None)
+    return v, fmt(v, 3) if v else ""
 
 
 def verdicts(w, fl):
