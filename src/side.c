@@ -42,8 +42,15 @@
 #include "side.h"
 #include "tlsctx.h"
 
-#define SIDE_CHUNK_SMALL	16384		/* the first read of a wake-up */
-#define SIDE_CHUNK		65536		/* the next ones, when the first filled */
+/*
+ * libevent rounds an evbuffer chain's size, its header included, up to a
+ * power of two: asking for 64 KiB allocates 128 KiB, over glibc's mmap
+ * threshold, an mmap, page faults and a munmap for every piece.  The
+ * pieces leave room for the header.
+ */
+#define SIDE_CHAIN_HEADER	256
+#define SIDE_CHUNK_SMALL	(16384 - SIDE_CHAIN_HEADER)	/* the first read of a wake-up */
+#define SIDE_CHUNK		(65536 - SIDE_CHAIN_HEADER)	/* the next ones, when the first filled */
 #define SIDE_READ_BUDGET	(4 * SIDE_CHUNK)	/* per wake-up: others run too */
 #define SIDE_RAW_OUT_MAX	(4 * 16384 + 1024)	/* ciphertext made ahead of the socket */
 #define SIDE_RECORD		16384		/* plaintext per TLS record */
