@@ -42,8 +42,15 @@
 #include "side.h"
 #include "tlsctx.h"
 
-#define SIDE_CHUNK_SMALL	16384		/* the first read of a wake-up */
-#define SIDE_CHUNK		65536		/* the next ones, when the first filled */
+/*
+ * libevent rounds an evbuffer chain's size, its header included, up to a
+ * power of two: asking for 64 KiB allocates 128 KiB, over glibc's mmap
+ * threshold, an mmap, page faults and a munmap for every piece.  The
+ * pieces leave room for the header.
+ */
+#define SIDE_CHAIN_HEADER	256
+#define SIDE_CHUNK_SMALL	(16384 - SIDE_CHAIN_HEADER)	/* the first read of a wake-up */
+#define SIDE_CHUNK		(65536 - SIDE_CHAIN_HEADER)	/* the next ones, when the first filled */
 #define SIDE_READ_BUDGET	(4 * SIDE_CHUNK)	/* per wake-up: others run too */
 #define SIDE_RAW_OUT_MAX	(4 * 16384 + 1024)	/* ciphertext made ahead of the socket */
 #define SIDE_RECORD		16384		/* plaintext per TLS record */
@@ -181,6 +188,9 @@ side_bio_write(BIO *bio, const char *buf, int len)
 	struct side	*sd = BIO_get_data(bio);
 
 	BIO_clear_retry_flags(bio);
+	/* made when there is something to write: an idle side holds none */
+	if (sd->raw_out == NULL && (sd->raw_out = evbuffer_new()) == NULL)
+		return -1;
 	if (evbuffer_add(sd->raw_out, buf, (size_t)len) == -1)
 		return -1;
 	return len;
@@ -193,8 +203,16 @@ side_bio_read(BIO *bio, char *buf, int len)
 	ssize_t		 n;
 
 	BIO_clear_retry_flags(bio);
-	if (sd->raw_in != NULL && evbuffer_get_length(sd->raw_in) > 0)
-		return evbuffer_remove(sd->raw_in, buf, (size_t)len);
+	if (sd->raw_in != NULL) {
+		int got = evbuffer_remove(sd->raw_in, buf, (size_t)len);
+
+		if (evbuffer_get_length(sd->raw_in) == 0) {
+			evbuffer_free(sd->raw_in);	/* read once, at the upgrade */
+			sd->raw_in = NULL;
+		}
+		if (got > 0)
+			return got;
+	}
 	if ((n = recv(sd->fd, buf, (size_t)len, 0)) >= 0)
 		return (int)n;
 	if (errno == EAGAIN || errno == EINTR)
@@ -242,12 +260,12 @@ int
 side_start_tls(struct side *sd, SSL *ssl, bool server)
 {
 	static pthread_once_t	 once = PTHREAD_ONCE_INIT;
-	BIO			*bio;
+	BIO			*bio = NULL;
 
 	pthread_once(&once, side_bio_method_make);
 	if (side_bio_method == NULL || (bio = BIO_new(side_bio_method)) == NULL ||
-	    (sd->raw_out == NULL && (sd->raw_out = evbuffer_new()) == NULL) ||
-	    (sd->raw_in == NULL && (sd->raw_in = evbuffer_new()) == NULL)) {
+	    (evbuffer_get_length(sd->in) > 0 && (sd->raw_in = evbuffer_new()) == NULL)) {
+		BIO_free(bio);
 		SSL_free(ssl);
 		return -1;
 	}
@@ -258,7 +276,8 @@ side_start_tls(struct side *sd, SSL *ssl, bool server)
 	else
 		SSL_set_connect_state(ssl);
 	/* what was read in cleartext and not consumed is the handshake's start */
-	evbuffer_add_buffer(sd->raw_in, sd->in);
+	if (sd->raw_in != NULL)
+		evbuffer_add_buffer(sd->raw_in, sd->in);
 	sd->ssl = ssl;
 	sd->server = server;
 	sd->handshaking = true;
@@ -350,6 +369,10 @@ side_write_raw(struct side *sd, struct evbuffer *buf, bool *progress)
 {
 	int	 n;
 
+	if (buf == NULL) {
+		sd->want_write = false;
+		return 0;
+	}
 	while (evbuffer_get_length(buf) > 0) {
 		if ((n = evbuffer_write(buf, sd->fd)) > 0) {
 			*progress = true;
@@ -371,6 +394,10 @@ side_write_raw(struct side *sd, struct evbuffer *buf, bool *progress)
 		return -1;
 	}
 	sd->want_write = false;
+	if (buf == sd->raw_out) {
+		evbuffer_free(sd->raw_out);	/* all out: an idle side holds none */
+		sd->raw_out = NULL;
+	}
 	return 0;
 }
 
@@ -381,7 +408,7 @@ side_encrypt(struct side *sd)
 	size_t	 len, n, done;
 
 	while ((len = evbuffer_get_length(sd->out)) > 0 &&
-	    evbuffer_get_length(sd->raw_out) < SIDE_RAW_OUT_MAX) {
+	    (sd->raw_out == NULL || evbuffer_get_length(sd->raw_out) < SIDE_RAW_OUT_MAX)) {
 		n = len < SIDE_RECORD ? len : SIDE_RECORD;
 		/* whole records, even from a buffer of small pieces */
 		ERR_clear_error();
@@ -547,8 +574,7 @@ side_read_tls(struct side *sd)
 		v.iov_len = got;
 		evbuffer_commit_space(sd->in, &v, got > 0);
 		/* reading may make OpenSSL write (a key update): send it */
-		if (evbuffer_get_length(sd->raw_out) > 0 &&
-		    side_write_raw(sd, sd->raw_out, &progress) == -1)
+		if (side_write_raw(sd, sd->raw_out, &progress) == -1)
 			return;
 		if (got > 0) {
 			total += got;
@@ -610,7 +636,7 @@ side_handshake(struct side *sd)
 		side_report(sd, SIDE_TLS_READY);
 		/* the peer's first records may have come with its last handshake message */
 		if (sd->cb != NULL && sd->reading &&
-		    (SSL_has_pending(sd->ssl) || evbuffer_get_length(sd->raw_in) > 0))
+		    (SSL_has_pending(sd->ssl) || sd->raw_in != NULL))
 			event_active(&sd->rev, EV_READ, 1);
 		if (sd->cb != NULL && evbuffer_get_length(sd->out) > 0)
 			side_write(sd);
@@ -663,7 +689,7 @@ side_set_reading(struct side *sd, bool on)
 	side_update(sd);
 	/* records OpenSSL already holds, which no socket event would bring */
 	if (on && sd->tls_up && sd->rev_added &&
-	    (SSL_has_pending(sd->ssl) || evbuffer_get_length(sd->raw_in) > 0))
+	    (SSL_has_pending(sd->ssl) || sd->raw_in != NULL))
 		event_active(&sd->rev, EV_READ, 1);
 }
 
