@@ -1,5 +1,6 @@
 /*
- * libFuzzer target: the protocol modules (smtp, ldap, http, line, postgres) driven
+ * libFuzzer target: the protocol modules (smtp, ldap, http, line, pop3,
+ * postgres) driven
  * as the session drives them, with a hostile client and a hostile backend
  * taking turns, so that their state machines are fuzzed, not only the
  * pure parsers under them.
@@ -102,6 +103,36 @@ check_smtp_cleartext(struct evbuffer *to_backend)
 }
 
 /*
+ * POP3 under require_tls, before the client's TLS: only CAPA, QUIT and the
+ * proxy's own STLS (backend.tls = "starttls") may reach the backend, each
+ * as a whole line (a trap otherwise).
+ */
+static void
+check_pop3_cleartext(struct evbuffer *to_backend)
+{
+	static const char *const allowed[] = { "CAPA", "QUIT", "STLS" };
+	size_t		 len = evbuffer_get_length(to_backend);
+	const char	*p = (const char *)evbuffer_pullup(to_backend, -1);
+	size_t		 bol = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		bool	 ok = false;
+
+		if (p[i] != '\n')
+			continue;
+		for (size_t k = 0; k < sizeof(allowed) / sizeof(allowed[0]); k++)
+			if (i - bol >= 4 && strncasecmp(p + bol, allowed[k], 4) == 0 &&
+			    (p[bol + 4] == ' ' || p[bol + 4] == '\r' || p[bol + 4] == '\n'))
+				ok = true;
+		if (!ok)
+			__builtin_trap();
+		bol = i + 1;
+	}
+	if (bol != len)
+		__builtin_trap();	/* a line relayed in part */
+}
+
+/*
  * postgres before the client's TLS under require_tls, or refusing the
  * client: nothing reaches the backend but one CancelRequest, and a
  * refused client not even that.
@@ -147,7 +178,8 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct proto *const protos[] = {
-		&proto_smtp, &proto_ldap, &proto_http, &proto_line, &proto_postgres,
+		&proto_smtp, &proto_ldap, &proto_http, &proto_line, &proto_pop3,
+		&proto_postgres,
 	};
 	const struct proto *p;
 	struct listener_conf lc;
@@ -215,6 +247,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += n;
 		if (p == &proto_smtp && lc.require_tls && cleartext)
 			check_smtp_cleartext(h->to_backend);
+		if (p == &proto_pop3 && lc.require_tls && cleartext)
+			check_pop3_cleartext(h->to_backend);
 		if (p == &proto_postgres && ((lc.require_tls && cleartext) ||
 		    h->refusal != PROTO_REFUSAL_NONE))
 			check_postgres(h->to_backend, h->refusal != PROTO_REFUSAL_NONE);
