@@ -46,6 +46,7 @@ import os
 import pathlib
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import weakref
@@ -53,6 +54,7 @@ from typing import Callable
 
 from dovecot_backend import Dovecot
 from helpers import Server, recv_until
+from postgres_backend import Postgres
 from slapd_backend import Slapd
 from smtp_backend import SMTPBackend
 
@@ -347,6 +349,48 @@ def pop3_reply(sock, multi=False, timeout=10):
         buf += chunk
 
 
+# postgres: startup packets and messages
+
+PG_SSL_REQUEST = struct.pack("!II", 8, 80877103)
+PG_GSSENC_REQUEST = struct.pack("!II", 8, 80877104)
+
+
+def pg_startup(user, database="postgres", version=0x00030000, **params):
+    """A StartupMessage (protocol 3.0 unless version says otherwise)."""
+    body = struct.pack("!I", version)
+    for k, v in [("user", user), ("database", database)] + list(params.items()):
+        body += k.encode() + b"\0" + v.encode() + b"\0"
+    body += b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def pg_query(sql):
+    """A simple Query message."""
+    body = sql.encode() + b"\0"
+    return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+
+def pg_until_ready(sock, timeout=10):
+    """The server's messages, (type, body), up to and including
+    ReadyForQuery; what came after it in the same read is kept for the
+    next call."""
+    sock.settimeout(timeout)
+    buf, out = _unread.pop(sock, b""), []
+    while True:
+        while len(buf) >= 5 and len(buf) >= 1 + struct.unpack("!I", buf[1:5])[0]:
+            n = 1 + struct.unpack("!I", buf[1:5])[0]
+            out.append((buf[:1], buf[5:n]))
+            buf = buf[n:]
+            if out[-1][0] in (b"Z", b"E"):
+                if buf:
+                    _unread[sock] = buf
+                return out
+        chunk = sock.recv(65536)
+        if not chunk:
+            return out
+        buf += chunk
+
+
 # The table
 
 def _nothing(sock):
@@ -517,6 +561,33 @@ def _pop3_only_probe_seen(be):
     assert "client in: AUTH" not in be.log() and be.logins() == []
 
 
+def _pg_answered(c):
+    c.settimeout(10)
+    assert c.recv(1) == b"S"
+
+
+def _pg_probe(t, be):
+    """A trust user's StartupMessage, then a query, inside TLS."""
+    t.sendall(pg_startup("trustuser"))
+    msgs = pg_until_ready(t)
+    assert msgs[0] == (b"R", b"\0\0\0\0") and msgs[-1][0] == b"Z", msgs
+    t.sendall(pg_query("SELECT 'probe'"))
+    msgs = pg_until_ready(t)
+    assert (b"D", b"\0\x01\0\0\0\x05probe") in msgs, msgs
+
+
+def _pg_second_upgrade(t):
+    t.sendall(PG_SSL_REQUEST)
+    msgs = pg_until_ready(t)
+    assert len(msgs) == 1 and msgs[0][0] == b"E" and b"C08P01\0" in msgs[0][1], msgs
+    return False    # the proxy closes
+
+
+def _pg_only_probe_seen(be):
+    conns = [c for c in be.connections() if "user=postgres " not in c]
+    assert len(conns) == 1 and "user=trustuser" in conns[0], conns
+
+
 PROTOCOLS = {
     "smtp": Protocol(
         listener=dict(protocol="smtp", name="submission"),
@@ -550,4 +621,12 @@ PROTOCOLS = {
         greet=_pop3_greet, verb=b"STLS\r\n", answered=_pop3_answered,
         probe=_pop3_probe, second_upgrade=_pop3_second_upgrade,
         injected=POP3_INJECTED, only_probe_seen=_pop3_only_probe_seen),
+    "postgres": Protocol(
+        listener=dict(protocol="postgres", name="db"),
+        backend=lambda tmp_path: Postgres(),
+        verb=PG_SSL_REQUEST, answered=_pg_answered,
+        probe=_pg_probe, second_upgrade=_pg_second_upgrade,
+        # CVE-2021-23214: alice's StartupMessage and a query behind the SSLRequest
+        injected=pg_startup("alice") + pg_query("DROP TABLE IF EXISTS injected"),
+        only_probe_seen=_pg_only_probe_seen),
 }

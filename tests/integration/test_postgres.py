@@ -18,26 +18,14 @@ import pytest
 
 from helpers import backend_starttls, client_ctx, free_port, wait_for
 from postgres_backend import Postgres
-
-SSL_REQUEST = struct.pack("!II", 8, 80877103)
-GSSENC_REQUEST = struct.pack("!II", 8, 80877104)
+from protocols import PG_SSL_REQUEST as SSL_REQUEST
+from protocols import listener
+from protocols import pg_query as query
+from protocols import pg_startup as startup
 
 
 def cancel_request(pid, key):
     return struct.pack("!IIII", 16, 80877102, pid, key)
-
-
-def startup(user, database="postgres", version=0x00030000, **params):
-    body = struct.pack("!I", version)
-    for k, v in [("user", user), ("database", database)] + list(params.items()):
-        body += k.encode() + b"\0" + v.encode() + b"\0"
-    body += b"\0"
-    return struct.pack("!I", len(body) + 4) + body
-
-
-def query(sql):
-    body = sql.encode() + b"\0"
-    return b"Q" + struct.pack("!I", len(body) + 4) + body
 
 
 def recv_exact(sock, n, timeout=10):
@@ -112,19 +100,12 @@ def login_trust(sock, user="trustuser"):
 
 
 def pg_conf(port, backend, pki, extra="", backend_extra="", top="", tls=True, cert=None):
+    """A postgres listener named pg on port, in front of backend (an
+    address); extra and backend_extra as text, top the global settings."""
     cert = cert or (pki.server_cert, pki.server_key)
-    tls_block = (f'tls = {{ certificates = ( {{ cert = "{cert[0]}"; key = "{cert[1]}"; }} ); }};'
-                 if tls else "")
-    return f"""
-{top}
-listeners = (
-  {{ name = "pg"; listen = "127.0.0.1:{port}"; protocol = "postgres";
-    {extra}
-    {tls_block}
-    backend = {{ address = "{backend}"; {backend_extra} }};
-  }}
-);
-"""
+    return listener(port, backend, protocol="postgres", name="pg",
+                    certificates=[cert] if tls else None, extra=extra,
+                    backend_extra=backend_extra, glob=top)
 
 
 def upgrade(sock, pki, alpn=None):
@@ -372,7 +353,7 @@ def test_cancel_inside_tls_over_a_tls_backend_leg(daemon, pki, pg_tls):
     libpq sends it so), relayed over the backend leg's TLS: the real
     server cancels the query."""
     port = free_port()
-    d = daemon(pg_conf(port, f"127.0.0.1:{pg_tls.port}", pki, backend_extra=backend_starttls(pki)))
+    daemon(pg_conf(port, f"127.0.0.1:{pg_tls.port}", pki, backend_extra=backend_starttls(pki)))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c, upgrade(c, pki) as t:
         pid, key = login_trust(t)
         t.sendall(query("SELECT pg_sleep(30)"))

@@ -15,8 +15,9 @@ from helpers import (MemTLS, Server, backend_starttls, client_ctx, free_port, ne
                      server_ctx, wait_for)
 from postgres_backend import Postgres
 from test_floods import FLOOD, SLACK_KIB, WATERMARKS, Flooder, peak_growth, raw_sender
-from test_postgres import (GSSENC_REQUEST, SSL_REQUEST, cancel_request, eof, login_trust,
-                           pg_conf, query, read_error, ready_query, recv_exact, startup, upgrade)
+from protocols import PG_GSSENC_REQUEST as GSSENC_REQUEST
+from test_postgres import (SSL_REQUEST, cancel_request, eof, login_trust, pg_conf, query,
+                           read_error, ready_query, recv_exact, startup, upgrade)
 
 
 @pytest.fixture(scope="module")
