@@ -8,7 +8,8 @@ auth_debug and mail_debug, so that a test can read what reached it), and a
 passwd-file with one user.  The one exception is the mail home: Dovecot
 never gives mail to uid 0, so when the tests run as root the mailbox
 belongs to "nobody", and sits in a directory of its own under /tmp that
-nobody can traverse (pytest's own directories are mode 0700); it is
+nobody and dovecot can traverse (pytest's own directories are mode 0700),
+with the passwd-file that Dovecot's auth process reads as dovecot; it is
 removed by stop().  The login processes run as Debian's dovenull and the
 internal ones as dovecot (both made by the dovecot-core package); run by
 another user, everything runs as that user and nothing is chrooted.
@@ -93,7 +94,8 @@ class Dovecot:
         self.home = self.maildirs / USER
         self._make_mailbox(mail.pw_uid, mail.pw_gid)
 
-        passwd = self.d / "passwd"
+        # read by Dovecot's auth process, which runs as default_internal_user
+        passwd = self.maildirs / "passwd"
         passwd.write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
         ssl = "ssl = no\n"
         if tls is not None:
