@@ -109,9 +109,9 @@ struct proto {
 };
 
 const struct proto *proto_lookup(const char *name);
-/* "smtp, ldap, http, line, tcp", for error messages. */
+/* "smtp, imap, ldap, http, line, tcp", for error messages. */
 const char	*proto_names(void);
-/* "smtp, ldap, line": those with backend_starttls. */
+/* "smtp, imap, ldap, line": those with backend_starttls. */
 void		 proto_backend_starttls_names(char *buf, size_t len);
 /*
  * For backend_starttls: the attempt failed; why, formatted into the
@@ -135,6 +135,7 @@ bool		 proto_client_full(struct proto_io *io);
 extern const struct proto *const proto_table[];
 
 extern const struct proto proto_smtp;
+extern const struct proto proto_imap;
 extern const struct proto proto_ldap;
 extern const struct proto proto_http;
 extern const struct proto proto_line;
