@@ -25,7 +25,9 @@ a connection as secured (TLS, or from login_trusted_networks, or from its
 own address), and without TLS refuses plaintext authentication on any
 other when plaintext_auth is False (it then advertises LOGINDISABLED).
 host is the address Dovecot listens on: on 127.0.0.2 a client from
-127.0.0.1 is not its own address, so that this matters.
+127.0.0.1 is not its own address, so that this matters.  haproxy=True
+makes both listeners expect a PROXY protocol header from 127.0.0.0/8
+(Dovecot's haproxy = yes and haproxy_trusted_networks).
 """
 import grp
 import os
@@ -102,6 +104,7 @@ class Dovecot:
             cert, key = tls
             ssl = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2\n"
         haproxy_conf = ""
+        self.haproxy = haproxy
         if haproxy:
             haproxy_conf = "    haproxy = yes\n"
             extra = f"haproxy_trusted_networks = 127.0.0.0/8\n{extra}"
@@ -185,6 +188,8 @@ service stats {{
             try:
                 with socket.create_connection((self.host, port), timeout=1) as s:
                     s.settimeout(2)
+                    if self.haproxy:    # it waits for the header first
+                        s.sendall(b"PROXY UNKNOWN\r\n")
                     if not s.recv(1024):
                         return False
             except OSError:
