@@ -153,7 +153,8 @@ def test_imaplib_starttls_login_fetch_byte_for_byte(daemon, pki, dovecot):
     port = free_port()
     d = daemon(imap_conf(port, dovecot.imap_port, pki))
     c = imaplib.IMAP4("127.0.0.1", port, timeout=10)
-    assert c.welcome.endswith(b"] Dovecot (Debian) ready.")
+    assert c.welcome == (b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE "
+                         b"LITERAL+ STARTTLS LOGINDISABLED] Dovecot (Debian) ready.")
     assert "STARTTLS" in c.capabilities and "LOGINDISABLED" in c.capabilities
     assert not any(x.startswith("AUTH=") for x in c.capabilities)
     c.starttls(ssl_context=client_ctx(pki.ca))
@@ -485,8 +486,10 @@ def test_starttls_pipelined_behind_a_slow_command_waits(daemon, pki):
 def test_backend_responses_from_before_the_upgrade_are_dropped(daemon, pki):
     """A backend that answers NOOP, then after the client's STARTTLS
     sends more (untagged data, a tagged OK to a tag the client will use,
-    a "+"): none of it reaches the client inside TLS, where the first
-    thing it reads answers its own first command."""
+    a literal holding another, a "+", a BYE): none of it reaches the
+    client inside TLS, where the first thing it reads answers its own
+    first command.  After that, a tagged OK to no command sent inside TLS
+    and untagged data while none is open are dropped too."""
     class Late(FakeImap):
         def _handle(self, conn, srv):
             conn.sendall(self.greeting)
@@ -495,10 +498,15 @@ def test_backend_responses_from_before_the_upgrade_are_dropped(daemon, pki):
             conn.sendall(line.split(b" ")[0] + b" OK done\r\n")
             time.sleep(0.5)                         # the client upgrades meanwhile
             conn.sendall(b"* OK [ALERT] injected\r\nb OK [ALERT] injected\r\n"
-                         b"* 1 FETCH (BODY[] {12}\r\nb OK injectx)\r\n")
+                         b"* 1 FETCH (BODY[] {12}\r\nb OK injectx)\r\n"
+                         b"+ injected\r\n* BYE injected\r\n")
             line = f.readline()                     # the client's first inside TLS
             self.lines.append(line)
-            conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + line.split(b" ")[0] + b" OK done\r\n")
+            conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + line.split(b" ")[0] + b" OK done\r\n"
+                         b"c OK [ALERT] injected late\r\n* OK [ALERT] injected late\r\n")
+            line = f.readline()
+            self.lines.append(line)
+            conn.sendall(line.split(b" ")[0] + b" OK done\r\n")
             f.readline()
     be = Late(b"* OK fake ready\r\n")
     port = free_port()
@@ -512,6 +520,9 @@ def test_backend_responses_from_before_the_upgrade_are_dropped(daemon, pki):
         time.sleep(1.0)
         t.sendall(b"b CAPABILITY\r\n")
         assert rt.until(b"b") == [b"* CAPABILITY IMAP4rev1\r\n", b"b OK done\r\n"]
+        assert rt.quiet(0.5)
+        t.sendall(b"c NOOP\r\n")
+        assert rt.until(b"c") == [b"c OK done\r\n"]
         assert rt.quiet(0.3)
         t.close()
     assert "answered nothing the client asked inside TLS" in d.log()
@@ -643,20 +654,28 @@ def test_cleartext_login_without_require_tls_then_transparent(daemon, pki, dovec
     assert "-> relay" in d.log()
 
 
-def test_implicit_tls_imaps(daemon, pki, dovecot):
-    """client_tls = "implicit" (IMAPS, port 993): TLS from the first byte;
-    the capabilities never show STARTTLS or LOGINDISABLED."""
-    port = free_port()
-    d = daemon(imap_conf(port, dovecot.imap_port, pki, extra='client_tls = "implicit";'))
-    c = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=client_ctx(pki.ca), timeout=10)
-    assert "STARTTLS" not in c.capabilities and "AUTH=PLAIN" in c.capabilities
-    with pytest.raises(imaplib.IMAP4.error, match="TLS already active"):
-        c._simple_command("STARTTLS")
-    c.login(dovecot.user, dovecot.password)
-    c.select("INBOX")
-    assert c.fetch(b"1", "(BODY.PEEK[])")[1][0][1] == dovecot.message
-    c.logout()
-    assert "upgraded=implicit" in d.wait_session()[0]
+def test_implicit_tls_imaps(daemon, pki, tmp_path):
+    """client_tls = "implicit" (IMAPS, port 993) in front of a Dovecot
+    that offers STARTTLS itself (ssl = yes): TLS from the first byte, and
+    neither the greeting nor the capabilities show STARTTLS or
+    LOGINDISABLED."""
+    dove = Dovecot(tmp_path, tls=(pki.backend_cert, pki.backend_key))
+    try:
+        port = free_port()
+        d = daemon(imap_conf(port, dove.imap_port, pki, extra='client_tls = "implicit";'))
+        c = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=client_ctx(pki.ca), timeout=10)
+        assert b"STARTTLS" not in c.welcome and b"AUTH=PLAIN" in c.welcome
+        assert "STARTTLS" not in c.capabilities and "AUTH=PLAIN" in c.capabilities
+        with pytest.raises(imaplib.IMAP4.error, match="TLS already active"):
+            c._simple_command("STARTTLS")
+        c.login(dove.user, dove.password)
+        c.select("INBOX")
+        assert c.fetch(b"1", "(BODY.PEEK[])")[1][0][1] == dove.message
+        c.logout()
+        assert "upgraded=implicit" in d.wait_session()[0]
+        assert ", TLS," not in dove.logins()[0]     # the backend leg is plaintext
+    finally:
+        dove.stop()
 
 
 def dovecot_with_tls(tmp_path, pki, **kw):
@@ -784,3 +803,47 @@ def test_backend_starttls_asks_for_capabilities(daemon, pki):
     assert "end=backend-tls-failed" in line and "STARTTLS refused" in line
     assert be.lines == [b"A1 CAPABILITY\r\n", b"A2 STARTTLS\r\n"]
     be.close()
+
+
+def test_literal_plus_to_a_backend_without_it_is_refused(daemon, pki):
+    """A backend that does not offer LITERAL+ reads "{n+}" as a syntax
+    error and the n bytes after it as commands: an allowed ID would carry
+    a LOGIN past require_tls.  The proxy refuses the ID itself and skips
+    the literal; the backend sees neither."""
+    be = FakeImap(b"* OK [CAPABILITY IMAP4rev1] no literal+ here\r\n")
+    port = free_port()
+    daemon(imap_conf(port, be.port, pki))
+    hidden = b"x LOGIN alice secret\r\n"
+    c, r = connect(port)
+    with c:
+        r.line()
+        c.sendall(b"a ID (\"name\" {%d+}\r\n%s)\r\nb NOOP\r\n" % (len(hidden), hidden))
+        assert r.until(b"a") == [b"a BAD Non-synchronizing literal not supported here\r\n"]
+        assert r.until(b"b") == [b"b OK done\r\n"]
+    assert be.lines == [b"b NOOP\r\n"]
+    be.close()
+
+
+def test_proxy_protocol_gives_dovecot_the_clients_address(daemon, pki, tmp_path):
+    """backend.proxy_protocol = "v2" with Dovecot's haproxy = yes: Dovecot
+    logs the client's address (here 127.0.0.3), not the proxy's
+    (doc/deploy.md)."""
+    dove = Dovecot(tmp_path, haproxy=True)
+    try:
+        port = free_port()
+        daemon(imap_conf(port, dove.imap_port, pki, backend_extra='proxy_protocol = "v2";'))
+        raw = socket.socket()
+        raw.bind(("127.0.0.3", 0))
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", port))
+        r = Imap(raw)
+        assert r.line().startswith(b"* OK [CAPABILITY ")
+        t, rt = starttls(raw, r, pki)
+        t.sendall(b"a LOGIN alice " + dove.password.encode() + b"\r\nb LOGOUT\r\n")
+        assert rt.until(b"a")[-1].startswith(b"a OK ")
+        rt.until(b"b")
+        t.close()
+        wait_for(lambda: dove.logins(), 10, "dovecot's login line")
+        assert "rip=127.0.0.3" in dove.logins()[0], dove.logins()
+    finally:
+        dove.stop()

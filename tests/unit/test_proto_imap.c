@@ -361,12 +361,12 @@ test_inside_tls(void **state)
 	assert_int_equal(client(&h, "a STARTTLS\r\n"), PROTO_UPGRADE);
 	free(take(h.to_client));
 	upgrade(&h);
-	/* nothing asked yet: all of it is dropped, a literal too */
+	/* nothing asked yet: all of it is dropped, a literal, a "+" and a BYE too */
 	assert_int_equal(backend(&h, "* OK late\r\nz1 OK late\r\n* 1 FETCH (BODY[] {5}\r\n"
-	    "z2 OK)\r\n"), PROTO_CONTINUE);
+	    "z2 OK)\r\n+ go on\r\n* BYE late\r\n"), PROTO_CONTINUE);
 	assert_int_equal(evbuffer_get_length(h.to_client), 0);
 	assert_int_equal(h.dropped, strlen("* OK late\r\nz1 OK late\r\n* 1 FETCH (BODY[] {5}\r\n"
-	    "z2 OK)\r\n"));
+	    "z2 OK)\r\n+ go on\r\n* BYE late\r\n"));
 	assert_int_equal(client(&h, "b STARTTLS\r\n"), PROTO_CONTINUE);
 	SENT(h.to_client, "b BAD TLS already active\r\n");
 	assert_int_equal(client(&h, "c CAPABILITY\r\n"), PROTO_CONTINUE);
