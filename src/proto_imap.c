@@ -406,8 +406,11 @@ imap_command(struct imap *m, struct proto_io *io)
 		return PROTO_HOLD;	/* its tag is open: one command per completion */
 
 	m->cmd_bytes = 0;
-	m->taglen = c.tag != NULL ? (uint8_t)c.taglen : 0;
-	memcpy(m->tag, c.tag, m->taglen);
+	m->taglen = 0;
+	if (c.tag != NULL) {	/* without one, the answer is untagged */
+		m->taglen = (uint8_t)c.taglen;
+		memcpy(m->tag, c.tag, c.taglen);
+	}
 	m->kind = c.verb == IMAP_LOGIN ? KIND_LOGIN :
 	    c.verb == IMAP_AUTHENTICATE ? KIND_AUTHENTICATE :
 	    c.verb == IMAP_CAPABILITY ? KIND_CAPABILITY : KIND_OTHER;
