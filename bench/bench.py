@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
-"""The benchmark: starttls-proxy, stunnel4 and HAProxy side by side.
+"""The benchmark: starttls-proxy against stunnel4, HAProxy and nginx.
 
 Run by scripts/bench, which builds the daemon, bench/loadgen and bench/sink
-first.  Each proxy terminates TLS in turn, on loopback, in front of the same
-plaintext sink (bench/sink), with the same certificate (ECDSA P-256, and
-RSA-2048 for the handshake figures) and the TLS 1.3 defaults of each.  A
-proxy's cost is its own CPU time (utime + stime of all its threads and
-processes, read from /proc before and after a run); wall-clock rates are
-shown beside it.  Every figure is the median of --runs runs (3 by default),
-and the runs of the three proxies are interleaved so that a change of the
-background load hits them alike.
+first.  Each proxy in turn relays, on loopback, to the same plaintext sinks
+(bench/sink), with the same certificate (ECDSA P-256, and RSA-2048 for one
+handshake figure) and the same TLS versions (1.2 and 1.3: nginx 1.22 leaves
+1.3 out by default, so its configuration names both).  A proxy's cost is its
+own CPU time (utime + stime of all its threads and processes, read from
+/proc before and after a run) or its RSS; wall-clock rates are shown apart.
+Every figure is the median of --runs runs (3 by default), with the spread
+(min-max) of the runs beside it, and the runs of the proxies are interleaved
+(the order rotates from run to run) so that a change of the background load
+hits them alike.
 
-Figures: (1) bulk relay CPU-s per GiB, 1 and 8 connections, implicit TLS and
-SMTP STARTTLS; (2) CPU-ms per full handshake and handshakes/s; (3) RSS per
-idle TLS session with N sessions open; (4) the floors from `openssl speed`;
-then the same daemon with `workers = N` (HAProxy with `nbthread N`).
+Figures: a plaintext relay (the system-call floor); bulk relay CPU-s per GiB,
+1 and 8 connections, implicit TLS and SMTP STARTTLS (DATA of 64-byte lines);
+CPU per full handshake (implicit TLS, ECDSA and RSA); CPU per SMTP STARTTLS
+session and one client's session latency; RSS per idle session (implicit TLS
+and SMTP STARTTLS); the floors from `openssl speed`.  nginx is its mail proxy
+for SMTP and its stream module for implicit TLS and plaintext.
 """
 import argparse
 import ctypes
@@ -36,16 +40,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
-PEERS = ("stp", "stunnel", "haproxy")
-LABEL = {"stp": "starttls-proxy", "stunnel": "stunnel", "haproxy": "HAProxy"}
+PEERS = ("stp", "stunnel", "haproxy", "nginx")
+OTHERS = ("stunnel", "haproxy", "nginx")
+LABEL = {"stp": "starttls-proxy", "stunnel": "stunnel", "haproxy": "HAProxy", "nginx": "nginx"}
+# what each proxy can do: plain = a tcp relay without TLS, tls = implicit TLS
+# in front of a tcp backend, smtp = SMTP with STARTTLS (the proxy plays it)
+CAN = {"stp": {"plain", "tls", "smtp"}, "stunnel": {"tls", "smtp"},
+       "haproxy": {"plain", "tls"}, "nginx": {"plain", "tls", "smtp"}}
+NGINX_MODULES = "/usr/lib/nginx/modules"
 
 children = []           # every process we started, for the clean-up
 log_dir = None
 t0 = time.monotonic()
+loads = []              # (figure, the 1-minute load average at its start)
 
 
 def say(msg):
     print(f"[{time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
 
 
 # ---------------------------------------------------------------- processes
@@ -200,11 +216,12 @@ def kv(line):
     return dict(re.findall(r"(\w+)=(\S+)", line))
 
 
-# ---------------------------------------------------------------- the sink
+# ---------------------------------------------------------------- the sinks
 
 class Sink:
-    def __init__(self, binary, mode):
-        self.p = spawn([binary, mode, "0"], f"sink-{mode}", stdout=subprocess.PIPE)
+    def __init__(self, binary, mode, *extra):
+        self.p = spawn([binary, mode, "0"] + [str(x) for x in extra], f"sink-{mode}",
+                       stdout=subprocess.PIPE)
         line = readline(self.p, 10)
         if not line or not line.startswith("LISTENING"):
             raise SystemExit(f"bench: sink {mode} did not start (see {self.p.logname})")
@@ -221,16 +238,16 @@ class Sink:
 # ---------------------------------------------------------------- the proxies
 
 class Proxy:
-    """One running instance of a proxy: an implicit TLS listener and, where
-    the proxy has one, an SMTP STARTTLS listener, both in front of the sinks."""
-    smtp = True
+    """One running instance of a proxy with a listener per service it can do
+    (of those asked for): plain (tcp, no TLS), tls (implicit TLS), smtp
+    (SMTP STARTTLS), all in front of the sinks."""
 
-    def __init__(self, kind, cert, sinks, workers=1, maxconn=10000, tag=""):
+    def __init__(self, kind, cert, sinks, services=("plain", "tls", "smtp"), workers=1,
+                 maxconn=10000, tag=""):
         self.kind, self.cert, self.workers, self.maxconn = kind, cert, workers, maxconn
-        self.ports = {"tls": free_port()}
-        if self.smtp_ok():
-            self.ports["smtp"] = free_port()
+        self.ports = {s: free_port() for s in services if s in CAN[kind]}
         name = f"{kind}-{cert['name']}-w{workers}{tag}"
+        self.name = name
         self.cfg = os.path.join(log_dir, f"{name}.conf")
         with open(self.cfg, "w") as f:
             f.write(self.config(cert, sinks))
@@ -243,65 +260,84 @@ class Proxy:
         time.sleep(0.1)
         self.pid = self.p.pid
 
-    def smtp_ok(self):
-        return self.kind != "haproxy"
-
     def command(self):
-        return {"stp": [ARGS.stp, "-f", "-c", self.cfg],
-                "stunnel": ["stunnel", self.cfg],
-                "haproxy": ["haproxy", "-f", self.cfg, "-db"]}[self.kind]
+        if self.kind == "stp":
+            return [ARGS.stp, "-f", "-c", self.cfg]
+        if self.kind == "stunnel":
+            return ["stunnel", self.cfg]
+        if self.kind == "haproxy":
+            return ["haproxy", "-f", self.cfg, "-db"]
+        return ["nginx", "-p", log_dir, "-c", self.cfg,
+                "-e", os.path.join(log_dir, f"{self.name}.error.log")]
 
     def config(self, cert, sinks):
         c, k = cert["crt"], cert["key"]
         raw, smtp = sinks["raw"].port, sinks["smtp"].port
-        tls, sp = self.ports["tls"], self.ports.get("smtp")
+        P = self.ports
         if self.kind == "stp":
             w = f"workers = {self.workers};\n" if self.workers != 1 else ""
-            return f"""# starttls-proxy, written by bench/bench.py
-log_level = "warning";
-max_connections = {max(self.maxconn, 10000)};
-{w}listeners = (
-  {{ name = "tls"; listen = "127.0.0.1:{tls}"; protocol = "tcp";
-    tls = {{ certificates = ( {{ cert = "{c}"; key = "{k}"; }} ); }};
-    backend = {{ address = "127.0.0.1:{raw}"; }}; }},
-  {{ name = "smtp"; listen = "127.0.0.1:{sp}"; protocol = "smtp";
-    tls = {{ certificates = ( {{ cert = "{c}"; key = "{k}"; }} ); }};
-    backend = {{ address = "127.0.0.1:{smtp}"; }}; }}
-);
-"""
+            tls = f'tls = {{ certificates = ( {{ cert = "{c}"; key = "{k}"; }} ); }};'
+            ls = []
+            if "plain" in P:
+                ls.append(f'  {{ name = "plain"; listen = "127.0.0.1:{P["plain"]}"; protocol = "tcp";\n'
+                          f'    client_tls = "none"; backend = {{ address = "127.0.0.1:{raw}"; }}; }}')
+            if "tls" in P:
+                ls.append(f'  {{ name = "tls"; listen = "127.0.0.1:{P["tls"]}"; protocol = "tcp";\n'
+                          f'    {tls}\n    backend = {{ address = "127.0.0.1:{raw}"; }}; }}')
+            if "smtp" in P:
+                ls.append(f'  {{ name = "smtp"; listen = "127.0.0.1:{P["smtp"]}"; protocol = "smtp";\n'
+                          f'    {tls}\n    backend = {{ address = "127.0.0.1:{smtp}"; }}; }}')
+            return (f"# starttls-proxy, written by bench/bench.py\nlog_level = \"warning\";\n"
+                    f"max_connections = {max(self.maxconn, 10000)};\n{w}listeners = (\n"
+                    + ",\n".join(ls) + "\n);\n")
         if self.kind == "stunnel":
-            return f"""; stunnel, written by bench/bench.py
-foreground = yes
-pid =
-debug = 3
-[tls]
-accept = 127.0.0.1:{tls}
-connect = 127.0.0.1:{raw}
-cert = {c}
-key = {k}
-[smtp]
-accept = 127.0.0.1:{sp}
-connect = 127.0.0.1:{smtp}
-cert = {c}
-key = {k}
-; in server mode stunnel plays the STARTTLS side of SMTP itself
-protocol = smtp
-"""
-        return f"""# HAProxy, written by bench/bench.py
-global
-  nbthread {self.workers or NPROC}
-  maxconn {self.maxconn}
-defaults
-  mode tcp
-  timeout connect 10s
-  timeout client 900s
-  timeout server 900s
-frontend tls
-  bind 127.0.0.1:{tls} ssl crt {cert['pem']}
-  default_backend sink
-backend sink
-  server sink 127.0.0.1:{raw}
-"""
+            out = "; stunnel, written by bench/bench.py\nforeground = yes\npid =\ndebug = 3\n"
+            if "tls" in P:
+                out += f"[tls]\naccept = 127.0.0.1:{P['tls']}\nconnect = 127.0.0.1:{raw}\ncert = {c}\nkey = {k}\n"
+            if "smtp" in P:
+                out += (f"[smtp]\naccept = 127.0.0.1:{P['smtp']}\nconnect = 127.0.0.1:{smtp}\n"
+                        f"cert = {c}\nkey = {k}\n"
+                        "; in server mode stunnel plays the STARTTLS side of SMTP itself\n"
+                        "protocol = smtp\n")
+            return out
+        if self.kind == "haproxy":
+            out = (f"# HAProxy, written by bench/bench.py\nglobal\n  nbthread {self.workers or NPROC}\n"
+                   f"  maxconn {self.maxconn}\ndefaults\n  mode tcp\n  timeout connect 10s\n"
+                   "  timeout client 900s\n  timeout server 900s\n"
+                   f"backend sink\n  server sink 127.0.0.1:{raw}\n")
+            if "tls" in P:
+                out += f"frontend tls\n  bind 127.0.0.1:{P['tls']} ssl crt {cert['pem']}\n  default_backend sink\n"
+            if "plain" in P:
+                out += f"frontend plain\n  bind 127.0.0.1:{P['plain']}\n  default_backend sink\n"
+            return out
+        # nginx: one process (master_process off), so that it dies with us;
+        # its mail proxy for SMTP, its stream module for tls and plain
+        conns = min(2 * self.maxconn + 200, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        d = log_dir
+        out = (f"# nginx, written by bench/bench.py\n"
+               f"load_module {NGINX_MODULES}/ngx_mail_module.so;\n"
+               f"load_module {NGINX_MODULES}/ngx_stream_module.so;\n"
+               f"daemon off;\nmaster_process off;\nworker_processes 1;\n"
+               f"pid {d}/{self.name}.pid;\nlock_file {d}/{self.name}.lock;\n"
+               f"error_log {d}/{self.name}.error.log warn;\n"
+               f"events {{ worker_connections {conns}; }}\n")
+        tlsconf = (f"    ssl_certificate {c};\n    ssl_certificate_key {k};\n"
+                   "    ssl_protocols TLSv1.2 TLSv1.3;\n")
+        if "smtp" in P:
+            out += ("mail {\n  server_name localhost;\n"
+                    f"  auth_http 127.0.0.1:{sinks['auth'].port}/auth;\n"
+                    "  xclient off;\n  proxy on;\n"
+                    f"  server {{\n    listen 127.0.0.1:{P['smtp']};\n    protocol smtp;\n"
+                    "    smtp_auth none;\n    starttls only;\n" + tlsconf + "  }\n}\n")
+        if "tls" in P or "plain" in P:
+            out += "stream {\n"
+            if "tls" in P:
+                out += (f"  server {{\n    listen 127.0.0.1:{P['tls']} ssl;\n" + tlsconf +
+                        f"    proxy_pass 127.0.0.1:{raw};\n  }}\n")
+            if "plain" in P:
+                out += f"  server {{\n    listen 127.0.0.1:{P['plain']};\n    proxy_pass 127.0.0.1:{raw};\n  }}\n"
+            out += "}\n"
+        return out
 
     def alive(self):
         return self.p.poll() is None
@@ -313,6 +349,8 @@ backend sink
 # ---------------------------------------------------------------- measurements
 
 runs_log = []          # every run, for RESULTS.md
+results = {}           # (figure key, peer) -> dict(cost=, lo=, hi=, rate=, n=, ...)
+negotiated = {}        # (peer, cert name) -> a loadgen result with the TLS parameters
 
 
 def loadgen(args, timeout, name):
@@ -348,6 +386,8 @@ def measure(proxy, what, args, timeout, sink=None, expect_bytes=0):
     if res and float(res.get("secs", 0)) > 0:
         rec["util"] = (cpu1 - cpu0) / float(res["secs"])     # CPUs the proxy kept busy
     runs_log.append(rec)
+    if ok and res.get("proto", "-") != "-":
+        negotiated.setdefault((proxy.kind, proxy.cert["name"]), res)
     if not ok:
         say(f"  {proxy.kind} {what}: FAILED (rc={rc}) {res}")
         return None
@@ -359,97 +399,150 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-results = {}           # (figure key, peer) -> dict(cost=, rate=, n=)
-negotiated = {}
-
-
 def record(key, peer, costs, rates, extra=None):
-    results[(key, peer)] = {"cost": median(costs), "rate": median(rates),
-                            "n": len([c for c in costs if c is not None]), **(extra or {})}
+    cs = [c for c in costs if c is not None]
+    results[(key, peer)] = {"cost": median(cs), "lo": min(cs) if cs else None,
+                            "hi": max(cs) if cs else None, "rate": median(rates),
+                            "n": len(cs), **(extra or {})}
 
 
-def bulk_figures(instances, sinks):
+def rotated(peers, r):
+    """The peers in the order of run r: each run starts with another peer."""
+    peers = list(peers)
+    k = r % len(peers) if peers else 0
+    return peers[k:] + peers[:k]
+
+
+def figure_start(key):
+    loads.append((key, loadavg()[0]))
+
+
+def say_figure(key, nd, unit):
+    say(f"  {key}: " + ", ".join(
+        f"{p} {fmt(results[(key, p)]['cost'], nd)} {unit}" for p in PEERS if (key, p) in results))
+
+
+def bulk_figures(inst, sinks):
     total = ARGS.bulk_mib << 20
-    for mode in ("tls", "smtp"):
+    for mode in ("plain", "tls", "smtp"):
         for conns in (1, 8):
             key = f"bulk-{mode}-{conns}"
-            per = {p: ([], []) for p in instances}
+            figure_start(key)
+            peers = [p for p in inst if mode in inst[p].ports]
+            per = {p: ([], []) for p in peers}
             for r in range(ARGS.runs):
-                for peer, inst in instances.items():
-                    if mode not in inst.ports:
-                        continue
+                for peer in rotated(peers, r):
+                    i = inst[peer]
                     args = ["bulk", "-c", str(conns), "-b", str(total // conns),
                             "-T", str(min(conns, NPROC)), "-w", "300"]
-                    if mode == "smtp":
-                        args.append("--smtp")
-                    args.append(f"127.0.0.1:{inst.ports[mode]}")
-                    rec = measure(inst, key, args, 330, sinks["raw" if mode == "tls" else "smtp"],
+                    if mode != "tls":
+                        args.append("--" + mode)
+                    args.append(f"127.0.0.1:{i.ports[mode]}")
+                    rec = measure(i, key, args, 330, sinks["smtp" if mode == "smtp" else "raw"],
                                   total)
                     if rec:
-                        res = rec["res"]
-                        gib = int(res["bytes"]) / GIB
+                        gib = int(rec["res"]["bytes"]) / GIB
                         per[peer][0].append(rec["cpu"] / gib)
-                        per[peer][1].append(float(res["mib_s"]))
-                        negotiated.setdefault("bulk", res)
+                        per[peer][1].append(float(rec["res"]["mib_s"]))
             for peer, (c, w) in per.items():
-                if mode in instances[peer].ports:
-                    record(key, peer, c, w)
-            say(f"  {key}: " + ", ".join(
-                f"{p} {fmt(results[(key, p)]['cost'], 2)} CPU-s/GiB" for p in per
-                if (key, p) in results))
+                record(key, peer, c, w)
+            say_figure(key, 2, "CPU-s/GiB")
 
 
-def handshake_figures(instances, cert, keys_out=None):
-    for mode in ("tls", "smtp"):
-        key = f"hs-{mode}-{cert['name']}"
-        per = {p: ([], []) for p in instances}
+def handshake_figures(inst, cert):
+    key = f"hs-tls-{cert['name']}"
+    figure_start(key)
+    peers = [p for p in inst if "tls" in inst[p].ports]
+    per = {p: ([], []) for p in peers}
+    for r in range(ARGS.runs):
+        for peer in rotated(peers, r):
+            i = inst[peer]
+            args = ["handshake", "-c", str(ARGS.hs_concurrency), "-n", "100000000",
+                    "-d", str(ARGS.hs_seconds), "-T", str(NPROC), "-w", str(ARGS.hs_seconds + 20),
+                    f"127.0.0.1:{i.ports['tls']}"]
+            rec = measure(i, key, args, ARGS.hs_seconds + 40)
+            if rec:
+                n = int(rec["res"]["handshakes"])
+                if n > 0:
+                    per[peer][0].append(rec["cpu"] * 1000 / n)
+                    per[peer][1].append(float(rec["res"]["hs_s"]))
+    for peer, (c, w) in per.items():
+        record(key, peer, c, w)
+    say_figure(key, 3, "CPU-ms")
+
+
+def session_figures(inst):
+    """CPU per SMTP STARTTLS session, N at a time; then one client's latency."""
+    peers = [p for p in inst if "smtp" in inst[p].ports]
+    for key, extra in (("sess-smtp", []), ("sess-smtp-notxn", ["--no-txn"])):
+        if key == "sess-smtp-notxn" and "notxn" in SKIP:
+            continue
+        figure_start(key)
+        per = {p: ([], []) for p in peers}
         for r in range(ARGS.runs):
-            for peer, inst in instances.items():
-                if mode not in inst.ports:
-                    continue
-                args = ["handshake", "-c", str(ARGS.hs_concurrency), "-n", "100000000",
-                        "-d", str(ARGS.hs_seconds), "-T", str(NPROC), "-w", str(ARGS.hs_seconds + 20)]
-                if mode == "smtp":
-                    args.append("--smtp")
-                args.append(f"127.0.0.1:{inst.ports[mode]}")
-                rec = measure(inst, key, args, ARGS.hs_seconds + 40)
+            for peer in rotated(peers, r):
+                i = inst[peer]
+                args = ["session"] + extra + ["-c", str(ARGS.hs_concurrency), "-n", "100000000",
+                                              "-d", str(ARGS.hs_seconds), "-T", str(NPROC),
+                                              "-w", str(ARGS.hs_seconds + 20),
+                                              f"127.0.0.1:{i.ports['smtp']}"]
+                rec = measure(i, key, args, ARGS.hs_seconds + 40)
                 if rec:
-                    n = int(rec["res"]["handshakes"])
+                    n = int(rec["res"]["ok"])
                     if n > 0:
                         per[peer][0].append(rec["cpu"] * 1000 / n)
                         per[peer][1].append(float(rec["res"]["hs_s"]))
-                        negotiated.setdefault(f"hs-{cert['name']}", rec["res"])
         for peer, (c, w) in per.items():
-            if mode in instances[peer].ports:
-                record(key, peer, c, w)
-        if keys_out is not None:
-            keys_out.append(key)
-        say(f"  {key}: " + ", ".join(
-            f"{p} {fmt(results[(key, p)]['cost'], 3)} ms" for p in per if (key, p) in results))
+            record(key, peer, c, w)
+        say_figure(key, 3, "CPU-ms")
+    key = "lat-smtp"
+    figure_start(key)
+    per = {p: ([], [], [], []) for p in peers}
+    for r in range(ARGS.runs):
+        for peer in rotated(peers, r):
+            i = inst[peer]
+            args = ["session", "-c", "1", "-T", "1", "-n", "100000000", "-d", str(ARGS.lat_seconds),
+                    "-w", str(ARGS.lat_seconds + 20), f"127.0.0.1:{i.ports['smtp']}"]
+            rec = measure(i, key, args, ARGS.lat_seconds + 40)
+            if rec and int(rec["res"]["lat_n"]) > 0:
+                res = rec["res"]
+                per[peer][0].append(float(res["lat_p50_ms"]))
+                per[peer][1].append(float(res["hs_s"]))
+                per[peer][2].append(float(res["lat_p90_ms"]))
+                per[peer][3].append(float(res["lat_p99_ms"]))
+    for peer, (c, w, p90, p99) in per.items():
+        record(key, peer, c, w, {"p90": median(p90), "p99": median(p99)})
+    say_figure(key, 2, "ms p50")
 
 
-def idle_figures(peers, cert, sinks):
+def idle_figures(peers, cert, sinks, mode):
+    """RSS per idle session: a fresh proxy per run, warmed up, then N sessions held."""
     n = ARGS.idle
-    key = "idle"
+    key = f"idle-{mode}"
+    figure_start(key)
+    peers = [p for p in peers if mode in CAN[p]]
     per = {p: ([], []) for p in peers}
     errs = {p: [] for p in peers}
     hopeless = set()
+    smtp = ["--smtp"] if mode == "smtp" else []
     for r in range(ARGS.runs):
-        for peer in peers:
+        for peer in rotated(peers, r):
             if peer in hopeless:
                 continue
-            inst = Proxy(peer, cert, sinks, maxconn=MAXCONN, tag=f"-idle{r}")
+            inst = Proxy(peer, cert, sinks, services=(mode,), maxconn=MAXCONN,
+                         tag=f"-{key}{r}")
             try:
+                port = inst.ports[mode]
                 # a few sessions first, so that what is set up once is in RSS at 0
-                loadgen(["handshake", "-c", "4", "-n", "20", "-w", "60",
-                         f"127.0.0.1:{inst.ports['tls']}"], 90, f"loadgen-{peer}")
+                loadgen(["handshake"] + smtp + ["-c", "4", "-n", "20", "-w", "60",
+                                                f"127.0.0.1:{port}"], 90, f"loadgen-{peer}")
                 time.sleep(0.5)
                 rss0 = rss_kib(inst.pid)
                 cpu0 = cpu_seconds(inst.pid)
-                lg = spawn([os.path.join(ARGS.bindir, "loadgen"), "idle", "-c", str(n),
-                            "-T", str(NPROC), "-o", "64", "-w", str(ARGS.idle_timeout),
-                            f"127.0.0.1:{inst.ports['tls']}"],
-                           f"loadgen-{peer}-idle", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                lg = spawn([os.path.join(ARGS.bindir, "loadgen"), "idle"] + smtp +
+                           ["-c", str(n), "-T", str(NPROC), "-o", "64",
+                            "-w", str(ARGS.idle_timeout), f"127.0.0.1:{port}"],
+                           f"loadgen-{peer}-{key}", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                 line = readline(lg, ARGS.idle_timeout + 10) or ""
                 ready = kv(line) if line.startswith("READY") else {}
                 time.sleep(1.0)
@@ -480,15 +573,14 @@ def idle_figures(peers, cert, sinks):
                     if ready.get("secs"):
                         per[peer][1].append(opened / float(ready["secs"]))
                 if not ok:
-                    say(f"  {peer} idle: {opened} of {n} open, {bad} errors, proxy alive: {alive}")
+                    say(f"  {peer} {key}: {opened} of {n} open, {bad} errors, proxy alive: {alive}")
                 if opened == 0:
                     hopeless.add(peer)      # no point in waiting for the other runs
             finally:
                 inst.close()
     for peer in peers:
         record(key, peer, per[peer][0], per[peer][1], {"errors": max(errs[peer] or [n])})
-    say(f"  idle ({n} sessions): " + ", ".join(
-        f"{p} {fmt(results[(key, p)]['cost'], 1)} KiB" for p in peers))
+    say_figure(key, 1, "KiB")
 
 
 def workers_figures(cert, sinks, w):
@@ -497,12 +589,13 @@ def workers_figures(cert, sinks, w):
     inst = {}
     try:
         for p in peers:
-            inst[p] = Proxy(p, cert, sinks, workers=w, maxconn=MAXCONN)
+            inst[p] = Proxy(p, cert, sinks, services=("tls",), workers=w, maxconn=MAXCONN)
         total = ARGS.bulk_mib << 20
         per_b = {p: ([], []) for p in inst}
         per_h = {p: ([], []) for p in inst}
         for r in range(ARGS.runs):
-            for p, i in inst.items():
+            for p in rotated(inst, r):
+                i = inst[p]
                 rec = measure(i, f"bulk-tls-8-w{w}",
                               ["bulk", "-c", "8", "-b", str(total // 8), "-T", str(NPROC),
                                "-w", "300", f"127.0.0.1:{i.ports['tls']}"], 330, sinks["raw"], total)
@@ -560,11 +653,18 @@ def floors(cipher, group):
             dh.append(float(m.group(1)))
     f = {"aead": aead, "kx": kx, "aead_Bps": median(bps), "ecdsa_sign_s": median(ecdsa),
          "rsa_sign_s": median(rsa), "kx_s": median(dh)}
-    f["bulk"] = GIB / f["aead_Bps"] if f["aead_Bps"] else None
+    f["crypto"] = GIB / f["aead_Bps"] if f["aead_Bps"] else None
     if f["kx_s"]:
         f["hs-ecdsa"] = 1000 / f["ecdsa_sign_s"] + 2000 / f["kx_s"] if f["ecdsa_sign_s"] else None
         f["hs-rsa"] = 1000 / f["rsa_sign_s"] + 2000 / f["kx_s"] if f["rsa_sign_s"] else None
     return f
+
+
+def relay_floor(conns):
+    """The best plaintext relay of the run with that many connections (CPU-s/GiB)."""
+    xs = [results[(f"bulk-plain-{conns}", p)]["cost"] for p in PEERS
+          if (f"bulk-plain-{conns}", p) in results and results[(f"bulk-plain-{conns}", p)]["cost"]]
+    return min(xs) if xs else None
 
 
 # ---------------------------------------------------------------- report
@@ -588,10 +688,14 @@ def versions():
     source = f"git {head}" + (f", with uncommitted changes to {', '.join(dirty)}" if dirty else "")
     if ARGS.source:
         source = ARGS.source
+    ngx = [l.strip() for l in cmd(["nginx", "-V"]).splitlines()[:2]]
+    pk = cmd(["dpkg-query", "-W", "-f=${Package} ${Version}; ", "nginx-light", "libnginx-mod-mail",
+              "libnginx-mod-stream"]).strip()
     return {"starttls-proxy": "; ".join(l.strip() for l in cmd([ARGS.stp, "-V"]).splitlines() if l.strip()),
             "starttls-proxy source (when the bench started)": source,
             "stunnel": "; ".join(l.strip() for l in st[:3]),
             "HAProxy": cmd(["haproxy", "-v"]).splitlines()[0].strip(),
+            "nginx": "; ".join(ngx) + f" (Debian packages: {pk.rstrip('; ')})",
             "openssl": cmd(["openssl", "version"]).strip()}
 
 
@@ -607,11 +711,9 @@ def machine():
         for line in f:
             if line.startswith("MemTotal"):
                 mem = f"{int(line.split()[1]) // 1024} MiB"
-    with open("/proc/loadavg") as f:
-        load = " ".join(f.read().split()[:3])
     return {"nproc": NPROC, "cpu": model, "kernel": platform.release(), "memory": mem,
             "RLIMIT_NOFILE": "%d/%d" % resource.getrlimit(resource.RLIMIT_NOFILE),
-            "load average before the run (other work on the machine)": load}
+            "load average before the run (other work on the machine)": " ".join(loadavg())}
 
 
 def util(key, peer):
@@ -620,131 +722,151 @@ def util(key, peer):
                    if r["what"] == key and r["peer"] == peer and r["ok"]])
 
 
-def build_table(fl, w):
-    """Rows: (figure, {peer: cell}, floor cell, ratio to best peer, ratio to floor)."""
+# The rows: key, label, digits, the target (None, or (goal, peers the goal is
+# relative to, or None for an absolute goal)), the unit of the rate.
+def row_specs(w):
     rows = []
+    for conns in (1, 8):
+        rows.append((f"bulk-plain-{conns}", f"plaintext relay (no TLS), {conns} conn{'s' if conns > 1 else ''}: "
+                     "CPU-s/GiB", 2, None, "MiB/s"))
+    for conns in (1, 8):
+        rows.append((f"bulk-tls-{conns}", f"bulk, implicit TLS, {conns} conn{'s' if conns > 1 else ''}: CPU-s/GiB",
+                     2, (0.75, ("haproxy",)), "MiB/s"))
+    for cert, clabel in (("ecdsa", "ECDSA P-256"), ("rsa", "RSA-2048")):
+        rows.append((f"hs-tls-{cert}", f"full handshake, implicit TLS, {clabel}: CPU-ms", 3,
+                     (0.8, ("haproxy",)), "/s"))
+    rows.append(("idle-tls", f"RSS per idle TLS session, implicit, {ARGS.idle} open: KiB", 1,
+                 (0.75, ("haproxy",)), "opened/s"))
+    rows.append(("sess-smtp", "CPU per SMTP STARTTLS session (greeting, EHLO, STARTTLS, handshake, "
+                 "EHLO, MAIL, RCPT, NOOP, QUIT), ECDSA: CPU-ms", 3, (0.8, ("nginx",)), "/s"))
+    rows.append(("sess-smtp-notxn", "the same without EHLO, MAIL, RCPT after the handshake "
+                 "(nginx then never opens its backend): CPU-ms", 3, None, "/s"))
+    rows.append(("idle-smtp", f"RSS per idle SMTP STARTTLS session (after RCPT, NOOP), {ARGS.idle} open: KiB",
+                 1, (0.75, ("nginx",)), "opened/s"))
+    for conns in (1, 8):
+        rows.append((f"bulk-smtp-{conns}", f"bulk, SMTP STARTTLS, DATA of 64-byte lines, {conns} "
+                     f"conn{'s' if conns > 1 else ''}: CPU-s/GiB", 2, (0.75, ("nginx", "stunnel")), "MiB/s"))
+    rows.append(("lat-smtp", "one SMTP STARTTLS session's latency, one client, p50: ms", 2,
+                 (2.0, None), "sessions/s"))
+    if w > 1:
+        rows.append((f"bulk-tls-8-w{w}", f"bulk, implicit TLS, 8 conns, workers = {w}: CPU-s/GiB",
+                     2, None, "MiB/s"))
+        rows.append((f"hs-tls-ecdsa-w{w}", f"full handshake, implicit TLS, ECDSA, workers = {w}: CPU-ms",
+                     3, None, "/s"))
+    return [r for r in rows if any((r[0], p) in results for p in PEERS)]
 
-    def cost_row(label, key, nd, floor=None, rate_unit="", rate_nd=0, lower=True, scale=1.0):
+
+def floor_of(key, fl):
+    """(floor value, how it is made) for a row, or (None, "")."""
+    m = re.match(r"bulk-(tls|smtp)-(\d+)$", key)
+    if m:
+        relay = relay_floor(int(m.group(2)))
+        if fl.get("crypto") and relay:
+            return fl["crypto"] + relay, f"{fl['crypto']:.2f} + {relay:.2f}"
+        if fl.get("crypto"):
+            return fl["crypto"], f"{fl['crypto']:.2f} (crypto)"
+        return None, ""
+    v = (fl.get("hs-ecdsa") if key.startswith(("hs-tls-ecdsa", "sess-smtp")) else
+         fl.get("hs-rsa") if key == "hs-tls-rsa" else None)
+    return v, fmt(v, 3) if v else ""
+
+
+def verdicts(w, fl):
+    """Per row: (spec, cells, floor text, best peer, ratio to best, target text,
+    ratio to the target, MET/MISSED)."""
+    out = []
+    for key, label, nd, target, _unit in row_specs(w):
         cells, costs = {}, {}
         for p in PEERS:
             r = results.get((key, p))
-            if r is None or r["cost"] is None:
-                cells[p] = ("n/a" if (p == "haproxy" and "smtp" in key) or
-                            (p == "stunnel" and "-w" in key) else "-")
+            mode = "smtp" if "smtp" in key else "plain" if "plain" in key else "tls"
+            if mode not in CAN[p] or (re.search(r"-w\d+$", key) and p in ("stunnel", "nginx")):
+                cells[p] = "n/a"
                 continue
-            costs[p] = r["cost"] * scale
-            c = fmt(costs[p], nd)
-            if rate_unit and r["rate"] is not None:
-                c += f" ({r['rate']:.{rate_nd}f} {rate_unit})"
+            if r is None or r["cost"] is None:
+                cells[p] = "-"
+                continue
+            costs[p] = r["cost"]
+            c = fmt(r["cost"], nd)
+            if r["n"] > 1:
+                c += f" ({fmt(r['lo'], nd)}–{fmt(r['hi'], nd)})"
+            if key.startswith("idle-") and r.get("errors"):
+                c += f" [{r['errors']} failed]"
             cells[p] = c
-        peers = [costs[p] for p in ("stunnel", "haproxy") if p in costs]
-        best = (min(peers) if lower else max(peers)) if peers else None
+        others = {p: costs[p] for p in OTHERS if p in costs}
+        best = min(others, key=others.get) if others else None
         me = costs.get("stp")
-        rb = me / best if me is not None and best else None
-        rf = me / floor if me is not None and floor else None
-        rows.append((label, cells, fmt(floor, nd) if floor else "", fmt(rb, 2), fmt(rf, 1)))
-
-    aead = fl.get("aead", "AEAD").upper()
-    for mode, mlabel in (("tls", "implicit TLS"), ("smtp", "SMTP STARTTLS")):
-        for conns in (1, 8):
-            cost_row(f"bulk, {mlabel}, {conns} conn{'s' if conns > 1 else ''}: CPU-s/GiB (MiB/s)",
-                     f"bulk-{mode}-{conns}", 2, fl.get("bulk"), "MiB/s")
-    for cert, clabel in (("ecdsa", "ECDSA P-256"), ("rsa", "RSA-2048")):
-        for mode, mlabel in (("tls", "implicit TLS"), ("smtp", "SMTP STARTTLS")):
-            cost_row(f"full handshake, {mlabel}, {clabel}: CPU-ms (handshakes/s)",
-                     f"hs-{mode}-{cert}", 3, fl.get(f"hs-{cert}"), "/s")
-    cost_row(f"RSS per idle TLS session, {ARGS.idle} open: KiB (sessions opened/s)",
-             "idle", 1, None, "/s")
-    if w > 1:
-        cost_row(f"bulk, implicit TLS, 8 conns, workers = {w}: CPU-s/GiB (MiB/s)",
-                 f"bulk-tls-8-w{w}", 2, fl.get("bulk"), "MiB/s")
-        cost_row(f"full handshake, implicit TLS, ECDSA, workers = {w}: CPU-ms (handshakes/s)",
-                 f"hs-tls-ecdsa-w{w}", 3, fl.get("hs-ecdsa"), "/s")
-        # scaling: rate with w workers / rate with 1
-        for key1, keyw, label in ((f"bulk-tls-8", f"bulk-tls-8-w{w}", "bulk MiB/s"),
-                                  (f"hs-tls-ecdsa", f"hs-tls-ecdsa-w{w}", "handshakes/s")):
-            cells = {}
-            vals = {}
-            for p in PEERS:
-                a, b = results.get((key1, p)), results.get((keyw, p))
-                if p == "stunnel":
-                    cells[p] = "n/a"
-                elif a and b and a["rate"] and b["rate"]:
-                    vals[p] = b["rate"] / a["rate"]
-                    u1, u2 = util(key1, p), util(keyw, p)
-                    cells[p] = f"{vals[p]:.2f}" + (f" ({u1:.2f} → {u2:.2f} CPUs)" if u1 and u2 else "")
+        rb = me / others[best] if me is not None and best else None
+        fval, ftext = floor_of(key, fl)
+        ttext, rt, verdict = "", None, ""
+        if target:
+            goal, tpeers = target
+            if tpeers is None:
+                ttext = f"≤ {goal:g} ms"
+                rt = me
+                verdict = "-" if me is None else "MET" if me <= goal else "MISSED"
+            else:
+                tp = {p: others[p] for p in tpeers if p in others}
+                names = " and ".join(LABEL[p] for p in tpeers)
+                ttext = f"≤ {goal:g} × {'the best of ' if len(tpeers) > 1 else ''}{names}"
+                if me is not None and tp:
+                    rt = me / min(tp.values())
+                    verdict = "MET" if rt <= goal else "MISSED"
                 else:
-                    cells[p] = "-"
-            rb = vals["stp"] / vals["haproxy"] if "stp" in vals and vals.get("haproxy") else None
-            rows.append((f"scaling, {label}, {w} workers / 1 (HAProxy: nbthread)", cells,
-                         "", fmt(rb, 2), ""))
-    return rows
-
-
-def render(rows):
-    head = ["figure", "starttls-proxy", "stunnel", "HAProxy", "floor",
-            "ratio to best peer", "ratio to floor"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, cells, floor, rb, rf in rows:
-        lines.append("| " + " | ".join([label, cells["stp"], cells["stunnel"], cells["haproxy"],
-                                         floor, rb, rf]) + " |")
-    return "\n".join(lines)
-
-
-def targets(w):
-    out = []
-
-    def ratio(key, peer="haproxy", field="cost"):
-        a, b = results.get((key, "stp")), results.get((key, peer))
-        if a and b and a[field] is not None and b[field]:
-            return a[field] / b[field]
-        return None
-
-    def line(what, r, goal, lower=True):
-        if r is None:
-            out.append(f"- {what}: not measured")
-            return
-        met = r <= goal if lower else r >= goal
-        out.append(f"- {what}: {r:.2f} (target {'≤' if lower else '≥'} {goal}) "
-                   f"{'met' if met else 'MISSED'}")
-
-    line("bulk CPU/GiB, implicit, 1 conn, ratio to HAProxy", ratio("bulk-tls-1"), 0.75)
-    line("bulk CPU/GiB, implicit, 8 conns, ratio to HAProxy", ratio("bulk-tls-8"), 0.75)
-    line("CPU per full handshake, implicit, ECDSA, ratio to HAProxy", ratio("hs-tls-ecdsa"), 0.8)
-    line("RSS per idle TLS session, ratio to HAProxy", ratio("idle"), 0.75)
-    r = results.get(("idle", "stp"))
-    if r:
-        e = r.get("errors")
-        out.append(f"- {ARGS.idle} concurrent sessions on one worker without an error: "
-                   f"{'met' if e == 0 else 'MISSED'} (worst run: {e} sessions failed)"
-                   + ("" if ARGS.idle >= 10000 or ARGS.idle < IDLE_FIT else
-                      f"; {ARGS.idle}, not 10,000: the hard RLIMIT_NOFILE here is "
-                      f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]} (no CAP_SYS_RESOURCE to raise it), "
-                      "which caps stunnel at 125/256 of it and each proxy at half of it"))
-    if w > 1:
-        for key1, keyw, what in (("bulk-tls-8", f"bulk-tls-8-w{w}", "bulk throughput"),
-                                 ("hs-tls-ecdsa", f"hs-tls-ecdsa-w{w}", "handshakes per second")):
-            a, b = results.get((key1, "stp")), results.get((keyw, "stp"))
-            rr = b["rate"] / a["rate"] if a and b and a["rate"] and b["rate"] else None
-            line(f"workers = {w}: {what}, ratio to one worker", rr, 1.7, lower=False)
-    worse = []
-    for (key, peer), r in results.items():
-        if peer != "stp" or key.startswith("scaling"):
-            continue
-        peers = [results[(key, p)]["cost"] for p in ("stunnel", "haproxy")
-                 if (key, p) in results and results[(key, p)]["cost"] is not None]
-        if r["cost"] is not None and peers and r["cost"] > min(peers):
-            worse.append(f"{key} ({r['cost'] / min(peers):.2f}× the best peer)")
-    out.append("- every figure at least as good as the best peer's: " +
-               ("met" if not worse else "MISSED for " + ", ".join(sorted(worse))))
+                    verdict = "-"
+        out.append({"key": key, "label": label, "nd": nd, "cells": cells, "floor": ftext,
+                    "fval": fval, "best": best, "rb": rb, "ttext": ttext, "rt": rt,
+                    "verdict": verdict, "abs": target is not None and target[1] is None})
     return out
 
 
+def render(vs):
+    head = ["figure", "starttls-proxy", "stunnel", "HAProxy", "nginx", "floor",
+            "best peer", "ratio to best peer", "target", "ratio to target", ""]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in vs:
+        c = v["cells"]
+        rt = fmt(v["rt"], 2) + (" ms" if v["abs"] and v["rt"] is not None else "")
+        lines.append("| " + " | ".join([v["label"], c["stp"], c["stunnel"], c["haproxy"], c["nginx"],
+                                         v["floor"], LABEL.get(v["best"], "-"), fmt(v["rb"], 2),
+                                         v["ttext"], rt if v["ttext"] else "", v["verdict"]]) + " |")
+    return "\n".join(lines)
+
+
+def render_rates(w):
+    head = ["figure", "starttls-proxy", "stunnel", "HAProxy", "nginx"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label, nd, target, unit in row_specs(w):
+        cells = []
+        for p in PEERS:
+            r = results.get((key, p))
+            if r is None or r["rate"] is None:
+                cells.append("-")
+                continue
+            c = f"{r['rate']:.0f} {unit}" if r["rate"] >= 10 else f"{r['rate']:.1f} {unit}"
+            if key == "lat-smtp":
+                c += f"; p90 {fmt(r.get('p90'), 2)}, p99 {fmt(r.get('p99'), 2)} ms"
+            u = util(key, p)
+            if u is not None and not key.startswith(("idle", "lat")):
+                c += f" ({u:.2f} CPUs)"
+            cells.append(c)
+        lines.append("| " + " | ".join([label.split(":")[0]] + cells) + " |")
+    return "\n".join(lines)
+
+
+def neg_text(peer):
+    e, r = negotiated.get((peer, "ecdsa")), negotiated.get((peer, "rsa"))
+    if not e:
+        return "-"
+    t = f"{e['proto']} {e['cipher']} {e['group']}"
+    if r:
+        t += f"; RSA signature {r['sig']}"
+    return t
+
+
 def report(fl, w, w_note, elapsed, vers, mach):
-    rows = build_table(fl, w)
-    table = render(rows)
-    neg = negotiated.get("bulk") or negotiated.get("hs-ecdsa") or {}
-    negr = negotiated.get("hs-rsa") or {}
+    vs = verdicts(w, fl)
+    table = render(vs)
     md = []
     md.append("# starttls-proxy benchmark results\n")
     md.append(f"Written by `scripts/bench` on {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} "
@@ -759,24 +881,61 @@ def report(fl, w, w_note, elapsed, vers, mach):
     md.append("\n## Results\n")
     md.append(table)
     md.append("")
-    md.append(f"Each figure is the median of {ARGS.runs} run{'s' if ARGS.runs > 1 else ''}; "
-              "the runs of the three proxies are interleaved. CPU is the proxy's own "
-              "(utime + stime of all its threads and processes, from /proc); the wall-clock rate "
-              "is in brackets. Costs: lower is better, and the ratios are starttls-proxy / the "
-              "best (lowest) peer and starttls-proxy / the floor. Scaling rows: higher is better, "
-              "and the ratio is starttls-proxy's / HAProxy's.\n")
-    md.append("- Negotiated: " + ", ".join(f"{k} {neg.get(k, '-')}" for k in ("proto", "cipher", "group", "sig"))
-              + f" (ECDSA certificate); RSA certificate: signature {negr.get('sig', '-')}. "
-              "Nothing is forced: each proxy runs with its TLS defaults, the client offers OpenSSL's.")
-    md.append(f"- Bulk: {ARGS.bulk_mib} MiB per run, split over the connections; implicit TLS sends raw "
-              "bytes then close_notify; SMTP STARTTLS does greeting, EHLO, STARTTLS, handshake, EHLO, "
-              "MAIL, RCPT, DATA, the payload as 64-byte CRLF lines, '.', QUIT. The sink checks "
+    md.append(f"Each figure is the median of {ARGS.runs} run{'s' if ARGS.runs > 1 else ''}, "
+              "with the spread of the runs (min–max) in brackets; the runs of the proxies are "
+              "interleaved (one run of each in turn, the order rotating from run to run). "
+              "CPU is the proxy's own (utime + stime of all its threads and processes, from "
+              "/proc); RSS is the sum over its processes. Lower is better everywhere. \"ratio to "
+              "best peer\" is starttls-proxy / the best (lowest) of the other proxies; \"ratio to "
+              "target\" is starttls-proxy / the proxy the issue names (for bulk SMTP, the better "
+              "of nginx and stunnel), against the target; for the latency it is starttls-proxy's "
+              "p50 itself. n/a: the proxy cannot do it.\n")
+    md.append("Rates (wall clock, medians; in brackets the CPUs the proxy kept busy, CPU-s / wall-s):\n")
+    md.append(render_rates(w))
+    md.append("")
+    md.append("### What was measured\n")
+    negs = {p: neg_text(p) for p in PEERS if negotiated.get((p, "ecdsa"))}
+    if len(set(negs.values())) == 1:
+        negs_text = f"{next(iter(negs.values()))} with every proxy"
+    else:
+        negs_text = "; ".join(f"{LABEL[p]}: {t}" for p, t in negs.items())
+    md.append("- TLS: each proxy with TLS 1.2 and 1.3 enabled and otherwise its own defaults; "
+              f"the client offers OpenSSL's defaults. Negotiated: {negs_text}.")
+    md.append(f"- Plaintext relay: {ARGS.bulk_mib} MiB per run through a tcp relay without TLS "
+              "(starttls-proxy `protocol = \"tcp\"; client_tls = \"none\"`, HAProxy `mode tcp`, nginx "
+              "`stream` with `proxy_pass`; stunnel cannot relay without TLS): the system-call floor. "
+              "The floor of a bulk TLS row is the AEAD's cost from `openssl speed` (one decryption "
+              "per byte relayed) + the best plaintext relay of the run with as many connections.")
+    md.append(f"- Bulk: {ARGS.bulk_mib} MiB per run, split over the connections; implicit TLS sends "
+              "raw bytes then close_notify; SMTP STARTTLS does greeting, EHLO, STARTTLS, handshake, "
+              "EHLO, MAIL, RCPT, DATA, the payload as 64-byte CRLF lines, '.', QUIT. The sink checks "
               "that every byte arrived.")
-    md.append(f"- Handshakes: {ARGS.hs_seconds} s per run, {ARGS.hs_concurrency} at a time, a fresh "
+    md.append(f"- Handshakes: {ARGS.hs_seconds:g} s per run, {ARGS.hs_concurrency} at a time, a fresh "
               "SSL per session, no session cache, no ticket (full handshakes only); each sends one "
-              "line and reads one reply line through the proxy, then closes. stunnel's SMTP server "
-              "mode waits 200 ms per session to see whether the client speaks TLS first, which "
-              "bounds its STARTTLS handshakes/s, not its CPU per handshake.")
+              "line and reads one reply line through the proxy, then closes.")
+    md.append(f"- SMTP sessions: {ARGS.hs_seconds:g} s per run, {ARGS.hs_concurrency} at a time, full "
+              "handshakes as above: greeting, EHLO, STARTTLS, handshake, EHLO, MAIL FROM, RCPT TO, "
+              "NOOP, QUIT. MAIL and RCPT are there because nginx's mail proxy with `smtp_auth none` "
+              "opens its backend only at RCPT TO (it answers the greeting, EHLO, STARTTLS, MAIL and "
+              "NOOP itself, asks auth_http at RCPT, then replays EHLO, MAIL, RCPT to the backend and "
+              "relays from there on): without them nginx would do a session's work without a "
+              "backend connection while the others open one at accept. The row without them "
+              "(greeting, EHLO, STARTTLS, handshake, NOOP, QUIT, as the issue words it) is shown "
+              "for what it is: there nginx's NOOP never reaches the backend.")
+    md.append(f"- Latency: one client, sequential sessions as above for {ARGS.lat_seconds:g} s per run, "
+              "each timed from just before connect(2) to the reply to its NOOP; the figure is the "
+              "median of the runs' p50s (p90 and p99 in the rates table).")
+    md.append(f"- Idle: (RSS with {ARGS.idle} sessions open − RSS before) / sessions, ECDSA; implicit "
+              "TLS: each session handshaked and one line relayed; SMTP STARTTLS: greeting, EHLO, "
+              "STARTTLS, handshake, EHLO, MAIL, RCPT, NOOP, so that every proxy holds its backend "
+              "connection too; a fresh proxy per run, warmed up with 20 sessions.")
+    lg_lat = median([r["lg_cpu"] * 1000 / int(r["res"]["lat_n"]) for r in runs_log
+                     if r["ok"] and r["what"] == "lat-smtp" and r["peer"] == "stp"
+                     and int(r["res"].get("lat_n", 0)) > 0])
+    if lg_lat:
+        md.append(f"- The client's own CPU per session in starttls-proxy's latency runs: "
+                  f"{lg_lat:.2f} ms (its side of the handshake and of the dialogue), part of "
+                  "every session's latency on this machine.")
     lg_hs = median([r["lg_cpu"] * 1000 / int(r["res"]["handshakes"]) for r in runs_log
                     if r["ok"] and r["what"] == "hs-tls-ecdsa" and "lg_cpu" in r
                     and int(r["res"]["handshakes"]) > 0])
@@ -785,36 +944,103 @@ def report(fl, w, w_note, elapsed, vers, mach):
                       and int(r["res"]["bytes"]) > 0])
     if lg_hs or lg_bulk:
         md.append(f"- The load generator's own CPU (the client side, same machine): "
-                  f"{fmt(lg_bulk, 2)} CPU-s/GiB in bulk, {fmt(lg_hs, 3)} CPU-ms per full "
-                  "handshake (ECDSA): the handshake rates above are bounded by the client "
-                  "side as much as by the proxy.")
-    md.append(f"- Idle: (RSS with {ARGS.idle} sessions open − RSS before) / sessions, implicit TLS, "
-              "ECDSA, each session handshaked and one line relayed; a fresh proxy per run, "
-              "warmed up with 20 sessions. stunnel runs a thread per session.")
+                  f"{fmt(lg_bulk, 2)} CPU-s/GiB in bulk TLS, {fmt(lg_hs, 3)} CPU-ms per full "
+                  "handshake (ECDSA): the rates are bounded by the client side as much as by the proxy.")
     if fl:
         md.append(f"- Floors (`openssl speed`, same run): {fl['aead']} with 16 KiB blocks "
                   f"{fl['aead_Bps'] / 1e9 if fl.get('aead_Bps') else 0:.2f} GB/s, i.e. "
-                  f"{fmt(fl.get('bulk'), 3)} CPU-s/GiB (one decryption per byte relayed); "
-                  f"ECDSA P-256 sign {fmt(fl.get('ecdsa_sign_s'), 0)}/s, RSA-2048 sign "
-                  f"{fmt(fl.get('rsa_sign_s'), 0)}/s, {fl['kx']} {fmt(fl.get('kx_s'), 0)}/s; "
-                  "a server handshake's floor is one signature + 2 × key exchange "
-                  "(key generation and derivation).")
-    md.append(f"- Workers: {w_note}")
-    md.append("\n## Targets (issue 6)\n")
-    md.extend(targets(w))
+                  f"{fmt(fl.get('crypto'), 3)} CPU-s/GiB; ECDSA P-256 sign "
+                  f"{fmt(fl.get('ecdsa_sign_s'), 0)}/s, RSA-2048 sign {fmt(fl.get('rsa_sign_s'), 0)}/s, "
+                  f"{fl['kx']} {fmt(fl.get('kx_s'), 0)}/s; a server handshake's floor is one "
+                  "signature + 2 × key exchange (key generation and derivation).")
+    md.append("- Load: the 1-minute load average at the start of each figure: "
+              + ", ".join(f"{k} {l}" for k, l in loads) +
+              " (the bench itself adds up to 2: the proxy, the load generator and the sinks; "
+              "stunnel's thread per session adds to it while it holds the idle sessions).")
+    if w > 1:
+        md.append(f"- Workers: {w_note}")
+    md.append("")
+    md.append("### How each peer was set up, and what it did\n")
+    md.extend(PEER_NOTES)
+    md.append("\n## Targets (issue: performance, round 2)\n")
+    md.extend(targets(vs))
     md.append("\n## Every run\n")
     md.append("<details><summary>each run's figures</summary>\n")
     md.append("| proxy | figure | cert | workers | CPU s | result |")
     md.append("|---|---|---|---|---|---|")
     for r in runs_log:
         res = r["res"] or {}
-        keep = {k: res[k] for k in ("bytes", "secs", "mib_s", "handshakes", "hs_s", "errors",
+        keep = {k: res[k] for k in ("bytes", "secs", "mib_s", "ok", "handshakes", "hs_s", "errors",
+                                     "lat_n", "lat_p50_ms", "lat_p99_ms",
                                      "rss0_kib", "rssN_kib", "sessions") if k in res}
+        if r["what"].startswith("bulk"):
+            keep.pop("lat_n", None), keep.pop("lat_p50_ms", None), keep.pop("lat_p99_ms", None)
         md.append(f"| {LABEL[r['peer']]} | {r['what']} | {r['cert']} | {r['workers']} | "
                   f"{r['cpu']:.2f} | {'ok' if r['ok'] else 'FAILED'} "
                   + " ".join(f"{k}={v}" for k, v in keep.items()) + " |")
     md.append("\n</details>")
     return table, "\n".join(md) + "\n"
+
+
+PEER_NOTES = [
+    "- starttls-proxy: one process, one worker; listeners `protocol = \"tcp\"` (implicit TLS, and "
+    "`client_tls = \"none\"` for the plaintext relay) and `protocol = \"smtp\"` (STARTTLS, "
+    "`require_tls` by default). It connects to the backend at accept and relays the backend's "
+    "greeting and replies.",
+    "- stunnel: one process, a thread per session; `protocol = smtp` in server mode plays the "
+    "STARTTLS side itself. In that mode it waits 200 ms per session to see whether the client "
+    "speaks TLS first, so its session latency is about 200 ms and its session rate is bounded "
+    "by that, not its CPU per session. It cannot relay without TLS (n/a).",
+    "- HAProxy: `mode tcp`, `nbthread 1`, one process; TLS with `bind ... ssl crt`; no SMTP "
+    "STARTTLS (n/a).",
+    "- nginx 1.22 (Debian's nginx-light with libnginx-mod-mail and libnginx-mod-stream, loaded "
+    "with `load_module`): one process (`master_process off`, `daemon off`, so that it dies with "
+    "the bench), its own configuration, pid, lock and error log in the run's directory, only "
+    "loopback ports. Implicit TLS and the plaintext relay are its `stream` module "
+    "(`listen ... ssl`, `proxy_pass`); SMTP is its mail proxy: `protocol smtp; smtp_auth none; "
+    "starttls only; xclient off; proxy on;` with `auth_http` answered by `bench/sink auth` (its "
+    "own process, so not counted as nginx's CPU) with `Auth-Status: OK`, `Auth-Server: "
+    "127.0.0.1`, `Auth-Port:` the SMTP sink. What it requires of an SMTP client: the mail proxy "
+    "answers the greeting, EHLO, STARTTLS, MAIL and NOOP itself; only RCPT TO (after a MAIL "
+    "FROM, else `503 5.5.1`) makes it ask auth_http (one HTTP/1.0 request per session), connect "
+    "to the backend, send `EHLO localhost` (its `server_name`; with `xclient off` the client's "
+    "EHLO name is not passed), the client's MAIL and RCPT, and relay the backend's RCPT reply; "
+    "from then on it relays both ways. `starttls only` refuses AUTH before TLS but not MAIL. "
+    "nginx 1.22's default `ssl_protocols` leaves out TLS 1.3, so both stream and mail name "
+    "`TLSv1.2 TLSv1.3`; otherwise its TLS defaults (no session cache, tickets on: the client "
+    "refuses tickets). Its mail relay buffer is `proxy_buffer` 4k (the default), the stream "
+    "module's `proxy_buffer_size` 16k. Its one-client SMTP latency (about 45 ms) is Nagle's "
+    "algorithm against the client's delayed ACK: the mail module never sets TCP_NODELAY (the "
+    "stream module does, `tcp_nodelay on` by default), and after the handshake it writes "
+    "OpenSSL's two TLS 1.3 session tickets and then the next reply as separate small "
+    "segments, so the later ones wait for the ACK of the first (up to 40 ms on Linux); the "
+    "row without MAIL and RCPT shows it too, with no backend at all. It costs no CPU and "
+    "does not show with 16 sessions at a time.",
+]
+
+
+def targets(vs):
+    out = []
+    for v in vs:
+        if not v["ttext"]:
+            continue
+        if v["rt"] is None:
+            out.append(f"- {v['label']}: not measured")
+            continue
+        if v["abs"]:
+            out.append(f"- {v['label']}: starttls-proxy {v['rt']:.2f} ms (target {v['ttext']}) {v['verdict']}")
+        else:
+            out.append(f"- {v['label']}: {v['rt']:.2f} (target {v['ttext']}) {v['verdict']}")
+    worse = [f"{v['key']} ({v['rb']:.2f}× {LABEL[v['best']]})" for v in vs
+             if v["rb"] is not None and v["rb"] > 1]
+    out.append("- every figure at least as good as the best peer's: " +
+               ("met" if not worse else "MISSED for " + ", ".join(worse)))
+    r = results.get(("idle-tls", "stp"))
+    if r and ARGS.idle < 10000 and ARGS.idle >= IDLE_FIT:
+        out.append(f"- idle sessions: {ARGS.idle}, not 10,000: the hard RLIMIT_NOFILE here is "
+                   f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]} (no CAP_SYS_RESOURCE to raise "
+                   "it), which caps stunnel at 125/256 of it and each proxy at half of it")
+    return out
 
 
 # ---------------------------------------------------------------- main
@@ -836,20 +1062,26 @@ def make_certs(d):
 
 
 def main():
-    global ARGS, NPROC, MAXCONN, log_dir
+    global ARGS, NPROC, MAXCONN, SKIP, IDLE_FIT, log_dir
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one run, small sizes: for trying it")
-    ap.add_argument("--workers", type=int, default=2,
-                    help="also measure starttls-proxy with workers = N (default 2; 1: skip)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="also measure starttls-proxy with workers = N against HAProxy's "
+                    "nbthread N (default 1: not measured)")
     ap.add_argument("--runs", type=int, help="runs per figure (default 3; --quick: 1)")
-    ap.add_argument("--bulk-mib", type=int, help="MiB per bulk run (default 512; --quick: 64)")
-    ap.add_argument("--hs-seconds", type=float, help="seconds per handshake run (default 2; --quick: 1)")
+    ap.add_argument("--bulk-mib", type=int, help="MiB per bulk run (default 512; --quick: 128)")
+    ap.add_argument("--hs-seconds", type=float,
+                    help="seconds per handshake and session run (default 2; --quick: 1)")
+    ap.add_argument("--lat-seconds", type=float,
+                    help="seconds per latency run (default 2; --quick: 1)")
     ap.add_argument("--hs-concurrency", type=int, default=16)
-    ap.add_argument("--idle", type=int, help="idle sessions (default 10000, or what RLIMIT_NOFILE allows; --quick: 1000)")
+    ap.add_argument("--idle", type=int, help="idle sessions per run (default 5000, or what "
+                    "RLIMIT_NOFILE allows; --quick: 1000)")
     ap.add_argument("--idle-timeout", type=int, default=120)
     ap.add_argument("--speed-seconds", type=int, default=1)
-    ap.add_argument("--peers", default="stp,stunnel,haproxy", help="which proxies (default all)")
-    ap.add_argument("--skip", default="", help="comma-separated: bulk,handshake,idle,workers,floors")
+    ap.add_argument("--peers", default="stp,stunnel,haproxy,nginx", help="which proxies (default all)")
+    ap.add_argument("--skip", default="", help="comma-separated: bulk,handshake,session,notxn,"
+                    "idle,floors")
     ap.add_argument("--stp", default=os.path.join(TOP, "build", "starttls-proxy"))
     ap.add_argument("--bindir", default=os.path.join(TOP, "build", "bench"))
     ap.add_argument("--out", help="where to write the report (default bench/RESULTS.md; "
@@ -861,19 +1093,22 @@ def main():
     ARGS.cmdline = ARGS.cmdline or " ".join(shlex.quote(a) for a in sys.argv)
     q = ARGS.quick
     ARGS.runs = ARGS.runs or (1 if q else 3)
-    ARGS.bulk_mib = ARGS.bulk_mib or (64 if q else 512)
+    ARGS.bulk_mib = ARGS.bulk_mib or (128 if q else 512)
     ARGS.hs_seconds = ARGS.hs_seconds or (1 if q else 2)
+    ARGS.lat_seconds = ARGS.lat_seconds or (1 if q else 2)
     ARGS.peers = [p for p in ARGS.peers.split(",") if p]
-    skip = set(ARGS.skip.split(","))
+    for p in ARGS.peers:
+        if p not in PEERS:
+            raise SystemExit(f"bench: unknown peer {p} (known: {','.join(PEERS)})")
+    SKIP = set(ARGS.skip.split(","))
     NPROC = len(os.sched_getaffinity(0))
 
     # descriptors: as many as the machine allows, for the proxies and the idle sessions
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    global IDLE_FIT
-    IDLE_FIT = fit = min((hard * 125) // 256 - 15,      # stunnel allows max_fds * 125/256 clients
-              (hard - 64) // 2)              # a proxy holds two descriptors per session
-    ARGS.idle = ARGS.idle or min(1000 if q else 10000, fit)
+    IDLE_FIT = min((hard * 125) // 256 - 15,      # stunnel allows max_fds * 125/256 clients
+                   (hard - 64) // 2)              # a proxy holds two descriptors per session
+    ARGS.idle = ARGS.idle or min(1000 if q else 5000, IDLE_FIT)
     MAXCONN = min(ARGS.idle + 100, (hard - 64) // 2)
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -888,77 +1123,60 @@ def main():
         signal.signal(s, on_signal)
 
     try:
+        vers, mach = versions(), machine()
         certs = make_certs(log_dir)
         ecdsa, rsa = certs
-        sinks = {"raw": Sink(os.path.join(ARGS.bindir, "sink"), "raw"),
-                 "smtp": Sink(os.path.join(ARGS.bindir, "sink"), "smtp")}
-        vers, mach = versions(), machine()
+        sink = os.path.join(ARGS.bindir, "sink")
+        sinks = {"raw": Sink(sink, "raw"), "smtp": Sink(sink, "smtp")}
+        sinks["auth"] = Sink(sink, "auth", sinks["smtp"].port)
+        peers = [p for p in PEERS if p in ARGS.peers]
 
-        for cert in certs:
-            if "bulk" in skip and "handshake" in skip:
-                break
-            say(f"bulk and handshakes, {cert['name']} certificate")
-            inst = {p: Proxy(p, cert, sinks, maxconn=MAXCONN) for p in PEERS if p in ARGS.peers}
+        if not {"bulk", "handshake", "session"} <= SKIP:
+            say("plaintext relay, bulk, handshakes, SMTP sessions: ECDSA certificate")
+            inst = {p: Proxy(p, ecdsa, sinks, maxconn=MAXCONN) for p in peers}
             try:
-                if cert is ecdsa and "bulk" not in skip:
+                if "bulk" not in SKIP:
                     bulk_figures(inst, sinks)
-                if "handshake" not in skip:
-                    handshake_figures(inst, cert)
+                if "handshake" not in SKIP:
+                    handshake_figures(inst, ecdsa)
+                if "session" not in SKIP:
+                    session_figures(inst)
+            finally:
+                for i in inst.values():
+                    i.close()
+        if "handshake" not in SKIP:
+            say("handshakes: RSA certificate")
+            inst = {p: Proxy(p, rsa, sinks, services=("tls",), maxconn=MAXCONN) for p in peers}
+            try:
+                handshake_figures(inst, rsa)
             finally:
                 for i in inst.values():
                     i.close()
 
-        if "idle" not in skip:
-            say(f"idle sessions: {ARGS.idle} per run")
-            idle_figures([p for p in PEERS if p in ARGS.peers], ecdsa, sinks)
+        if "idle" not in SKIP:
+            for mode in ("tls", "smtp"):
+                say(f"idle sessions, {mode}: {ARGS.idle} per run")
+                idle_figures(peers, ecdsa, sinks, mode)
 
         w = ARGS.workers
-        w_note = "not measured"
-        if w != 1 and "workers" not in skip:
-            probe = os.path.join(log_dir, "workers-probe.conf")
-            with open(probe, "w") as f:
-                f.write(f'workers = {w};\nlisteners = ( {{ name = "p"; listen = "127.0.0.1:{free_port()}"; '
-                        f'protocol = "tcp"; tls = {{ certificates = ( {{ cert = "{ecdsa["crt"]}"; '
-                        f'key = "{ecdsa["key"]}"; }} ); }}; backend = {{ address = "127.0.0.1:9"; }}; }} );\n')
-            rc, out = run([ARGS.stp, "-t", "-c", probe], 30, "workers-probe")
-            if "configuration OK" in out:
-                say(f"workers = {w}")
-                workers_figures(ecdsa, sinks, w)
-                w_note = (f"starttls-proxy with `workers = {w}` and HAProxy with `nbthread {w or NPROC}`, "
-                          "bulk with 8 connections and handshakes, implicit TLS, ECDSA, against "
-                          "the same proxy with one worker (one thread). The load generator and "
-                          f"the sink run on the same {NPROC} CPUs as the proxy, so the scaling "
-                          "rows are bounded by the CPU they leave to it: in brackets, the CPUs "
-                          "the proxy kept busy (CPU-s / wall-s) with one worker and with "
-                          f"{w}. stunnel has no such setting (a thread per session, on every "
-                          "CPU in all the rows above).")
-                u = util("hs-tls-ecdsa", "stp"), util("bulk-tls-8", "stp")
-                if all(u) and max(u) < 0.9:
-                    w_note += (f" With one worker the daemon kept only {u[0]:.2f} CPUs busy in "
-                               f"handshakes and {u[1]:.2f} in bulk: it was not the bottleneck, so "
-                               f"a second worker cannot raise the rates on {NPROC} CPUs shared "
-                               "with the load generator; the 1.7× target needs CPUs to spare "
-                               "(or the generator on another machine).")
-            else:
-                say(f"workers = {w}: not supported by this build (starttls-proxy -t refused it)")
-                w = 1
-                w_note = (f"`workers = {ARGS.workers}` is not supported by this build "
-                          f"(`starttls-proxy -t` refused it; see {os.path.relpath(log_dir, TOP)}"
-                          "/workers-probe.log): only one worker measured.")
-        else:
-            w = 1
+        w_note = ""
+        if w != 1:
+            say(f"workers = {w}")
+            workers_figures(ecdsa, sinks, w)
+            w_note = (f"starttls-proxy with `workers = {w}` and HAProxy with `nbthread {w or NPROC}`, "
+                      "bulk with 8 connections and handshakes, implicit TLS, ECDSA; the load "
+                      f"generator and the sink run on the same {NPROC} CPUs.")
 
         fl = {}
-        if "floors" not in skip:
+        if "floors" not in SKIP:
             say("floors: openssl speed")
-            neg = negotiated.get("bulk") or negotiated.get("hs-ecdsa") or {}
+            neg = negotiated.get(("stp", "ecdsa")) or {}
             fl = floors(neg.get("cipher", "TLS_AES_256_GCM_SHA384"), neg.get("group", "x25519"))
 
         for s in sinks.values():
             stop(s.p)
         elapsed = time.monotonic() - t0
-        with open("/proc/loadavg") as f:
-            mach["load average after the run (including the bench)"] = " ".join(f.read().split()[:3])
+        mach["load average after the run (including the bench)"] = " ".join(loadavg())
         table, md = report(fl, w, w_note, elapsed, vers, mach)
         out = ARGS.out or (os.path.join(log_dir, "RESULTS.md") if q else os.path.join(HERE, "RESULTS.md"))
         with open(out, "w") as f:
@@ -967,7 +1185,7 @@ def main():
             f.write(md)
         print(table)
         print()
-        print("\n".join(targets(w)))
+        print("\n".join(targets(verdicts(w, fl))))
         say(f"done in {elapsed / 60:.1f} minutes; report written to {os.path.relpath(out, TOP)}")
         failed = [r for r in runs_log if not r["ok"]]
         if failed:

@@ -4,11 +4,14 @@
  *
  *   loadgen bulk      [opts] HOST:PORT   -c conns, each sends -b bytes
  *   loadgen handshake [opts] HOST:PORT   -n full handshakes, -c at a time
+ *   loadgen session   [opts] HOST:PORT   handshake --smtp: -n SMTP sessions
  *   loadgen idle      [opts] HOST:PORT   -c sessions held open
  *
  * Options:
  *   --smtp       SMTP STARTTLS: 220, EHLO, 250, STARTTLS, 220, handshake;
  *                without it the listener is implicit TLS
+ *   --plain      bulk: no TLS at all (a plaintext relay)
+ *   --no-txn     handshake --smtp: no EHLO, MAIL, RCPT after the handshake
  *   -c N         connections (bulk), concurrency (handshake), sessions (idle)
  *   -b BYTES     bulk: payload per connection (K, M, G suffixes: powers of 2)
  *   -n N         handshake: number of sessions (default 1000)
@@ -22,11 +25,22 @@
  *   bulk, --smtp     EHLO, MAIL, RCPT, DATA, 354, payload (lines of 62
  *                    printable bytes and CRLF, none starts with '.'), ".",
  *                    250, QUIT, 221, then waits for the close
- *   handshake        one line ("ping" implicit, "NOOP" smtp) and its one
- *                    reply line, close_notify, waits for the close
- *   idle             like handshake, then holds the session until SIGUSR1
- *                    or until stdin reaches end of file; "READY ..." is
- *                    printed when every session is open
+ *   bulk, --plain    the payload in cleartext, shutdown(SHUT_WR), waits
+ *                    for the close
+ *   handshake        "ping", its one reply line, close_notify, waits for
+ *                    the close
+ *   handshake --smtp EHLO, MAIL, RCPT, NOOP (each 250), QUIT, 221, then
+ *                    waits for the close; with --no-txn only NOOP and QUIT
+ *                    (a proxy that opens its backend at RCPT, like nginx's
+ *                    mail proxy with smtp_auth none, then answers NOOP
+ *                    itself and never opens it)
+ *   idle             like handshake, then holds the session (before QUIT)
+ *                    until SIGUSR1 or until stdin reaches end of file;
+ *                    "READY ..." is printed when every session is open
+ * In handshake mode every session's latency is taken from just before its
+ * connect(2) to the reply to its probe line ("ping" or NOOP): lat_n,
+ * lat_p50_ms, lat_p90_ms, lat_p99_ms and lat_max_ms in the result (with -c 1
+ * -T 1, one client's sequential sessions).
  * Every handshake is a full one: a fresh SSL per session, no session cache
  * and SSL_OP_NO_TICKET.  The result is one line on stdout:
  *   RESULT mode=bulk conns=8 ok=8 errors=0 bytes=N secs=S mib_s=R
@@ -66,7 +80,7 @@
 
 enum mode { M_BULK, M_HANDSHAKE, M_IDLE };
 enum op { OP_CONNECT, OP_EXPECT, OP_SEND, OP_HANDSHAKE, OP_PAYLOAD,
-	OP_CLOSE_WAIT, OP_HOLD, OP_DONE };
+	OP_MARK, OP_CLOSE_WAIT, OP_HOLD, OP_DONE };
 
 struct step {
 	enum op		 op;
@@ -89,6 +103,7 @@ struct conn {
 	uint64_t	 left;		/* OP_PAYLOAD: bytes left to send */
 	size_t		 poff;		/* offset in the periodic payload */
 	size_t		 tried;		/* length of an SSL_write to retry, or 0 */
+	double		 t0;		/* when connect(2) was called */
 };
 
 struct worker {
@@ -101,11 +116,15 @@ struct worker {
 	int		 held;
 	uint64_t	 ok, errors, dropped, handshakes, bytes;
 	int		 opened_all;
+	double		*lat;		/* OP_MARK: seconds from connect, per session */
+	size_t		 nlat, alat;
 };
 
 /* settings */
 static enum mode	 mode;
 static int		 smtp;
+static int		 plain;
+static int		 no_txn;
 static int		 nconns = 1;
 static uint64_t		 bulk_bytes = 64 << 20;
 static long		 nhandshakes = 1000;
@@ -145,13 +164,30 @@ static const struct step s_smtp_bulk[] = {
 };
 static const struct step s_smtp_hs[] = {
 	{ OP_HANDSHAKE, NULL },
-	{ OP_SEND, "NOOP\r\n" }, { OP_EXPECT, "250" },
+	{ OP_SEND, "EHLO loadgen.example\r\n" }, { OP_EXPECT, "250" },
+	{ OP_SEND, "MAIL FROM:<bench@loadgen.example>\r\n" }, { OP_EXPECT, "250" },
+	{ OP_SEND, "RCPT TO:<sink@sink.example>\r\n" }, { OP_EXPECT, "250" },
+	{ OP_SEND, "NOOP\r\n" }, { OP_EXPECT, "250" }, { OP_MARK, NULL },
+	{ OP_SEND, "QUIT\r\n" }, { OP_EXPECT, "221" },
+	{ OP_CLOSE_WAIT, NULL }, { OP_DONE, NULL },
+};
+static const struct step s_smtp_hs_notxn[] = {
+	{ OP_HANDSHAKE, NULL },
+	{ OP_SEND, "NOOP\r\n" }, { OP_EXPECT, "250" }, { OP_MARK, NULL },
+	{ OP_SEND, "QUIT\r\n" }, { OP_EXPECT, "221" },
 	{ OP_CLOSE_WAIT, NULL }, { OP_DONE, NULL },
 };
 static const struct step s_smtp_idle[] = {
 	{ OP_HANDSHAKE, NULL },
+	{ OP_SEND, "EHLO loadgen.example\r\n" }, { OP_EXPECT, "250" },
+	{ OP_SEND, "MAIL FROM:<bench@loadgen.example>\r\n" }, { OP_EXPECT, "250" },
+	{ OP_SEND, "RCPT TO:<sink@sink.example>\r\n" }, { OP_EXPECT, "250" },
 	{ OP_SEND, "NOOP\r\n" }, { OP_EXPECT, "250" },
 	{ OP_HOLD, NULL },
+};
+static const struct step s_plain_bulk[] = {
+	{ OP_CONNECT, NULL },
+	{ OP_PAYLOAD, NULL }, { OP_CLOSE_WAIT, NULL }, { OP_DONE, NULL },
 };
 static const struct step s_tls_bulk[] = {
 	{ OP_CONNECT, NULL }, { OP_HANDSHAKE, NULL },
@@ -159,7 +195,7 @@ static const struct step s_tls_bulk[] = {
 };
 static const struct step s_tls_hs[] = {
 	{ OP_CONNECT, NULL }, { OP_HANDSHAKE, NULL },
-	{ OP_SEND, "ping\n" }, { OP_EXPECT, NULL },
+	{ OP_SEND, "ping\n" }, { OP_EXPECT, NULL }, { OP_MARK, NULL },
 	{ OP_CLOSE_WAIT, NULL }, { OP_DONE, NULL },
 };
 static const struct step s_tls_idle[] = {
@@ -188,9 +224,9 @@ static const struct step *
 script_next_after_pre(void)
 {
 	if (mode == M_BULK)
-		return smtp ? s_smtp_bulk : s_tls_bulk;
+		return smtp ? s_smtp_bulk : plain ? s_plain_bulk : s_tls_bulk;
 	if (mode == M_HANDSHAKE)
-		return smtp ? s_smtp_hs : s_tls_hs;
+		return smtp ? (no_txn ? s_smtp_hs_notxn : s_smtp_hs) : s_tls_hs;
 	return smtp ? s_smtp_idle : s_tls_idle;
 }
 
@@ -215,6 +251,7 @@ conn_start(struct worker *w)
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		die("out of memory");
 	c->w = w;
+	c->t0 = now();
 	c->step = smtp ? s_smtp_pre : script_next_after_pre();
 	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	w->started++;
@@ -407,6 +444,14 @@ drain(struct conn *c)
 	int	 r;
 
 	for (;;) {
+		if (c->ssl == NULL) {
+			ssize_t n = recv(c->fd, junk, sizeof(junk), 0);
+			if (n > 0)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				return R_WAIT;
+			return R_FAIL;
+		}
 		r = SSL_read(c->ssl, junk, sizeof(junk));
 		if (r > 0)
 			continue;
@@ -428,6 +473,20 @@ do_payload(struct conn *c)
 	}
 	while (c->left > 0) {
 		size_t len = c->tried ? c->tried : (c->left < CHUNK ? (size_t)c->left : CHUNK);
+		if (c->ssl == NULL) {
+			/* cleartext: larger writes, as a relay's reads may be */
+			len = c->left < CHUNK ? (size_t)c->left : CHUNK;
+			ssize_t sn = send(c->fd, payload + c->poff, len, MSG_NOSIGNAL);
+			if (sn < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					return R_WAIT;
+				return R_FAIL;
+			}
+			c->left -= (uint64_t)sn;
+			c->w->bytes += (uint64_t)sn;
+			c->poff = (c->poff + (size_t)sn) % CHUNK;
+			continue;
+		}
 		n = SSL_write(c->ssl, payload + c->poff, (int)len);
 		if (n <= 0) {
 			c->tried = len;
@@ -447,6 +506,20 @@ do_close_wait(struct conn *c)
 	char	 junk[4096];
 	int	 r;
 
+	if (c->ssl == NULL) {
+		if (!c->shut_sent) {
+			shutdown(c->fd, SHUT_WR);
+			c->shut_sent = 1;
+		}
+		for (;;) {
+			ssize_t n = recv(c->fd, junk, sizeof(junk), 0);
+			if (n > 0)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				return R_WAIT;
+			return R_NEXT;		/* EOF (or reset): the relay closed */
+		}
+	}
 	if (!c->shut_sent) {
 		r = SSL_shutdown(c->ssl);
 		if (r < 0) {
@@ -488,6 +561,31 @@ do_hold(struct conn *c)
 		ERR_clear_error();
 		return R_FAIL;
 	}
+}
+
+static int
+do_mark(struct conn *c)
+{
+	struct worker	*w = c->w;
+
+	if (w->nlat == w->alat) {
+		size_t n = w->alat ? 2 * w->alat : 1024;
+		double *p = realloc(w->lat, n * sizeof(*p));
+		if (p == NULL)
+			die("out of memory");
+		w->lat = p;
+		w->alat = n;
+	}
+	w->lat[w->nlat++] = now() - c->t0;
+	return R_NEXT;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
 }
 
 static void
@@ -534,6 +632,7 @@ drive(struct conn *c, uint32_t events)
 		case OP_SEND:	r = do_send(c); break;
 		case OP_HANDSHAKE: r = do_handshake(c); break;
 		case OP_PAYLOAD: r = do_payload(c); break;
+		case OP_MARK:	r = do_mark(c); break;
 		case OP_CLOSE_WAIT: r = do_close_wait(c); break;
 		case OP_HOLD:
 			r = do_hold(c);
@@ -629,8 +728,9 @@ parse_size(const char *s)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: loadgen bulk|handshake|idle [--smtp] [-c N] [-b BYTES] [-n N] [-d SECS]\n"
-	    "               [-T THREADS] [-o INFLIGHT] [-w SECS] HOST:PORT\n");
+	fprintf(stderr, "usage: loadgen bulk|handshake|session|idle [--smtp] [--plain] [--no-txn]\n"
+	    "               [-c N] [-b BYTES] [-n N] [-d SECS] [-T THREADS] [-o INFLIGHT]\n"
+	    "               [-w SECS] HOST:PORT\n");
 	exit(2);
 }
 
@@ -652,6 +752,10 @@ main(int argc, char **argv)
 		mode = M_BULK;
 	else if (!strcmp(argv[1], "handshake"))
 		mode = M_HANDSHAKE;
+	else if (!strcmp(argv[1], "session")) {
+		mode = M_HANDSHAKE;
+		smtp = 1;
+	}
 	else if (!strcmp(argv[1], "idle"))
 		mode = M_IDLE;
 	else
@@ -661,6 +765,10 @@ main(int argc, char **argv)
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--smtp"))
 			smtp = 1;
+		else if (!strcmp(a, "--plain"))
+			plain = 1;
+		else if (!strcmp(a, "--no-txn"))
+			no_txn = 1;
 		else if (a[0] == '-' && strchr("cbndTow", a[1]) && a[1] && !a[2]) {
 			if (v == NULL)
 				usage();
@@ -679,7 +787,7 @@ main(int argc, char **argv)
 		else
 			usage();
 	}
-	if (addr == NULL || nconns < 1 || nthreads < 1)
+	if (addr == NULL || nconns < 1 || nthreads < 1 || (plain && (smtp || mode != M_BULK)))
 		usage();
 	/* whole records of whole lines, so that DATA ends with CRLF */
 	bulk_bytes = bulk_bytes < CHUNK ? CHUNK : bulk_bytes / CHUNK * CHUNK;
@@ -776,13 +884,30 @@ main(int argc, char **argv)
 		bytes += ws[i].bytes;
 	}
 	double secs = (mode == M_IDLE ? t_ready : t_end) - t_start;
-	printf("RESULT mode=%s smtp=%d conns=%d ok=%llu errors=%llu dropped=%llu bytes=%llu "
-	    "secs=%.6f mib_s=%.1f handshakes=%llu hs_s=%.1f proto=%s cipher=%s group=%s sig=%s\n",
-	    argv[1], smtp, nconns, (unsigned long long)ok, (unsigned long long)errors,
+	size_t nlat = 0;
+	for (int i = 0; i < nthreads; i++)
+		nlat += ws[i].nlat;
+	double *lat = calloc(nlat + 1, sizeof(*lat));
+	if (lat == NULL)
+		die("out of memory");
+	nlat = 0;
+	for (int i = 0; i < nthreads; i++) {
+		if (ws[i].nlat > 0)
+			memcpy(lat + nlat, ws[i].lat, ws[i].nlat * sizeof(*lat));
+		nlat += ws[i].nlat;
+	}
+	qsort(lat, nlat, sizeof(*lat), cmp_double);
+#define PCT(p)	(nlat ? lat[(size_t)((double)(nlat - 1) * (p) + 0.5)] * 1000 : 0.0)
+	printf("RESULT mode=%s smtp=%d plain=%d conns=%d ok=%llu errors=%llu dropped=%llu bytes=%llu "
+	    "secs=%.6f mib_s=%.1f handshakes=%llu hs_s=%.1f lat_n=%zu lat_p50_ms=%.3f "
+	    "lat_p90_ms=%.3f lat_p99_ms=%.3f lat_max_ms=%.3f proto=%s cipher=%s group=%s sig=%s\n",
+	    argv[1], smtp, plain, nconns, (unsigned long long)ok, (unsigned long long)errors,
 	    (unsigned long long)dropped, (unsigned long long)bytes, secs,
 	    secs > 0 ? (double)bytes / secs / 1048576.0 : 0.0,
 	    (unsigned long long)hs, secs > 0 ? (double)hs / secs : 0.0,
+	    nlat, PCT(0.50), PCT(0.90), PCT(0.99), PCT(1.0),
 	    neg_proto, neg_cipher, neg_group, neg_sig);
+#undef PCT
 	fflush(stdout);
 	return errors == 0 && dropped == 0 ? 0 : 1;
 }

@@ -7,12 +7,17 @@
  *                     250 PIPELINING; MAIL, RCPT, NOOP, RSET -> 250; DATA ->
  *                     354, then counts the content up to CRLF.CRLF -> 250;
  *                     QUIT -> 221 and close; anything else -> 500
+ *   sink auth PORT SMTP_PORT
+ *                     nginx's auth_http: reads one HTTP request up to its
+ *                     empty line, answers 200 with Auth-Status: OK,
+ *                     Auth-Server: 127.0.0.1, Auth-Port: SMTP_PORT, closes
  *
  * One thread, epoll, non-blocking sockets, any number of connections.  It
  * prints "LISTENING port=N" once it listens, and on SIGUSR1 (and at exit on
  * SIGTERM/SIGINT) one line:
  *   SINK bytes=N conns=N open=N messages=N errors=N
- * where bytes counts every byte received (raw) or the DATA content (smtp).
+ * where bytes counts every byte received (raw) or the DATA content (smtp),
+ * and messages the messages (smtp) or the requests answered (auth).
  *
  * Build: cc -O2 -o sink sink.c
  */
@@ -38,14 +43,15 @@
 #define RBUF	(256 * 1024)
 #define LINEMAX	1024
 
-enum { M_RAW, M_SMTP };
+enum { M_RAW, M_SMTP, M_AUTH };
 
 struct conn {
 	int		 fd;
 	int		 answered;	/* raw: "ok\n" sent */
 	int		 in_data;	/* smtp: inside DATA */
 	int		 dstate;	/* smtp: matched prefix of "\r\n.\r\n" */
-	int		 closing;	/* smtp: close once output is flushed */
+	int		 closing;	/* smtp, auth: close once output is flushed */
+	int		 hstate;	/* auth: matched prefix of "\r\n\r\n" */
 	size_t		 llen;		/* smtp: command line being assembled */
 	char		 line[LINEMAX];
 	size_t		 olen, ooff;	/* pending output */
@@ -55,6 +61,7 @@ struct conn {
 static int		 mode;
 static uint64_t		 total_bytes, total_conns, open_conns, messages, errors;
 static char		 rbuf[RBUF];
+static char		 auth_reply[160];
 
 static void
 report(void)
@@ -224,6 +231,25 @@ smtp_input(struct conn *c, const char *p, size_t n)
 	return 0;
 }
 
+/* nginx's auth_http request: the reply once the header block has ended. */
+static void
+auth_input(struct conn *c, const char *p, size_t n)
+{
+	static const char	 end[] = "\r\n\r\n";
+
+	for (size_t i = 0; i < n && !c->closing; i++) {
+		if (p[i] == end[c->hstate])
+			c->hstate++;
+		else
+			c->hstate = p[i] == '\r' ? 1 : 0;
+		if (c->hstate == 4) {
+			messages++;
+			queue(c, auth_reply);
+			c->closing = 1;
+		}
+	}
+}
+
 static void
 on_readable(int ep, struct conn *c)
 {
@@ -244,8 +270,10 @@ on_readable(int ep, struct conn *c)
 				c->answered = 1;
 				queue(c, "ok\n");
 			}
-		} else {
+		} else if (mode == M_SMTP) {
 			smtp_input(c, rbuf, (size_t)r);
+		} else {
+			auth_input(c, rbuf, (size_t)r);
 		}
 		if (c->olen > c->ooff && flush_out(ep, c) < 0)
 			goto gone;
@@ -294,11 +322,19 @@ main(int argc, char **argv)
 	static char		 lmark;	/* tags the listener in epoll */
 	static char		 smark;	/* tags the signalfd */
 
-	if (argc != 3 || (strcmp(argv[1], "raw") && strcmp(argv[1], "smtp"))) {
-		fprintf(stderr, "usage: sink raw|smtp PORT\n");
+	if (argc == 3 && !strcmp(argv[1], "raw"))
+		mode = M_RAW;
+	else if (argc == 3 && !strcmp(argv[1], "smtp"))
+		mode = M_SMTP;
+	else if (argc == 4 && !strcmp(argv[1], "auth")) {
+		mode = M_AUTH;
+		snprintf(auth_reply, sizeof(auth_reply), "HTTP/1.0 200 OK\r\n"
+		    "Auth-Status: OK\r\nAuth-Server: 127.0.0.1\r\n"
+		    "Auth-Port: %d\r\n\r\n", atoi(argv[3]));
+	} else {
+		fprintf(stderr, "usage: sink raw|smtp PORT | sink auth PORT SMTP_PORT\n");
 		return 2;
 	}
-	mode = strcmp(argv[1], "raw") ? M_SMTP : M_RAW;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);

@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
@@ -62,7 +61,7 @@ backend_start(struct backend *b, struct event_base *base, const struct sockaddr 
 	addr_format(sa, len, b->name, sizeof(b->name));
 	b->state = BACKEND_CONNECTING;
 	if (side_connect(&b->side, base, sa, len) == -1) {
-		if (b->side.bev == NULL) {
+		if (errno == ENOMEM || errno == ENOBUFS) {
 			backend_fail(b, END_INTERNAL, "cannot allocate the backend connection");
 			return;
 		}
@@ -167,7 +166,7 @@ backend_proxy_header(struct backend *b)
 		n = proxy_build_v1(b->client.src, b->client.dst, buf, sizeof(buf));
 	else
 		n = proxy_build_v2(b->client.src, b->client.dst, &b->client.tls, buf, sizeof(buf));
-	if (n < 0 || evbuffer_add(bufferevent_get_output(b->side.sock), buf, (size_t)n) == -1) {
+	if (n < 0 || evbuffer_add(side_output(&b->side), buf, (size_t)n) == -1) {
 		backend_fail(b, END_INTERNAL, "cannot write the PROXY protocol header");
 		return -1;
 	}
@@ -254,9 +253,8 @@ backend_side_cb(struct side *sd, enum side_event ev, void *arg)
 {
 	struct backend	*b = arg;
 	char		 why[BACKEND_NAME_MAX + 96];
-	int		 err = EVUTIL_SOCKET_ERROR();
+	const char	*err = strerror(sd->sys_errno ? sd->sys_errno : EIO);
 
-	(void)sd;
 	switch (ev) {
 	case SIDE_CONNECTED:
 		if (b->state == BACKEND_CONNECTING)
@@ -271,7 +269,6 @@ backend_side_cb(struct side *sd, enum side_event ev, void *arg)
 			b->cb(b, BACKEND_RESULT_DIALOGUE, END_INTERNAL, NULL, b->arg);
 		return;		/* otherwise kept for the owner, once up */
 	case SIDE_DRAINED:
-	case SIDE_DEFER:
 		return;
 	case SIDE_EOF:
 	case SIDE_ERROR:
@@ -283,12 +280,12 @@ backend_side_cb(struct side *sd, enum side_event ev, void *arg)
 		break;
 	case BACKEND_STARTTLS:
 		snprintf(why, sizeof(why), "STARTTLS with the backend %s: %s", b->name,
-		    ev == SIDE_EOF ? "it closed the connection" : evutil_socket_error_to_string(err));
+		    ev == SIDE_EOF ? "it closed the connection" : err);
 		backend_fail(b, END_BACKEND_TLS_FAILED, why);
 		break;
 	default:
 		snprintf(why, sizeof(why), "cannot connect to %s: %s", b->name,
-		    ev == SIDE_EOF ? "connection closed" : evutil_socket_error_to_string(err));
+		    ev == SIDE_EOF ? "connection closed" : err);
 		backend_fail(b, END_BACKEND_UNREACHABLE, why);
 		break;
 	}

@@ -69,7 +69,6 @@ enum session_state {
 #define SESSION_WORK_RESUME	0x02	/* a destination drained: resume its source */
 #define SESSION_WORK_SHUT	0x04	/* an output drained: pass an EOF on */
 #define SESSION_WORK_CLOSE	0x08	/* the last reply is out: close */
-#define SESSION_WORK_DEFER	0x10	/* a side asked for side_deferred() */
 
 /* The client's address and the one it connected to, as the PROXY protocol carries them. */
 struct session_addrs {
@@ -347,7 +346,7 @@ session_update_reading(struct session *s)
 		/* held for a backend not up yet: up to the watermark */
 		size_t queued = s->pending ? evbuffer_get_length(s->pending) : 0;
 
-		if (c->bev != NULL)
+		if (side_open(c))
 			queued += evbuffer_get_length(side_input(c));
 		if (queued >= s->lc->high_watermark)
 			cr = false;
@@ -404,7 +403,7 @@ session_arm(struct session *s)
 static void
 session_shut_progress(struct session *s, struct side *sd)
 {
-	if (s->dead || sd->bev == NULL)
+	if (s->dead || !side_open(sd))
 		return;
 	/*
 	 * Not while the backend is still being reached: its TLS handshake
@@ -472,12 +471,7 @@ session_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	s->work = 0;
-	if (work & SESSION_WORK_DEFER) {
-		side_deferred(&s->client);
-		side_deferred(&s->backend.side);
-		session_shut_progress(s, &s->client);
-	}
-	if (!s->dead && (work & SESSION_WORK_WRAP) && s->state == SESSION_UPGRADING &&
+	if ((work & SESSION_WORK_WRAP) && s->state == SESSION_UPGRADING &&
 	    side_pending(&s->client) == 0)
 		session_client_tls(s);
 	if (!s->dead && (work & SESSION_WORK_RESUME)) {
@@ -552,7 +546,7 @@ session_forward(struct session *s, struct side *from, struct side *to)
 	struct evbuffer	*in;
 	size_t		 n;
 
-	if (from->bev == NULL || s->dead)
+	if (!side_open(from) || s->dead)
 		return;
 	in = side_input(from);
 	if ((n = evbuffer_get_length(in)) == 0)
@@ -562,7 +556,7 @@ session_forward(struct session *s, struct side *from, struct side *to)
 		session_update_reading(s);
 		return;
 	}
-	if (to->bev == NULL || to->shut)
+	if (!side_open(to) || to->shut)
 		return;
 	evbuffer_add_buffer(side_output(to), in);
 	if (from == &s->client)
@@ -580,7 +574,7 @@ session_flush_replies(struct session *s)
 	size_t		 n;
 
 	if ((n = evbuffer_get_length(w->to_client)) > 0) {
-		if (s->client.bev != NULL) {
+		if (side_open(&s->client)) {
 			s->bytes_out += n;
 			evbuffer_add_buffer(side_output(&s->client), w->to_client);
 			side_flush(&s->client);
@@ -1061,9 +1055,6 @@ session_side_cb(struct side *sd, enum side_event ev, void *arg)
 		else
 			session_eof(s, sd);
 		break;
-	case SIDE_DEFER:
-		session_schedule(s, SESSION_WORK_DEFER);
-		break;
 	default:
 		fatalx("session %llu: unexpected event %d from the %s in state %s",
 		    (unsigned long long)s->id, (int)ev, client ? "client" : "backend",
@@ -1248,7 +1239,7 @@ session_finish(struct session *s, enum session_end end, const char *reason)
 {
 	if (s->dead)
 		return;
-	if (s->client.bev == NULL || s->client.fin_sent || s->state == SESSION_HANDSHAKE ||
+	if (!side_open(&s->client) || s->client.fin_sent || s->state == SESSION_HANDSHAKE ||
 	    s->state == SESSION_UPGRADING) {
 		session_close(s, end, "%s", reason ? reason : "");
 		return;

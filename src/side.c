@@ -1,34 +1,22 @@
 /*
  * One end of a connection: see side.h.
  *
- * What libevent 2.1's bufferevents need, each found the hard way and
- * each with a test:
+ * The side does its own I/O on a non-blocking socket with two libevent
+ * events (readable, writable), level-triggered, rather than through
+ * bufferevents: each wake-up reads what the socket has, in large pieces,
+ * up to a budget, and each write goes to the kernel at once, with the
+ * write event registered only when the kernel takes less than we had
+ * (HAProxy's speculative I/O, src/raw_sock.c).  TLS runs over a BIO of
+ * our own: OpenSSL reads the socket through it, in large pieces with
+ * read-ahead, after the bytes the side had already read (a ClientHello
+ * that came in the same read as an upgrade verb); what OpenSSL writes
+ * goes to a buffer that the side writes with one writev, so that the
+ * records of one pass leave in one system call.
  *
- * - A TLS filter moves what it encrypts straight into the output of the
- *   socket bufferevent under it (libevent issue #690, sslsplit issue
- *   #303): what is queued towards a peer is the sum of both outputs, and
- *   the callback that notices it drain sits on the socket's output
- *   evbuffer, since the socket bufferevent's own callbacks belong to the
- *   filter once it is wrapped.
- * - A socket bufferevent keeps its output drain-frozen between its own
- *   writes and its input add-frozen between its own reads: a direct write
- *   or read unfreezes around itself.
- * - A TLS bufferevent on a socket does not look again at records OpenSSL
- *   already holds when reading resumes (#690 again): side_set_reading
- *   kicks it.
- * - A filter can report the peer's close_notify before the read callback
- *   has seen the bytes that came with it: those are reported first.
- * - A TLS bufferevent on a socket reports a failed write (EPIPE) as an
- *   EOF when dirty shutdowns are allowed, and stops writing after it has
- *   reported an EOF, once the callback returns: the first is an error,
- *   the second asks the owner for a deferred call (SIDE_DEFER).
- * - After an EOF, a filter may report the TCP FIN again as an error.
- * - A ClientHello already buffered under a new server filter waits for
- *   the next read from the network, which may never come; a new client
- *   filter sends its ClientHello only from a write callback that a
- *   connected socket with nothing to write never gets: both are kicked.
- * - bufferevent_free drops what is queued and sends no close_notify:
- *   side_flush_final writes what it can first.
+ * Reading stops when the owner says so (backpressure: the kernel holds
+ * the rest), except during a TLS handshake, which runs below the owner.
+ * OpenSSL may hold whole records it read ahead when reading stops; they
+ * are taken as soon as reading resumes, without waiting for the socket.
  */
 #include "autoconfig.h"
 
@@ -38,24 +26,39 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>	/* ev_read: see side_set_reading() */
 #include <event2/event.h>
 
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "side.h"
 #include "tlsctx.h"
 
-static void	side_readcb(struct bufferevent *, void *);
-static void	side_eventcb(struct bufferevent *, short, void *);
+/*
+ * libevent rounds an evbuffer chain's size, its header included, up to a
+ * power of two: asking for 64 KiB allocates 128 KiB, over glibc's mmap
+ * threshold, an mmap, page faults and a munmap for every piece.  The
+ * pieces leave room for the header.
+ */
+#define SIDE_CHAIN_HEADER	256
+#define SIDE_CHUNK_SMALL	(16384 - SIDE_CHAIN_HEADER)	/* the first read of a wake-up */
+#define SIDE_CHUNK		(65536 - SIDE_CHAIN_HEADER)	/* the next ones, when the first filled */
+#define SIDE_READ_BUDGET	(4 * SIDE_CHUNK)	/* per wake-up: others run too */
+#define SIDE_RAW_OUT_MAX	(4 * 16384 + 1024)	/* ciphertext made ahead of the socket */
+#define SIDE_RECORD		16384		/* plaintext per TLS record */
+
+static void	side_read_cb(evutil_socket_t, short, void *);
+static void	side_write_cb(evutil_socket_t, short, void *);
+static void	side_handshake(struct side *);
+static void	side_write(struct side *);
 
 static void
 side_report(struct side *sd, enum side_event ev)
@@ -68,6 +71,7 @@ void
 side_init(struct side *sd, side_cb cb, void *arg)
 {
 	memset(sd, 0, sizeof(*sd));
+	sd->fd = -1;
 	sd->cb = cb;
 	sd->arg = arg;
 }
@@ -79,50 +83,36 @@ side_set_cb(struct side *sd, side_cb cb, void *arg)
 	sd->arg = arg;
 }
 
-size_t
-side_pending(const struct side *sd)
+bool
+side_open(const struct side *sd)
 {
-	size_t	 n;
-
-	if (sd->bev == NULL)
-		return 0;
-	n = evbuffer_get_length(bufferevent_get_output(sd->bev));
-	if (sd->sock != sd->bev)
-		n += evbuffer_get_length(bufferevent_get_output(sd->sock));
-	return n;
+	return sd->fd >= 0;
 }
 
-/*
- * Every change to the socket's output.  Only drains matter; the owner
- * acts on them from its own event, never from inside libevent's write
- * path.
- */
+/* The events say what the side needs: reading and writing. */
 static void
-side_drain_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+side_update(struct side *sd)
 {
-	struct side	*sd = arg;
+	bool	 r, w;
 
-	(void)buf;
-	if (info->n_deleted == 0 || sd->cb == NULL)
+	if (!sd->events)
 		return;
-	/* libevent wrote what a direct write left: it may stop watching */
-	if (sd->ssl == NULL && side_pending(sd) == 0 &&
-	    (bufferevent_get_enabled(sd->sock) & EV_WRITE))
-		bufferevent_disable(sd->sock, EV_WRITE);
-	side_report(sd, SIDE_DRAINED);
-}
-
-/* The socket bufferevent is made: callbacks, the drain watch. */
-static int
-side_adopt(struct side *sd, struct bufferevent *sock, SSL *ssl)
-{
-	if (sock == NULL)
-		return -1;
-	sd->sock = sd->bev = sock;
-	sd->ssl = ssl;
-	evbuffer_add_cb(bufferevent_get_output(sock), side_drain_cb, sd);
-	bufferevent_setcb(sock, side_readcb, NULL, side_eventcb, sd);
-	return 0;
+	r = sd->cb != NULL && !sd->eof && !sd->connecting && (sd->handshaking || sd->reading);
+	w = sd->cb != NULL && !sd->failed && (sd->connecting || sd->want_write);
+	if (r != sd->rev_added) {
+		if (r)
+			event_add(&sd->rev, NULL);
+		else
+			event_del(&sd->rev);
+		sd->rev_added = r;
+	}
+	if (w != sd->wev_added) {
+		if (w)
+			event_add(&sd->wev, NULL);
+		else
+			event_del(&sd->wev);
+		sd->wev_added = w;
+	}
 }
 
 /* No Nagle delay on TCP: a proxy's small writes are replies someone waits for. */
@@ -135,238 +125,572 @@ side_nodelay(int fd, int family)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+static int
+side_adopt(struct side *sd, struct event_base *base, int fd)
+{
+	sd->fd = fd;
+	sd->in = evbuffer_new();
+	sd->out = evbuffer_new();
+	if (sd->in == NULL || sd->out == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	event_assign(&sd->rev, base, fd, EV_READ | EV_PERSIST, side_read_cb, sd);
+	event_assign(&sd->wev, base, fd, EV_WRITE | EV_PERSIST, side_write_cb, sd);
+	sd->events = true;
+	return 0;
+}
+
 int
 side_accept(struct side *sd, struct event_base *base, int fd, int family)
 {
-	struct bufferevent *sock = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-
-	if (sock == NULL) {
-		close(fd);
+	if (side_adopt(sd, base, fd) == -1)
 		return -1;
-	}
 	side_nodelay(fd, family);
-	return side_adopt(sd, sock, NULL);
+	return 0;
 }
 
-/*
- * TLS from the first byte, with nothing to read before it: OpenSSL reads
- * and writes the socket itself, whole records at a time, with no
- * bufferevent between it and the socket (libevent 2.1 reads a socket
- * bufferevent 4 KiB at a time).
- */
 int
 side_accept_tls(struct side *sd, struct event_base *base, int fd, int family, SSL *ssl)
 {
-	struct bufferevent *sock = bufferevent_openssl_socket_new(base, fd, ssl,
-	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-
-	/* on failure libevent has freed the SSL; the socket is ours to close */
-	if (sock == NULL) {
-		close(fd);
+	if (side_adopt(sd, base, fd) == -1) {
+		SSL_free(ssl);
 		return -1;
 	}
-	bufferevent_openssl_set_allow_dirty_shutdown(sock, 1);
-	bufferevent_enable(sock, EV_WRITE);
 	side_nodelay(fd, family);
-	return side_adopt(sd, sock, ssl);
+	return side_start_tls(sd, ssl, true);
 }
 
 int
 side_connect(struct side *sd, struct event_base *base, const struct sockaddr *sa,
     socklen_t len)
 {
-	struct bufferevent *sock = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	int	 fd;
 
-	if (side_adopt(sd, sock, NULL) == -1)
+	if ((fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1)
 		return -1;
-	if (bufferevent_socket_connect(sock, sa, (int)len) == -1)
+	if (side_adopt(sd, base, fd) == -1)
 		return -1;
-	side_nodelay(bufferevent_getfd(sock), sa->sa_family);
+	side_nodelay(fd, sa->sa_family);
+	if (connect(fd, sa, len) == -1 && errno != EINPROGRESS && errno != EINTR)
+		return -1;
+	/* done or under way: the socket says which once it is writable */
+	sd->connecting = true;
+	side_update(sd);
 	return 0;
 }
 
-/*
- * Under a TLS filter, libevent 2.1 reads the socket bufferevent at most
- * 4 KiB per read event (EVBUFFER_MAX_READ), each with an ioctl(FIONREAD)
- * and a pass through epoll: twelve system calls per 16 KiB TLS record.
- * This event on the same socket, added after libevent's own and so run
- * before it when the socket is readable (libevent activates the newest
- * event of a descriptor first; priorities would starve everything else),
- * reads what is there in large pieces into the socket bufferevent's
- * input and hands it to the filter; libevent's read then finds nothing
- * and goes back to waiting.  EOF and errors are left to libevent, and so
- * is everything while the side is not reading (backpressure).
- */
-#define READAHEAD_CHUNK		16384
-#define READAHEAD_MAX		(4 * READAHEAD_CHUNK)
+/* OpenSSL over the socket, after the bytes already read. */
+
+static int
+side_bio_write(BIO *bio, const char *buf, int len)
+{
+	struct side	*sd = BIO_get_data(bio);
+
+	BIO_clear_retry_flags(bio);
+	/* made when there is something to write: an idle side holds none */
+	if (sd->raw_out == NULL && (sd->raw_out = evbuffer_new()) == NULL)
+		return -1;
+	if (evbuffer_add(sd->raw_out, buf, (size_t)len) == -1)
+		return -1;
+	return len;
+}
+
+static int
+side_bio_read(BIO *bio, char *buf, int len)
+{
+	struct side	*sd = BIO_get_data(bio);
+	ssize_t		 n;
+
+	BIO_clear_retry_flags(bio);
+	if (sd->raw_in != NULL) {
+		int got = evbuffer_remove(sd->raw_in, buf, (size_t)len);
+
+		if (evbuffer_get_length(sd->raw_in) == 0) {
+			evbuffer_free(sd->raw_in);	/* read once, at the upgrade */
+			sd->raw_in = NULL;
+		}
+		if (got > 0)
+			return got;
+	}
+	if ((n = recv(sd->fd, buf, (size_t)len, 0)) >= 0)
+		return (int)n;
+	if (errno == EAGAIN || errno == EINTR)
+		BIO_set_retry_read(bio);
+	else
+		sd->sys_errno = errno;
+	return -1;
+}
+
+static long
+side_bio_ctrl(BIO *bio, int cmd, long num, void *ptr)
+{
+	(void)bio;
+	(void)num;
+	(void)ptr;
+	/* writes are buffered by the side, which writes them itself */
+	return cmd == BIO_CTRL_FLUSH || cmd == BIO_CTRL_DUP;
+}
+
+static int
+side_bio_create(BIO *bio)
+{
+	BIO_set_init(bio, 1);
+	return 1;
+}
+
+static BIO_METHOD	*side_bio_method;
 
 static void
-side_readahead_cb(evutil_socket_t fd, short what, void *arg)
+side_bio_method_make(void)
 {
-	struct side		*sd = arg;
-	struct evbuffer		*in;
-	struct evbuffer_iovec	 v[2];
-	size_t			 total = 0, got;
-	int			 n;
-	ssize_t			 r;
+	BIO_METHOD	*m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+			    "starttls-proxy side");
 
-	(void)what;
-	/*
-	 * The side's own flag, not the socket bufferevent's: a filter that
-	 * stops reading only suspends the socket under it, which still says
-	 * it is enabled, and reading on would defeat the backpressure.
-	 */
-	if (sd->cb == NULL || sd->sock == NULL || !sd->reading ||
-	    !(bufferevent_get_enabled(sd->sock) & EV_READ)) {
-		event_del(sd->readahead);	/* re-armed with reading (side_set_reading) */
+	if (m == NULL || !BIO_meth_set_write(m, side_bio_write) ||
+	    !BIO_meth_set_read(m, side_bio_read) || !BIO_meth_set_ctrl(m, side_bio_ctrl) ||
+	    !BIO_meth_set_create(m, side_bio_create)) {
+		BIO_meth_free(m);
 		return;
 	}
-	in = bufferevent_get_input(sd->sock);
-	evbuffer_unfreeze(in, 0);	/* add-frozen between libevent's own reads */
-	while (total < READAHEAD_MAX) {
-		if ((n = evbuffer_reserve_space(in, READAHEAD_CHUNK, v, 2)) <= 0)
-			break;
-		r = readv(fd, (struct iovec *)v, n);
-		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-			/* EOF or an error: libevent's read sees it next; stop */
-			event_del(sd->readahead);
-			break;
-		}
-		if (r < 0)
-			break;
-		got = (size_t)r;
-		for (int i = 0; i < n; i++) {
-			size_t take = (size_t)r < v[i].iov_len ? (size_t)r : v[i].iov_len;
-
-			v[i].iov_len = take;
-			r -= (ssize_t)take;
-		}
-		evbuffer_commit_space(in, v, n);
-		total += got;
-		if (got < READAHEAD_CHUNK)
-			break;		/* the socket is empty for now */
-	}
-	evbuffer_freeze(in, 0);
-	if (total > 0)
-		bufferevent_trigger(sd->sock, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
-}
-
-static void
-side_readahead_stop(struct side *sd)
-{
-	if (sd->readahead != NULL) {
-		event_free(sd->readahead);
-		sd->readahead = NULL;
-	}
-}
-
-/* Without it libevent reads alone, only slower. */
-static void
-side_readahead_start(struct side *sd)
-{
-	if (sd->readahead == NULL)
-		sd->readahead = event_new(bufferevent_get_base(sd->sock),
-		    bufferevent_getfd(sd->sock), EV_READ | EV_PERSIST, side_readahead_cb, sd);
-	if (sd->readahead == NULL || event_add(sd->readahead, NULL) == -1)
-		side_readahead_stop(sd);
+	side_bio_method = m;
 }
 
 int
 side_start_tls(struct side *sd, SSL *ssl, bool server)
 {
-	struct bufferevent	*f;
+	static pthread_once_t	 once = PTHREAD_ONCE_INIT;
+	BIO			*bio = NULL;
 
-	f = bufferevent_openssl_filter_new(bufferevent_get_base(sd->sock), sd->sock, ssl,
-	    server ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
-	    BEV_OPT_CLOSE_ON_FREE);
-	if (f == NULL) {
-		/* libevent freed the SSL and may have freed the socket: forget both */
-		side_readahead_stop(sd);
-		sd->sock = sd->bev = NULL;
-		sd->ssl = NULL;
+	pthread_once(&once, side_bio_method_make);
+	if (side_bio_method == NULL || (bio = BIO_new(side_bio_method)) == NULL ||
+	    (evbuffer_get_length(sd->in) > 0 && (sd->raw_in = evbuffer_new()) == NULL)) {
+		BIO_free(bio);
+		SSL_free(ssl);
 		return -1;
 	}
-	bufferevent_openssl_set_allow_dirty_shutdown(f, 1);
-	sd->bev = f;
+	BIO_set_data(bio, sd);
+	SSL_set_bio(ssl, bio, bio);
+	if (server)
+		SSL_set_accept_state(ssl);
+	else
+		SSL_set_connect_state(ssl);
+	/* what was read in cleartext and not consumed is the handshake's start */
+	if (sd->raw_in != NULL)
+		evbuffer_add_buffer(sd->raw_in, sd->in);
 	sd->ssl = ssl;
-	sd->reading = false;
-	bufferevent_setcb(f, side_readcb, NULL, side_eventcb, sd);
-	bufferevent_enable(f, EV_WRITE);
-	if (server) {
-		/* a ClientHello that came in the same read as the verb */
-		if (evbuffer_get_length(bufferevent_get_input(sd->sock)) > 0)
-			bufferevent_trigger(sd->sock, EV_READ,
-			    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
-	} else {
-		/* the ClientHello goes out from a write callback: make one */
-		bufferevent_trigger(sd->sock, EV_WRITE,
-		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
-	}
-	side_readahead_start(sd);
+	sd->server = server;
+	sd->handshaking = true;
+	side_update(sd);
+	/*
+	 * A client speaks first, and a server may have its ClientHello in
+	 * raw_in already: the handshake starts on the next pass, from the
+	 * side's own event, never inside the owner's call.
+	 */
+	event_active(&sd->rev, EV_READ, 1);
 	return 0;
 }
 
 struct evbuffer *
 side_input(struct side *sd)
 {
-	return bufferevent_get_input(sd->bev);
+	return sd->in;
 }
 
 struct evbuffer *
 side_output(struct side *sd)
 {
-	return bufferevent_get_output(sd->bev);
+	return sd->out;
+}
+
+size_t
+side_pending(const struct side *sd)
+{
+	size_t	 n = 0;
+
+	if (sd->out != NULL)
+		n += evbuffer_get_length(sd->out);
+	if (sd->raw_out != NULL)
+		n += evbuffer_get_length(sd->raw_out);
+	return n;
+}
+
+/* Keep what OpenSSL put in its error queue, for side_error_words. */
+static void
+side_keep_errors(struct side *sd)
+{
+	unsigned long	 e;
+
+	while ((e = ERR_get_error()) != 0)
+		if (sd->nerrs < SIDE_ERRS_MAX)
+			sd->errs[sd->nerrs++] = e;
+}
+
+static void
+side_failed(struct side *sd, int err)
+{
+	if (err != 0)
+		sd->sys_errno = err;
+	sd->failed = true;
+	sd->eof = true;		/* nothing more will come */
+	side_update(sd);
+	side_report(sd, SIDE_ERROR);
 }
 
 /*
- * A plaintext socket is written at once, without waiting for the event
- * loop to say it is writable: in the usual case the kernel takes it all,
- * and the write interest never has to be registered and removed again
- * (two system calls per write, and a pass through the loop).  What the
- * kernel does not take is left to libevent, which also reports a failed
- * write.  TLS bufferevents write for themselves once writing is on.
+ * The peer is gone while we wrote to it.  What it sent last may say why:
+ * a client whose TLS library rejected our certificate once its handshake
+ * was done sends its goodbye in cleartext (libldap's Unbind), and that is
+ * the reason to give, not the broken pipe it left.
  */
+static void
+side_read_reason(struct side *sd)
+{
+	char	 scratch[4096];
+	size_t	 n;
+
+	for (int i = 0; i < 8 && sd->ssl != NULL && sd->nerrs == 0; i++) {
+		ERR_clear_error();
+		if (SSL_read_ex(sd->ssl, scratch, sizeof(scratch), &n) == 1)
+			continue;
+		if (SSL_get_error(sd->ssl, 0) == SSL_ERROR_SSL)
+			side_keep_errors(sd);
+		break;
+	}
+}
+
+/*
+ * Write what the socket takes: the ciphertext OpenSSL made, or the
+ * plaintext.  0, or -1 after reporting an error.  The write event is on
+ * while the kernel takes less than there is.
+ */
+static int
+side_write_raw(struct side *sd, struct evbuffer *buf, bool *progress)
+{
+	int	 n;
+
+	if (buf == NULL) {
+		sd->want_write = false;
+		return 0;
+	}
+	while (evbuffer_get_length(buf) > 0) {
+		if ((n = evbuffer_write(buf, sd->fd)) > 0) {
+			*progress = true;
+			continue;
+		}
+		if (n == -1 && (errno == EINTR))
+			continue;
+		if (n == -1 && errno == EAGAIN) {
+			sd->want_write = true;
+			return 0;
+		}
+		{
+			int err = n == 0 ? EPIPE : errno;
+
+			if (err == EPIPE || err == ECONNRESET)
+				side_read_reason(sd);
+			side_failed(sd, err);
+		}
+		return -1;
+	}
+	sd->want_write = false;
+	if (buf == sd->raw_out) {
+		evbuffer_free(sd->raw_out);	/* all out: an idle side holds none */
+		sd->raw_out = NULL;
+	}
+	return 0;
+}
+
+/* Plaintext through OpenSSL into raw_out, as far as raw_out may grow. */
+static void
+side_encrypt(struct side *sd)
+{
+	size_t	 len, n, done;
+
+	while ((len = evbuffer_get_length(sd->out)) > 0 &&
+	    (sd->raw_out == NULL || evbuffer_get_length(sd->raw_out) < SIDE_RAW_OUT_MAX)) {
+		n = len < SIDE_RECORD ? len : SIDE_RECORD;
+		/* whole records, even from a buffer of small pieces */
+		ERR_clear_error();
+		if (SSL_write_ex(sd->ssl, evbuffer_pullup(sd->out, (ssize_t)n), n, &done) != 1) {
+			side_keep_errors(sd);
+			side_failed(sd, 0);
+			return;
+		}
+		evbuffer_drain(sd->out, done);
+	}
+}
+
+static void
+side_write(struct side *sd)
+{
+	bool	 progress = false;
+
+	if (!side_open(sd) || sd->connecting || sd->fin_sent || sd->failed)
+		return;
+	if (sd->ssl == NULL) {
+		if (side_write_raw(sd, sd->out, &progress) == -1)
+			return;
+	} else {
+		for (;;) {
+			if (side_write_raw(sd, sd->raw_out, &progress) == -1)
+				return;
+			if (sd->want_write || sd->handshaking || sd->shut ||
+			    evbuffer_get_length(sd->out) == 0)
+				break;
+			side_encrypt(sd);
+			if (sd->failed)
+				return;
+		}
+	}
+	side_update(sd);
+	if (progress)
+		side_report(sd, SIDE_DRAINED);
+}
+
 void
 side_flush(struct side *sd)
 {
-	struct evbuffer	*out;
-	int		 fd;
+	if (!sd->want_write)
+		side_write(sd);
+}
 
-	if (sd->sock == NULL || sd->shut)
-		return;
-	if (sd->ssl != NULL) {
-		if (!(bufferevent_get_enabled(sd->bev) & EV_WRITE))
-			bufferevent_enable(sd->bev, EV_WRITE);
+static void
+side_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct side	*sd = arg;
+	int		 err = 0;
+	socklen_t	 len = sizeof(err);
+
+	(void)what;
+	if (sd->connecting) {
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+			err = errno;
+		if (err == EINPROGRESS)
+			return;
+		sd->connecting = false;
+		if (err != 0) {
+			side_failed(sd, err);
+			return;
+		}
+		side_update(sd);
+		side_report(sd, SIDE_CONNECTED);
+		if (sd->cb != NULL)
+			side_write(sd);
 		return;
 	}
-	if (bufferevent_get_enabled(sd->sock) & EV_WRITE)
-		return;		/* libevent is writing already */
-	out = bufferevent_get_output(sd->sock);
-	if (evbuffer_get_length(out) == 0 || (fd = bufferevent_getfd(sd->sock)) < 0)
+	sd->want_write = false;
+	side_write(sd);
+}
+
+/* The peer ended its direction. */
+static void
+side_got_eof(struct side *sd)
+{
+	sd->eof = true;
+	side_update(sd);
+	side_report(sd, SIDE_EOF);
+}
+
+/*
+ * Read what the socket has, in pieces: a first one of 16 KiB (most reads
+ * are small: no large buffer for them), then 64 KiB ones while the pieces
+ * fill, each reported as it comes so that the owner can stop reading
+ * between them.
+ */
+static void
+side_read_plain(struct side *sd)
+{
+	struct evbuffer_iovec	 v[2];
+	size_t			 total = 0, chunk = SIDE_CHUNK_SMALL;
+	ssize_t			 r;
+	int			 n;
+
+	while (sd->reading && sd->cb != NULL && total < SIDE_READ_BUDGET) {
+		if ((n = evbuffer_reserve_space(sd->in, (ev_ssize_t)chunk, v, 2)) <= 0) {
+			side_failed(sd, ENOMEM);
+			return;
+		}
+		if ((r = readv(sd->fd, (struct iovec *)v, n)) > 0) {
+			size_t got = (size_t)r;
+
+			for (int i = 0; i < n; i++) {
+				size_t take = got < v[i].iov_len ? got : v[i].iov_len;
+
+				v[i].iov_len = take;
+				got -= take;
+			}
+			evbuffer_commit_space(sd->in, v, n);
+			total += (size_t)r;
+			side_report(sd, SIDE_READ);
+			if ((size_t)r < chunk)
+				return;		/* the socket is empty for now */
+			chunk = SIDE_CHUNK;
+			continue;
+		}
+		evbuffer_commit_space(sd->in, v, 0);
+		if (r == 0) {
+			side_got_eof(sd);
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			side_failed(sd, errno);
 		return;
-	evbuffer_unfreeze(out, 1);	/* drain-frozen between libevent's own writes */
-	(void)evbuffer_write(out, fd);
-	evbuffer_freeze(out, 1);
-	if (evbuffer_get_length(out) > 0)
-		bufferevent_enable(sd->sock, EV_WRITE);
+	}
+}
+
+/* Records through OpenSSL, as many as it has or the socket gives, within the budget. */
+static void
+side_read_tls(struct side *sd)
+{
+	struct evbuffer_iovec	 v;
+	size_t			 total = 0, got, r;
+	int			 err = SSL_ERROR_NONE;
+	bool			 progress = false;
+
+	while (sd->reading && sd->cb != NULL && !sd->eof) {
+		if (total >= SIDE_READ_BUDGET) {
+			/* come back on the next pass: what OpenSSL holds, the socket will not say */
+			if (SSL_has_pending(sd->ssl))
+				event_active(&sd->rev, EV_READ, 1);
+			return;
+		}
+		if (evbuffer_reserve_space(sd->in, SIDE_CHUNK, &v, 1) != 1) {
+			side_failed(sd, ENOMEM);
+			return;
+		}
+		for (got = 0; got < v.iov_len; got += r) {
+			ERR_clear_error();
+			if (SSL_read_ex(sd->ssl, (char *)v.iov_base + got, v.iov_len - got, &r) != 1) {
+				err = SSL_get_error(sd->ssl, 0);
+				/* why, before anything else can clear the queue */
+				if (err == SSL_ERROR_SSL || err == SSL_ERROR_SYSCALL)
+					side_keep_errors(sd);
+				break;
+			}
+		}
+		v.iov_len = got;
+		evbuffer_commit_space(sd->in, &v, got > 0);
+		/* reading may make OpenSSL write (a key update): send it */
+		if (side_write_raw(sd, sd->raw_out, &progress) == -1)
+			return;
+		if (got > 0) {
+			total += got;
+			side_report(sd, SIDE_READ);
+		}
+		switch (err) {
+		case SSL_ERROR_NONE:
+			continue;	/* the piece filled: more may wait */
+		case SSL_ERROR_WANT_READ:
+		case SSL_ERROR_WANT_WRITE:
+			return;		/* the socket is empty for now */
+		case SSL_ERROR_ZERO_RETURN:
+			side_got_eof(sd);	/* close_notify, or a bare FIN (IGNORE_UNEXPECTED_EOF) */
+			return;
+		case SSL_ERROR_SYSCALL:
+			if (sd->sys_errno == 0 && sd->nerrs == 0) {
+				side_got_eof(sd);
+				return;
+			}
+			side_failed(sd, 0);
+			return;
+		default:
+			side_failed(sd, 0);
+			return;
+		}
+	}
+}
+
+/* Only the peer's close, in OpenSSL's words: not a TLS failure. */
+static bool
+side_errors_are_eof(const struct side *sd)
+{
+	for (unsigned i = 0; i < sd->nerrs; i++)
+		if (ERR_GET_REASON(sd->errs[i]) != SSL_R_UNEXPECTED_EOF_WHILE_READING)
+			return false;
+	return true;
+}
+
+static void
+side_handshake(struct side *sd)
+{
+	bool	 progress = false;
+	int	 r, err;
+
+	ERR_clear_error();
+	r = SSL_do_handshake(sd->ssl);
+	err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(sd->ssl, r);
+	if (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+		side_keep_errors(sd);
+	/* what it made: a ServerHello, a ClientHello, an alert that says why */
+	if (side_write_raw(sd, sd->raw_out, &progress) == -1)
+		return;
+	switch (err) {
+	case SSL_ERROR_NONE:
+		sd->handshaking = false;
+		sd->tls_up = true;
+		tls_handshake_done(sd->ssl);
+		side_update(sd);
+		side_report(sd, SIDE_TLS_READY);
+		/* the peer's first records may have come with its last handshake message */
+		if (sd->cb != NULL && sd->reading &&
+		    (SSL_has_pending(sd->ssl) || sd->raw_in != NULL))
+			event_active(&sd->rev, EV_READ, 1);
+		if (sd->cb != NULL && evbuffer_get_length(sd->out) > 0)
+			side_write(sd);
+		return;
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		side_update(sd);
+		return;
+	case SSL_ERROR_ZERO_RETURN:
+		side_got_eof(sd);
+		return;
+	case SSL_ERROR_SYSCALL:
+		if (sd->sys_errno == 0 && sd->nerrs == 0) {
+			side_got_eof(sd);
+			return;
+		}
+		side_failed(sd, 0);
+		return;
+	default:
+		if (sd->nerrs > 0 && side_errors_are_eof(sd)) {
+			side_got_eof(sd);	/* it left during the handshake */
+			return;
+		}
+		side_failed(sd, 0);
+		return;
+	}
+}
+
+static void
+side_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct side	*sd = arg;
+
+	(void)fd;
+	(void)what;
+	if (sd->handshaking)
+		side_handshake(sd);
+	else if (sd->ssl != NULL)
+		side_read_tls(sd);
+	else
+		side_read_plain(sd);
 }
 
 void
 side_set_reading(struct side *sd, bool on)
 {
-	if (sd->bev == NULL || sd->reading == on)
+	if (sd->reading == on)
 		return;
 	sd->reading = on;
-	if (!on) {
-		bufferevent_disable(sd->bev, EV_READ);
-		return;
-	}
-	bufferevent_enable(sd->bev, EV_READ);
-	if (sd->readahead != NULL)
-		event_add(sd->readahead, NULL);
-	/* records OpenSSL already holds, which no network read would bring (#690) */
-	if (sd->ssl != NULL && sd->bev == sd->sock && SSL_has_pending(sd->ssl))
-		event_active(&sd->bev->ev_read, EV_READ, 1);
+	side_update(sd);
+	/* records OpenSSL already holds, which no socket event would bring */
+	if (on && sd->tls_up && sd->rev_added &&
+	    (SSL_has_pending(sd->ssl) || sd->raw_in != NULL))
+		event_active(&sd->rev, EV_READ, 1);
 }
 
 void
@@ -378,20 +702,25 @@ side_want_shut(struct side *sd)
 void
 side_shut_progress(struct side *sd)
 {
-	if (sd->bev == NULL)
+	bool	 progress = false;
+
+	if (!side_open(sd) || sd->connecting)
 		return;
 	if (sd->want_shut && !sd->shut && side_pending(sd) == 0) {
 		sd->shut = true;
 		if (sd->ssl != NULL && sd->tls_up) {
-			SSL_shutdown(sd->ssl);
 			ERR_clear_error();
+			(void)SSL_shutdown(sd->ssl);	/* close_notify, into raw_out */
+			ERR_clear_error();
+			if (side_write_raw(sd, sd->raw_out, &progress) == -1)
+				return;
 		}
 	}
-	if (sd->shut && !sd->fin_sent &&
-	    evbuffer_get_length(bufferevent_get_output(sd->sock)) == 0) {
+	if (sd->shut && !sd->fin_sent && side_pending(sd) == 0) {
 		sd->fin_sent = true;
-		(void)shutdown(bufferevent_getfd(sd->sock), SHUT_WR);
+		(void)shutdown(sd->fd, SHUT_WR);
 	}
+	side_update(sd);
 }
 
 bool
@@ -401,138 +730,82 @@ side_done_writing(const struct side *sd)
 }
 
 void
-side_deferred(struct side *sd)
-{
-	if (sd->rewrite && sd->bev != NULL && sd->bev == sd->sock) {
-		sd->rewrite = false;
-		bufferevent_enable(sd->bev, EV_WRITE);
-	}
-}
-
-void
 side_quiesce(struct side *sd)
 {
-	side_readahead_stop(sd);
 	sd->cb = NULL;
-	if (sd->bev != NULL) {
-		bufferevent_setcb(sd->bev, NULL, NULL, NULL, NULL);
-		bufferevent_disable(sd->bev, EV_READ | EV_WRITE);
+	if (sd->events) {
+		event_del(&sd->rev);
+		event_del(&sd->wev);
+		sd->rev_added = false;
+		sd->wev_added = false;
 	}
 }
 
 void
 side_flush_final(struct side *sd)
 {
-	struct evbuffer	*out;
+	char	 junk[16384];
 
-	if (sd->sock == NULL)
+	if (!side_open(sd) || sd->connecting)
 		return;
-	if (sd->ssl != NULL && sd->tls_up && !sd->shut &&
-	    evbuffer_get_length(bufferevent_get_output(sd->bev)) == 0) {
+	if (sd->ssl != NULL && sd->tls_up && !sd->failed)
+		side_encrypt(sd);	/* the last reply, as far as it goes */
+	if (sd->ssl != NULL && sd->tls_up && !sd->shut && !sd->failed &&
+	    evbuffer_get_length(sd->out) == 0) {
 		sd->shut = true;
-		SSL_shutdown(sd->ssl);
+		ERR_clear_error();
+		(void)SSL_shutdown(sd->ssl);
 		ERR_clear_error();
 	}
-	if (sd->ssl != NULL && sd->sock == sd->bev) {
-		/*
-		 * TLS on the socket: what is queued is plaintext.  What the
-		 * peer sent and nobody read would turn the close into a reset
-		 * that destroys the alert in flight: read it away first.
-		 */
-		char	 junk[16384];
-		int	 fd = bufferevent_getfd(sd->sock);
-
-		for (int i = 0; fd >= 0 && i < 4; i++)
-			if (recv(fd, junk, sizeof(junk), MSG_DONTWAIT) <= 0)
-				break;
-		return;
-	}
-	out = bufferevent_get_output(sd->sock);
-	if (evbuffer_get_length(out) > 0 && bufferevent_getfd(sd->sock) >= 0) {
-		evbuffer_unfreeze(out, 1);
-		(void)evbuffer_write(out, bufferevent_getfd(sd->sock));
-		evbuffer_freeze(out, 1);
-	}
+	/*
+	 * What the peer sent and nobody read would turn the close into a
+	 * reset that destroys the last reply or alert in flight: read it
+	 * away first.
+	 */
+	for (int i = 0; sd->ssl != NULL && i < 4; i++)
+		if (recv(sd->fd, junk, sizeof(junk), MSG_DONTWAIT) <= 0)
+			break;
+	/* one attempt, never blocking */
+	if (sd->raw_out != NULL && evbuffer_get_length(sd->raw_out) > 0)
+		(void)evbuffer_write(sd->raw_out, sd->fd);
+	else if (sd->ssl == NULL && evbuffer_get_length(sd->out) > 0)
+		(void)evbuffer_write(sd->out, sd->fd);
 }
 
 void
 side_free(struct side *sd)
 {
-	side_readahead_stop(sd);
-	if (sd->bev != NULL)
-		bufferevent_free(sd->bev);	/* a filter frees its socket */
-	sd->bev = sd->sock = NULL;
+	side_quiesce(sd);
+	if (sd->ssl != NULL)
+		SSL_free(sd->ssl);	/* and its BIO */
+	if (sd->fd >= 0)
+		close(sd->fd);
+	if (sd->in != NULL)
+		evbuffer_free(sd->in);
+	if (sd->out != NULL)
+		evbuffer_free(sd->out);
+	if (sd->raw_in != NULL)
+		evbuffer_free(sd->raw_in);
+	if (sd->raw_out != NULL)
+		evbuffer_free(sd->raw_out);
 	sd->ssl = NULL;
-}
-
-static void
-side_readcb(struct bufferevent *bev, void *arg)
-{
-	(void)bev;
-	side_report(arg, SIDE_READ);
-}
-
-static void
-side_eventcb(struct bufferevent *bev, short what, void *arg)
-{
-	struct side	*sd = arg;
-
-	(void)bev;
-	if (what & BEV_EVENT_CONNECTED) {
-		if (sd->ssl == NULL) {
-			side_report(sd, SIDE_CONNECTED);
-		} else {
-			sd->tls_up = true;
-			side_report(sd, SIDE_TLS_READY);
-		}
-		return;
-	}
-	/* a write to a peer that is gone, from a TLS socket allowing dirty shutdowns */
-	if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_WRITING))
-		what = BEV_EVENT_ERROR | BEV_EVENT_WRITING;
-	if (what & BEV_EVENT_ERROR) {
-		if (sd->eof && (what & BEV_EVENT_READING))
-			return;		/* the FIN again, after the close_notify */
-		side_report(sd, SIDE_ERROR);
-		return;
-	}
-	if (!(what & BEV_EVENT_EOF) || sd->eof)
-		return;
-	/* the bytes that came with the close, first (a last "221 Bye") */
-	if (evbuffer_get_length(bufferevent_get_input(sd->bev)) > 0) {
-		side_report(sd, SIDE_READ);
-		if (sd->cb == NULL)
-			return;
-	}
-	sd->eof = true;
-	side_report(sd, SIDE_EOF);
-	/* a TLS socket stops writing after this callback: the other way may still owe bytes */
-	if (sd->cb != NULL && sd->ssl != NULL && sd->bev == sd->sock) {
-		sd->rewrite = true;
-		side_report(sd, SIDE_DEFER);
-	}
+	sd->fd = -1;
+	sd->in = sd->out = sd->raw_in = sd->raw_out = NULL;
+	sd->events = false;
 }
 
 int
 side_error_words(struct side *sd, const char *peer, bool handshake, char *buf, size_t len)
 {
-	unsigned long	 errs[8];
-	size_t		 n = 0;
-	unsigned long	 e;
-	int		 saved = errno;
-
-	if (sd->ssl != NULL && sd->bev != NULL) {
-		while ((e = bufferevent_get_openssl_error(sd->bev)) != 0)
-			if (n < sizeof(errs) / sizeof(errs[0]))
-				errs[n++] = e;
-		for (size_t i = 0; i < n; i++)
-			if (handshake || ERR_GET_LIB(errs[i]) != 0)
-				return tls_failure_words(errs, n, sd->ssl, peer, buf, len);
+	if (sd->ssl != NULL) {
+		for (unsigned i = 0; i < sd->nerrs; i++)
+			if (handshake || ERR_GET_LIB(sd->errs[i]) != 0)
+				return tls_failure_words(sd->errs, sd->nerrs, sd->ssl, peer, buf, len);
 		if (handshake)
-			return tls_failure_words(errs, 0, sd->ssl, peer, buf, len);
+			return tls_failure_words(sd->errs, 0, sd->ssl, peer, buf, len);
 	}
-	if (saved != 0 && saved != EAGAIN)
-		snprintf(buf, len, "%s connection: %s", peer, strerror(saved));
+	if (sd->sys_errno != 0 && sd->sys_errno != EAGAIN)
+		snprintf(buf, len, "%s connection: %s", peer, strerror(sd->sys_errno));
 	else
 		snprintf(buf, len, "%s connection failed", peer);
 	return -1;

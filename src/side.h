@@ -1,16 +1,16 @@
 /*
- * One end of a connection: a socket bufferevent, and over it, once TLS
- * starts, OpenSSL (a filter, or the socket bufferevent itself for TLS
- * from the first byte).  The I/O layer: it moves bytes, starts TLS, ends
- * its direction with close_notify and FIN, and carries the workarounds
- * that libevent's bufferevents need, and it reports what happens to one
- * callback.  It knows no session, no backend and no protocol: the owner
- * decides everything (the shape of OpenSMTPD's ioev.c under
- * smtp_session.c).
+ * One end of a connection: a non-blocking socket, the bytes waiting in
+ * each direction, and OpenSSL over it once TLS starts.  The I/O layer: it
+ * reads and writes the socket itself (as much as it can per wake-up, in
+ * large pieces, writing at once rather than waiting for the loop), runs
+ * OpenSSL over its own BIO, ends its direction with close_notify and FIN,
+ * and reports what happens to one callback.  It knows no session, no
+ * backend and no protocol: the owner decides everything (the shape of
+ * OpenSMTPD's ioev.c under smtp_session.c).
  *
  * The owner calls side_* functions; the side calls back with an event.
- * Structural changes (side_start_tls on an accepting side, side_free)
- * are made from the owner's own event, never from inside a callback.
+ * The owner may call side_* functions from inside the callback, but
+ * frees a side only from an event of its own.
  */
 #ifndef STP_SIDE_H
 #define STP_SIDE_H
@@ -19,64 +19,81 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event_struct.h>	/* struct event, embedded: no allocation per side */
 
 #include <openssl/ssl.h>
 
-struct bufferevent;
-struct event;
 struct event_base;
 struct evbuffer;
 
 enum side_event {
 	SIDE_READ,		/* bytes wait in side_input() */
-	SIDE_DRAINED,		/* bytes left for the peer (from libevent's write
-				   path: note it, act from your own event) */
+	SIDE_DRAINED,		/* bytes left for the peer; side_pending() says what is left */
 	SIDE_CONNECTED,		/* side_connect() completed */
 	SIDE_TLS_READY,		/* the TLS handshake completed */
-	SIDE_EOF,		/* the peer ended its direction; what came with
+	SIDE_EOF,		/* the peer ended its direction; what came before
 				   the EOF was reported as SIDE_READ first */
 	SIDE_ERROR,		/* the connection failed: side_error_words() */
-	SIDE_DEFER,		/* call side_deferred() from your own event */
 };
 
 struct side;
 typedef void (*side_cb)(struct side *, enum side_event, void *arg);
 
+#define SIDE_ERRS_MAX	8
+
 struct side {
-	struct bufferevent	*bev;		/* top: OpenSSL's, or the socket's */
-	struct bufferevent	*sock;		/* the socket bufferevent */
+	int			 fd;		/* -1 when there is none */
+	struct event		 rev;		/* readable */
+	struct event		 wev;		/* writable, and connected */
+	struct evbuffer		*in;		/* plaintext from the peer */
+	struct evbuffer		*out;		/* plaintext to the peer */
+	struct evbuffer		*raw_in;	/* TLS: ciphertext read before TLS started */
+	struct evbuffer		*raw_out;	/* TLS: ciphertext for the socket */
 	SSL			*ssl;		/* NULL in plaintext */
-	struct event		*readahead;	/* under a TLS filter: see side.c */
 	side_cb			 cb;
 	void			*arg;
+	unsigned long		 errs[SIDE_ERRS_MAX];	/* OpenSSL's, at a TLS failure */
+	uint8_t			 nerrs;
+	int			 sys_errno;	/* errno of a failed system call */
+	bool			 events;	/* rev and wev are assigned */
+	bool			 connecting;
+	bool			 handshaking;
+	bool			 server;	/* the TLS server side */
 	bool			 tls_up;	/* handshake done */
 	bool			 eof;		/* no more input from the peer */
 	bool			 want_shut;	/* end our direction once drained */
 	bool			 shut;		/* close_notify (if TLS) sent */
 	bool			 fin_sent;	/* shutdown(SHUT_WR) done */
-	bool			 reading;
-	bool			 rewrite;	/* TLS socket: write again (SIDE_DEFER) */
+	bool			 reading;	/* the owner lets it read */
+	bool			 want_write;	/* the socket took less than we had */
+	bool			 failed;	/* SIDE_ERROR was reported */
+	bool			 rev_added;
+	bool			 wev_added;
 };
 
 void	 side_init(struct side *, side_cb, void *arg);
 /* The callback from now on (the backend side changes owners once up). */
 void	 side_set_cb(struct side *, side_cb, void *arg);
+/* The side has a connection. */
+bool	 side_open(const struct side *);
 
 /* An accepted socket (of that address family), in plaintext; 0, or -1 (fd closed). */
 int	 side_accept(struct side *, struct event_base *, int fd, int family);
 /*
- * An accepted socket with TLS from its first byte (OpenSSL reads the
- * socket); -1 with fd closed and the SSL freed.
+ * An accepted socket with TLS from its first byte; -1 with fd closed and
+ * the SSL freed.  SIDE_TLS_READY or SIDE_ERROR follow.
  */
 int	 side_accept_tls(struct side *, struct event_base *, int fd, int family, SSL *);
-/* Connect to sa without blocking: SIDE_CONNECTED or SIDE_ERROR follow. */
+/* Connect to sa without blocking: SIDE_CONNECTED or SIDE_ERROR follow. -1 with errno. */
 int	 side_connect(struct side *, struct event_base *, const struct sockaddr *, socklen_t);
 /*
- * TLS over the socket from here on, as server (accept) or client: a
- * filter on the socket bufferevent.  The handshake runs at once; bytes
- * already read are its first.  SIDE_TLS_READY or SIDE_ERROR follow.
- * -1 when it cannot be made (out of memory): the side has lost its
- * socket and the SSL.
+ * TLS over the connection from here on, as server or client.  The
+ * handshake runs at once, whatever the owner's reading says; bytes already
+ * read (a ClientHello in the same read as an upgrade verb) are its first.
+ * SIDE_TLS_READY or SIDE_ERROR follow.  -1 (the SSL freed) when memory
+ * runs out.
  */
 int	 side_start_tls(struct side *, SSL *, bool server);
 
@@ -91,23 +108,21 @@ void	 side_set_reading(struct side *, bool);
 /*
  * End our direction once what is queued is out: close_notify (TLS), then
  * shutdown(SHUT_WR) once that is written too.  side_shut_progress does
- * what is due now; the owner calls it again on SIDE_DRAINED, from its
- * own event.  side_done_writing() tells when the FIN is out.
+ * what is due now; the owner calls it again on SIDE_DRAINED.
+ * side_done_writing() tells when the FIN is out.
  */
 void	 side_want_shut(struct side *);
 void	 side_shut_progress(struct side *);
 bool	 side_done_writing(const struct side *);
-/* Stop reading and writing and reporting, before a close. */
+/* Stop reading, writing and reporting, before a close. */
 void	 side_quiesce(struct side *);
 /*
  * Before side_free: a close_notify if none was sent, and one attempt to
  * write what is queued (a last reply, the alert that says why a handshake
- * failed), since libevent drops what a bufferevent holds when freed.
+ * failed).
  */
 void	 side_flush_final(struct side *);
 void	 side_free(struct side *);
-/* What SIDE_DEFER asked for. */
-void	 side_deferred(struct side *);
 
 /*
  * Why the side reported SIDE_ERROR, in words ("client connection:

@@ -541,6 +541,35 @@ policy_free(struct server_policy *pol)
 	sk_X509_NAME_pop_free(pol->names, X509_NAME_free);
 }
 
+/*
+ * How OpenSSL meets the socket (side.c): buffers released while a session
+ * is idle, and read-ahead into a 64 KiB buffer, so that one recv() brings
+ * several records; side.c reads until OpenSSL has none left, so nothing
+ * read ahead waits for a socket event that would not come.
+ */
+static void
+tlsctx_io_settings(SSL_CTX *ctx)
+{
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx, 65536);
+}
+
+void
+tls_handshake_done(SSL *ssl)
+{
+	/*
+	 * TLS 1.3 sends its session tickets after the handshake, in a flight
+	 * of their own: OpenSSL's default is two tickets, two encryptions, a
+	 * write and a packet for each client.  One ticket, sent with the
+	 * first bytes of the session (SSL_new_session_ticket queues it for
+	 * the next write), costs a fraction of that and resumes all the same.
+	 */
+	if (SSL_is_server(ssl) && SSL_version(ssl) == TLS1_3_VERSION &&
+	    !(SSL_get_options(ssl) & SSL_OP_NO_TICKET))
+		(void)SSL_new_session_ticket(ssl);
+}
+
 static SSL_CTX *
 server_ctx_base(const struct listener_conf *lc, const struct server_policy *pol,
     struct config_errors *errs)
@@ -556,14 +585,8 @@ server_ctx_base(const struct listener_conf *lc, const struct server_policy *pol,
 	SSL_CTX_set_min_proto_version(ctx, t->min_version);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-	/*
-	 * No read-ahead: libevent 2.1 looks again only at what SSL_pending()
-	 * counts, so records OpenSSL read ahead of the one it returned would
-	 * wait for the next byte from the network (an EOF, or the last
-	 * request of a conversation, stuck).  One record per read, header
-	 * then body, as HAProxy reads them.
-	 */
+	tlsctx_io_settings(ctx);
+	SSL_CTX_set_num_tickets(ctx, 0);	/* one, with the first data: tls_handshake_done */
 	if (SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : TLSCTX_DEFAULT_CIPHERS) != 1) {
 		ERR_clear_error();
 		config_errors_add(errs, "%s: no usable cipher in \"%s\" (expected an OpenSSL cipher list, see ciphers(1))",
@@ -732,7 +755,7 @@ tls_client_new(const struct backend_conf *b, struct config_errors *errs)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_IGNORE_UNEXPECTED_EOF);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	tlsctx_io_settings(ctx);
 	if (b->verify) {
 		int ok = b->ca ? SSL_CTX_load_verify_locations(ctx, b->ca, NULL) :
 		    SSL_CTX_set_default_verify_paths(ctx);

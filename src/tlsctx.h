@@ -32,6 +32,9 @@ int		 tlsctx_listener(const struct listener_conf *, struct tls_server **,
 void		 tls_server_free(struct tls_server *);
 void		 tls_client_free(struct tls_client *);
 
+/* After a handshake: what the TLS layer does then (a TLS 1.3 server's ticket). */
+void		 tls_handshake_done(SSL *);
+
 /* A new server-side SSL for one client, or NULL (out of memory). */
 SSL		*tls_server_ssl(struct tls_server *);
 

@@ -114,6 +114,8 @@ class Server:
         self.thread.join(2)
         self.sock.close()
 
+    stop = close  # the name the other test backends use
+
 
 def echo_handler(banner=b"hello from the backend\n"):
     """Sends a banner, then echoes until EOF, then half-closes."""

@@ -9,90 +9,27 @@ test_http.py); this file holds the cases that are alike across protocols
 and the ones that need a misbehaving backend, which no real server is."""
 import socket
 import ssl
-import threading
 import time
 
 import pytest
 
-from helpers import MemTLS, Server, client_ctx, free_port, recv_until
-from smtp_backend import SMTPBackend
-from test_http import WebBackend, http_conf
-from test_ldap import (ldap_conf, read_messages, search_request, starttls_request, tlv,
-                       message)
-from test_line import line_conf, line_server
-from test_smtp import read_reply, smtp_conf
-from slapd_backend import Slapd
+from helpers import MemTLS, Server, client_ctx, free_port
+from protocols import (PROTOCOLS, message, read_messages, read_reply, search_request,
+                       starttls_request, tlv)
 
 
-# Each protocol's cleartext upgrade on a connected socket, as a client does it.
-
-def upgrade_smtp(c):
-    assert read_reply(c).startswith(b"220 ")
-    c.sendall(b"EHLO client.test\r\n")
-    read_reply(c)
-    c.sendall(b"STARTTLS\r\n")
-    assert read_reply(c) == b"220 2.0.0 Ready to start TLS\r\n"
-
-
-def upgrade_line(c):
-    c.sendall(b"STARTTLS\r\n")
-
-
-def upgrade_ldap(c):
-    c.sendall(starttls_request(1))
-    assert [m[:3] for m in read_messages(c, 1)] == [(1, 0x78, 0)]
-
-
-def upgrade_http(c):
-    c.sendall(b"CONNECT alt.test:443 HTTP/1.1\r\nHost: alt.test:443\r\n\r\n")
-    assert recv_until(c, b"\r\n\r\n") == b"HTTP/1.1 200 Connection established\r\n\r\n"
-
-
-@pytest.fixture(params=["smtp", "line", "ldap", "http"])
+@pytest.fixture(params=list(PROTOCOLS))
 def front(request, daemon, pki, tmp_path):
     """The daemon with one listener of the protocol, in front of a real
     server, and a probe that proves the session works inside TLS."""
     port = free_port()
-    proto = request.param
-    if proto == "smtp":
-        be = SMTPBackend()
-        d = daemon(smtp_conf(port, f"127.0.0.1:{be.port}", pki=pki))
-
-        def probe(t):
-            t.sendall(b"NOOP\r\n")
-            assert read_reply(t) == b"250 OK\r\n"
-        stop, upgrade, name = be.stop, upgrade_smtp, "localhost"
-    elif proto == "line":
-        be = line_server()
-        d = daemon(line_conf(port, be.port, pki, 'line = { reply = "OK"; };'))
-
-        def probe(t):
-            t.sendall(b"PING\r\n")
-            assert recv_until(t, b"\n") == b"PONG\r\n"
-
-        def upgrade(c):
-            upgrade_line(c)
-            assert recv_until(c, b"\n") == b"OK\r\n"
-        stop, name = be.close, "localhost"
-    elif proto == "ldap":
-        be = Slapd(tmp_path / "slapd")
-        d = daemon(ldap_conf(port, be.port, pki))
-
-        def probe(t):
-            t.sendall(search_request(5, be.base))
-            assert [m[0] for m in read_messages(t, 2)] == [5, 5]
-        stop, upgrade, name = be.stop, upgrade_ldap, "localhost"
-    else:
-        be = WebBackend()
-        d = daemon(http_conf(port, pki, backend=f"127.0.0.1:{be.port}", allow=["alt.test:443"]))
-
-        def probe(t):
-            t.sendall(b"GET /probe HTTP/1.1\r\nHost: alt.test\r\n\r\n")
-            assert recv_until(t, b"backend\n").endswith(b"hello from the web backend\n")
-        stop, upgrade, name = be.close, upgrade_http, "alt.test"
-    yield dict(proto=proto, port=port, daemon=d, probe=probe, upgrade=upgrade, name=name,
+    proto = PROTOCOLS[request.param]
+    be = proto.backend(tmp_path)
+    d = daemon(proto.conf(port, be.port, pki))
+    yield dict(proto=request.param, entry=proto, port=port, daemon=d,
+               probe=lambda t: proto.probe(t, be), upgrade=proto.upgrade, name=proto.sni,
                backend=be, pki=pki)
-    stop()
+    be.stop()
 
 
 def test_client_hello_split_across_many_reads(front):
@@ -137,25 +74,10 @@ def test_second_upgrade_inside_tls_is_refused(front):
     """Inside TLS the proxy never starts a second handshake: SMTP and LDAP
     refuse the verb; line and http relay it to the backend, which is not
     an upgrade (the proxy answers nothing and stays in the same TLS)."""
-    proto = front["proto"]
     with socket.create_connection(("127.0.0.1", front["port"]), timeout=10) as c:
         front["upgrade"](c)
         with client_ctx(front["pki"].ca).wrap_socket(c, server_hostname=front["name"]) as t:
-            if proto == "smtp":
-                t.sendall(b"STARTTLS\r\n")
-                assert read_reply(t) == b"503 5.5.1 TLS already active\r\n"
-            elif proto == "ldap":
-                t.sendall(starttls_request(2))
-                assert [m[:3] for m in read_messages(t, 1)] == [(2, 0x78, 1)]
-            elif proto == "line":
-                t.sendall(b"STARTTLS\r\n")
-                assert recv_until(t, b"\n") == b"ECHO STARTTLS\r\n"  # the backend's, not "OK"
-            else:
-                t.sendall(b"CONNECT alt.test:443 HTTP/1.1\r\nHost: alt.test\r\n\r\n")
-                # http.server's own refusal, and it closes: no tunnel in the tunnel
-                reply = recv_until(t, b"</html>\n")
-                assert reply.startswith(b"HTTP/1.1 501 Unsupported method ('CONNECT')")
-            if proto != "http":
+            if front["entry"].second_upgrade(t):
                 front["probe"](t)
     assert front["daemon"].log().count("handshake -> ") == 1
 
@@ -164,46 +86,17 @@ def test_command_injected_behind_the_verb_is_never_answered(front):
     """CVE-2011-0411 for every protocol: a request pipelined behind the
     verb, in the same write, never reaches the backend and is never
     answered inside TLS."""
-    proto = front["proto"]
-    injected = {
-        "smtp": b"MAIL FROM:<evil@example.org>\r\n",
-        "line": b"PING\r\n",
-        "ldap": search_request(9, "dc=example,dc=org"),
-        "http": b"GET /injected HTTP/1.1\r\nHost: alt.test\r\n\r\n",
-    }[proto]
-    verb = {
-        "smtp": b"STARTTLS\r\n",
-        "line": b"STARTTLS\r\n",
-        "ldap": starttls_request(1),
-        "http": b"CONNECT alt.test:443 HTTP/1.1\r\nHost: alt.test:443\r\n\r\n",
-    }[proto]
+    proto = front["entry"]
+    injected, verb = proto.injected, proto.verb
     with socket.create_connection(("127.0.0.1", front["port"]), timeout=10) as c:
-        if proto == "smtp":
-            read_reply(c)
-            c.sendall(b"EHLO client.test\r\n")
-            read_reply(c)
+        proto.greet(c)
         c.sendall(verb + injected)
-        if proto == "smtp":
-            assert read_reply(c).startswith(b"220 2.0.0")
-        elif proto == "line":
-            assert recv_until(c, b"\n") == b"OK\r\n"
-        elif proto == "ldap":
-            assert [m[:3] for m in read_messages(c, 1)] == [(1, 0x78, 0)]
-        else:
-            assert recv_until(c, b"\r\n\r\n").startswith(b"HTTP/1.1 200")
+        proto.answered(c)
         with client_ctx(front["pki"].ca).wrap_socket(c, server_hostname=front["name"]) as t:
             front["probe"](t)  # its answer is the first thing read inside TLS
     line = front["daemon"].wait_session()[0]
     assert f"discarded={len(injected)}" in line
-    be = front["backend"]
-    if proto == "smtp":
-        assert "MAIL" not in be.verbs()
-    elif proto == "line":
-        assert bytes(be.received) == b"PING\r\n"  # the probe's only
-    elif proto == "ldap":
-        assert len([op for op in be.ops() if op.startswith("SRCH")]) == 1
-    else:
-        assert be.seen == ["GET /probe HTTP/1.1"]
+    proto.only_probe_seen(front["backend"])
 
 
 # Response injection: a backend that answers the cleartext phase late.
@@ -237,7 +130,7 @@ def late_smtp_server():
 def test_smtp_late_reply_is_not_delivered_inside_tls(daemon, pki):
     be = late_smtp_server()
     port = free_port()
-    d = daemon(smtp_conf(port, f"127.0.0.1:{be.port}", pki=pki))
+    d = daemon(PROTOCOLS["smtp"].conf(port, be.port, pki))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         read_reply(c)
         c.sendall(b"EHLO client.test\r\n")
@@ -283,7 +176,7 @@ def late_ldap_server():
 def test_ldap_late_response_is_not_delivered_inside_tls(daemon, pki):
     be = late_ldap_server()
     port = free_port()
-    d = daemon(ldap_conf(port, be.port, pki, extra="require_tls = false;"))
+    d = daemon(PROTOCOLS["ldap"].conf(port, be.port, pki, extra="require_tls = false;"))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         c.sendall(search_request(2, "dc=example,dc=org"))
         assert [m[:3] for m in read_messages(c, 1)] == [(2, 0x65, 0)]

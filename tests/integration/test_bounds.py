@@ -10,11 +10,9 @@ import time
 import pytest
 
 from helpers import Server, free_port, never_connects
-from test_daemon import certs, conf
+from protocols import PROTOCOLS, listener
+from test_daemon import conf
 from test_floods import FLOOD, HIGH, SLACK_KIB, WATERMARKS, Flooder, check, raw_sender
-from test_ldap import ldap_conf
-from test_line import line_conf
-from test_smtp import smtp_conf
 
 
 def test_bytes_instead_of_a_proxy_header_are_not_kept(daemon):
@@ -38,13 +36,8 @@ def test_client_input_held_while_the_backend_is_reached(daemon, pki, proto):
     with never_connects() as dead:
         backend = f"127.0.0.1:{dead}"
         extra = WATERMARKS + " timeouts = { connect = 30; };"
-        if proto == "tcp":
-            text = conf(port, backend, extra=extra + ' client_tls = "none";')
-        elif proto == "line":
-            text = line_conf(port, dead, pki, extra=extra)
-        else:
-            text = smtp_conf(port, backend, pki=pki, extra=extra)
-        d = daemon(text, debug=False)
+        tls = dict(client_tls="none") if proto == "tcp" else dict(pki=pki)
+        d = daemon(listener(port, backend, protocol=proto, extra=extra, **tls), debug=False)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             sent = check(d, f"{proto}: input while connecting",
                          lambda: Flooder(raw_sender(c), b"PING\r\n" * 10000).run())
@@ -78,14 +71,8 @@ def test_backend_starttls_dialogue_is_bounded(daemon, pki, proto):
     port = free_port()
     extra = WATERMARKS
     bup = f'tls = "starttls"; ca = "{pki.ca}"; server_name = "backend.test";'
-    if proto == "smtp":
-        text = smtp_conf(port, f"127.0.0.1:{srv.port}", pki=pki, extra=extra, backend_extra=bup)
-    elif proto == "line":
-        text = line_conf(port, srv.port, pki, line_block='line = { reply = "OK"; };', extra=extra,
-                         backend_extra=bup)
-    else:
-        text = ldap_conf(port, srv.port, pki, extra=extra, backend_extra=bup)
-    d = daemon(text, debug=False)
+    d = daemon(PROTOCOLS[proto].conf(port, srv.port, pki, extra=extra, backend_extra=bup),
+               debug=False)
     base = d.rss_kib()
     peaks = []
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:

@@ -16,24 +16,15 @@ SUFFIX = "-asan" if os.environ.get("STP_SANITIZED") == "1" else ""
 from helpers import (MemTLS, Server, client_ctx, digest_handler, echo_handler, free_port,
                      line_then_close_handler, never_connects, recv_all, recv_until, s_client,
                      server_ctx, tls_connect, wait_for)
+from protocols import group, listener, listeners, tls_block
 
 
 def conf(port, backend, tls="", extra="", backend_extra="", glob=""):
-    return f"""
-{glob}
-listeners = (
-  {{ name = "front"; listen = "127.0.0.1:{port}"; protocol = "tcp";
-    {extra}
-    {tls}
-    backend = {{ address = "{backend}"; {backend_extra} }};
-  }}
-);
-"""
+    return listener(port, backend, tls=tls, extra=extra, backend_extra=backend_extra, glob=glob)
 
 
 def certs(pki, *pairs):
-    items = ",\n".join(f'{{ cert = "{c}"; key = "{k}"; }}' for c, k in pairs)
-    return f"tls = {{ certificates = ( {items} ); }};"
+    return tls_block(pairs)
 
 
 @pytest.fixture
@@ -422,16 +413,10 @@ def test_backend_by_name_unix_socket_and_ipv6(daemon, pki, tmp_path):
     v6 = Server(echo_handler(b"v6 says hi\n"), family=socket.AF_INET6, host="::1")
     named = Server(echo_handler(b"named says hi\n"))
     p1, p2, p3 = free_port(), free_port(socket.AF_INET6, "::1"), free_port()
-    text = f"""
-listeners = (
-  {{ name = "unix"; listen = "127.0.0.1:{p1}"; protocol = "tcp"; client_tls = "none";
-     backend = {{ address = "unix:{path}"; }}; }},
-  {{ name = "v6"; listen = "[::1]:{p2}"; protocol = "tcp"; client_tls = "none";
-     backend = {{ address = "[::1]:{v6.port}"; }}; }},
-  {{ name = "named"; listen = [ "127.0.0.1:{p3}" ]; protocol = "tcp"; client_tls = "none";
-     backend = {{ address = "localhost:{named.port}"; }}; }}
-);
-"""
+    text = listeners(
+        group(p1, f"unix:{path}", name="unix", client_tls="none"),
+        group(f"[::1]:{p2}", f"[::1]:{v6.port}", name="v6", client_tls="none"),
+        group([f"127.0.0.1:{p3}"], f"localhost:{named.port}", name="named", client_tls="none"))
     d = daemon(text)
     with socket.create_connection(("127.0.0.1", p1), timeout=5) as c:
         assert recv_until(c, b"\n") == b"unix says hi\n"

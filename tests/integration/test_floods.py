@@ -13,9 +13,10 @@ import pytest
 
 from helpers import Server, client_ctx, free_port, recv_until
 from smtp_backend import SMTPBackend
-from test_ldap import bind_request, ldap_conf, read_messages, starttls_request
-from test_line import line_conf, line_server
-from test_smtp import read_reply, smtp_conf
+from protocols import bind_request, line_server, read_reply
+from test_ldap import ldap_conf
+from test_line import line_conf
+from test_smtp import smtp_conf
 
 SANITIZED = os.environ.get("STP_SANITIZED") == "1"
 FLOOD = 16 << 20          # bytes of refused commands

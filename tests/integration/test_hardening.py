@@ -17,9 +17,10 @@ import pytest
 from conftest import BIN
 from helpers import (MemTLS, Server, client_ctx, echo_handler, free_port, recv_all, recv_until,
                      server_ctx, tls_connect, wait_for)
+from protocols import group, listeners, read_reply
 from smtp_backend import SMTPBackend
 from test_daemon import certs, conf
-from test_smtp import read_reply, smtp_conf
+from test_smtp import smtp_conf
 
 SANITIZED = os.environ.get("STP_SANITIZED") == "1"
 heavy = pytest.mark.skipif(SANITIZED, reason="load test: run on the plain build only")
@@ -123,18 +124,10 @@ def test_slowloris_is_closed_by_timeouts_and_starves_nobody(daemon, pki, tmp_pat
     raise_fd_limit()
     mta = SMTPBackend()
     smtp_port, tls_port = free_port(), free_port()
-    text = f"""
-listeners = (
-  {{ name = "mail"; listen = "127.0.0.1:{smtp_port}"; protocol = "smtp";
-     timeouts = {{ cleartext = 2; handshake = 2; }};
-     tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-     backend = {{ address = "127.0.0.1:{mta.port}"; }}; }},
-  {{ name = "tls"; listen = "127.0.0.1:{tls_port}"; protocol = "tcp";
-     timeouts = {{ handshake = 2; }};
-     tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-     backend = {{ address = "127.0.0.1:{mta.port}"; }}; }}
-);
-"""
+    text = listeners(
+        group(smtp_port, mta.port, protocol="smtp", name="mail", pki=pki,
+              timeouts={"cleartext": 2, "handshake": 2}),
+        group(tls_port, mta.port, name="tls", pki=pki, timeouts={"handshake": 2}))
     d = daemon(text, debug=False)
     slow = []
     for i in range(1000):
@@ -225,15 +218,8 @@ def test_churn_returns_descriptors_and_memory(daemon, pki):
     raise_fd_limit()
     backend = Server(echo_handler(b"hello\n"))
     plain, tls = free_port(), free_port()
-    text = f"""
-listeners = (
-  {{ name = "plain"; listen = "127.0.0.1:{plain}"; protocol = "tcp"; client_tls = "none";
-     backend = {{ address = "127.0.0.1:{backend.port}"; }}; }},
-  {{ name = "tls"; listen = "127.0.0.1:{tls}"; protocol = "tcp";
-     tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-     backend = {{ address = "127.0.0.1:{backend.port}"; }}; }}
-);
-"""
+    text = listeners(group(plain, backend.port, name="plain", client_tls="none"),
+                     group(tls, backend.port, name="tls", pki=pki))
     d = daemon(text, debug=False)
     ctx = client_ctx(pki.ca)
     assert asyncio.run(_churn(plain, 500, 50)) == 0

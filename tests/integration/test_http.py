@@ -1,46 +1,14 @@
 """protocol http: curl through the daemon as an HTTP proxy (CONNECT) to
 Python's http.server, RFC 2817 Upgrade: TLS/1.0, and the refusals."""
-import http.server
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest
 
 from helpers import (MemTLS, client_ctx, free_port, never_connects, recv_all, recv_until)
-
-
-class WebBackend:
-    """http.server on 127.0.0.1, recording the request lines it saw."""
-
-    def __init__(self, body=b"hello from the web backend\n"):
-        seen = self.seen = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                seen.append(self.requestline)
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_OPTIONS = do_GET
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+from protocols import WebBackend, listener
 
 
 @pytest.fixture
@@ -51,20 +19,9 @@ def web():
 
 
 def http_conf(port, pki, backend=None, allow=(), extra=""):
-    rules = ", ".join(f'"{r}"' for r in allow)
-    http_block = f"http = {{ connect_allow = [ {rules} ]; }};" if allow else ""
-    backend_line = f'backend = {{ address = "{backend}"; }};' if backend else ""
-    return f"""
-listeners = (
-  {{ name = "web"; listen = "127.0.0.1:{port}"; protocol = "http";
-    {extra}
-    tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }},
-                             {{ cert = "{pki.alt_cert}"; key = "{pki.alt_key}"; }} ); }};
-    {http_block}
-    {backend_line}
-  }}
-);
-"""
+    return listener(port, backend, protocol="http", name="web", extra=extra,
+                    certificates=[(pki.server_cert, pki.server_key), (pki.alt_cert, pki.alt_key)],
+                    http={"connect_allow": list(allow)} if allow else None)
 
 
 def curl(port, url, pki, *extra):

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from helpers import Server, client_ctx, free_port, never_connects, recv_until, wait_for
+from protocols import listener
 
 KIB = 1024
 HEAD_MAX = 16 * KIB
@@ -44,18 +45,8 @@ rss_test = pytest.mark.skipif(SANITIZED, reason="an RSS bound: run on the plain 
 
 
 def http_conf(port, pki, backend, allow=(), extra=""):
-    rules = ", ".join(f'"{r}"' for r in allow)
-    http_block = f"http = {{ connect_allow = [ {rules} ]; }};" if allow else ""
-    return f"""
-listeners = (
-  {{ name = "web"; listen = "127.0.0.1:{port}"; protocol = "http";
-    {extra}
-    tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-    {http_block}
-    backend = {{ address = "{backend}"; }};
-  }}
-);
-"""
+    return listener(port, backend, protocol="http", name="web", pki=pki, extra=extra,
+                    http={"connect_allow": list(allow)} if allow else None)
 
 
 def unfinished_head(size):

@@ -22,20 +22,13 @@ import pytest
 
 from helpers import (Server, client_ctx, free_port, never_connects, recv_all, recv_until,
                      wait_for)
+from protocols import listener
 
 IPPTOOL_TESTS = pathlib.Path("/usr/share/cups/ipptool")
 
 
 def upgrade_conf(port, pki, backend, extra=""):
-    return f"""
-listeners = (
-  {{ name = "ipp"; listen = "127.0.0.1:{port}"; protocol = "http";
-    {extra}
-    tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-    backend = {{ address = "{backend}"; }};
-  }}
-);
-"""
+    return listener(port, backend, protocol="http", name="ipp", pki=pki, extra=extra)
 
 
 # The real thing: ipptool -E through the proxy to ippeveprinter

@@ -10,21 +10,14 @@ import time
 import pytest
 
 from helpers import (MemTLS, backend_starttls, client_ctx, free_port, recv_all)
+from protocols import (STARTTLS_OID, bind_request, listener, message, read_messages,
+                       search_request, starttls_request, tlv)
 from slapd_backend import Slapd
-
-STARTTLS_OID = b"1.3.6.1.4.1.1466.20037"
 
 
 def ldap_conf(port, backend_port, pki, extra="", backend_extra=""):
-    return f"""
-listeners = (
-  {{ name = "directory"; listen = "127.0.0.1:{port}"; protocol = "ldap";
-    {extra}
-    tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-    backend = {{ address = "127.0.0.1:{backend_port}"; {backend_extra} }};
-  }}
-);
-"""
+    return listener(port, backend_port, protocol="ldap", name="directory", pki=pki, extra=extra,
+                    backend_extra=backend_extra)
 
 
 @pytest.fixture
@@ -38,71 +31,6 @@ def ldap_env(pki):
     env = dict(os.environ)
     env.update(LDAPTLS_CACERT=str(pki.ca), LDAPTLS_REQCERT="demand")
     return env
-
-
-# BER, enough to write the requests the tests need
-
-def tlv(tag, value):
-    n = len(value)
-    if n < 0x80:
-        return bytes([tag, n]) + value
-    if n < 0x100:
-        return bytes([tag, 0x81, n]) + value
-    return bytes([tag, 0x82, n >> 8, n & 0xff]) + value
-
-
-def message(msgid, op):
-    return tlv(0x30, tlv(0x02, bytes([msgid])) + op)
-
-
-def starttls_request(msgid):
-    return message(msgid, tlv(0x77, tlv(0x80, STARTTLS_OID)))
-
-
-def bind_request(msgid, dn, password):
-    return message(msgid, tlv(0x60, tlv(0x02, b"\x03") + tlv(0x04, dn.encode()) +
-                              tlv(0x80, password.encode())))
-
-
-def search_request(msgid, base):
-    # base-object search, no filter beyond (objectClass=*), all attributes
-    return message(msgid, tlv(0x63, tlv(0x04, base.encode()) + tlv(0x0a, b"\x00") +
-                              tlv(0x0a, b"\x00") + tlv(0x02, b"\x00") + tlv(0x02, b"\x00") +
-                              tlv(0x01, b"\x00") + tlv(0x87, b"objectClass") + tlv(0x30, b"")))
-
-
-def read_messages(sock, count, timeout=10):
-    """count whole LDAPMessages: a list of (msgid, op tag, resultCode or None, raw)."""
-    sock.settimeout(timeout)
-    buf, out = b"", []
-    while len(out) < count:
-        while True:
-            if len(buf) >= 2:
-                n = buf[1]
-                hdr = 2
-                if n & 0x80:
-                    k = n & 0x7f
-                    if len(buf) >= 2 + k:
-                        n = int.from_bytes(buf[2:2 + k], "big")
-                        hdr = 2 + k
-                    else:
-                        n = None
-                if n is not None and len(buf) >= hdr + n:
-                    break
-            chunk = sock.recv(65536)
-            if not chunk:
-                return out
-            buf += chunk
-        raw, buf = buf[:hdr + n], buf[hdr + n:]
-        body = raw[hdr:]
-        idlen = body[1]
-        msgid = int.from_bytes(body[2:2 + idlen], "big")
-        op = body[2 + idlen:]
-        optag = op[0]
-        ophdr = 2 + (op[1] & 0x7f if op[1] & 0x80 else 0)
-        code = op[ophdr + 2] if len(op) > ophdr + 2 and op[ophdr] == 0x0a else None
-        out.append((msgid, optag, code, raw))
-    return out
 
 
 def test_ldapsearch_zz_through_the_proxy(daemon, pki, slapd):

@@ -16,7 +16,8 @@ import pytest
 
 from helpers import Server, client_ctx, free_port
 from slapd_backend import Slapd
-from test_ldap import ldap_conf, read_messages, tlv
+from protocols import read_messages, tlv
+from test_ldap import ldap_conf
 
 NOT_TLS = "require_tls = false;"
 

@@ -19,7 +19,8 @@ import pytest
 
 from helpers import client_ctx, free_port
 from slapd_backend import Slapd
-from test_ldap import bind_request, ldap_conf, read_messages, search_request
+from protocols import bind_request, read_messages, search_request
+from test_ldap import ldap_conf
 
 OID = b"1.3.6.1.4.1.1466.20037"
 

@@ -14,7 +14,8 @@ import pytest
 
 from helpers import Server, free_port
 from test_floods import SLACK_KIB, WATERMARKS, TLSFlood, peak_growth
-from test_ldap import bind_request, ldap_conf, read_messages, starttls_request, tlv
+from protocols import bind_request, read_messages, starttls_request, tlv
+from test_ldap import ldap_conf
 
 FILLER = 96 << 20       # bytes sent after the header
 CHUNK = 64 << 10

@@ -10,42 +10,12 @@ import pytest
 
 from helpers import (MemTLS, Server, backend_starttls, client_ctx, free_port, recv_all, recv_until,
                      server_ctx)
-
-
-def line_server():
-    """PING -> PONG, QUIT -> BYE and close, anything else -> ECHO <line>."""
-    def handler(conn, srv):
-        buf = b""
-        while True:
-            while b"\n" not in buf:
-                d = conn.recv(4096)
-                if not d:
-                    return
-                buf += d
-            line, buf = buf.split(b"\n", 1)
-            srv.record(line + b"\n")
-            word = line.rstrip(b"\r")
-            if word == b"PING":
-                conn.sendall(b"PONG\r\n")
-            elif word == b"QUIT":
-                conn.sendall(b"BYE\r\n")
-                return
-            else:
-                conn.sendall(b"ECHO " + word + b"\r\n")
-    return Server(handler)
+from protocols import line_server, listener
 
 
 def line_conf(port, backend, pki, line_block="", extra="", backend_extra=""):
-    return f"""
-listeners = (
-  {{ name = "demo"; listen = "127.0.0.1:{port}"; protocol = "line";
-    {extra}
-    tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-    {line_block}
-    backend = {{ address = "127.0.0.1:{backend}"; {backend_extra} }};
-  }}
-);
-"""
+    return listener(port, backend, protocol="line", name="demo", pki=pki, extra=extra,
+                    block=line_block, backend_extra=backend_extra)
 
 
 async def demo_client(port, ca, expect_reply=None):

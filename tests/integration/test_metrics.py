@@ -11,7 +11,7 @@ import pytest
 from helpers import (Server, client_ctx, echo_handler, free_port, never_connects, recv_all,
                      recv_until, tls_connect, wait_for)
 from smtp_backend import SMTPBackend
-from test_smtp import read_reply
+from protocols import group, listener, listeners, read_reply
 
 
 def scrape(port):
@@ -32,19 +32,10 @@ def test_metrics_match_what_the_sessions_did(daemon, pki, workers):
     mta = SMTPBackend()
     echo = Server(echo_handler())
     stats, smtp, tls, dead = free_port(), free_port(), free_port(), free_port()
-    cert = f'tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};'
-    d = daemon(f"""
-workers = {workers};
-stats = {{ listen = "127.0.0.1:{stats}"; }};
-listeners = (
-  {{ name = "mail"; listen = "127.0.0.1:{smtp}"; protocol = "smtp"; {cert}
-     backend = {{ address = "127.0.0.1:{mta.port}"; }}; }},
-  {{ name = "tls"; listen = "127.0.0.1:{tls}"; protocol = "tcp"; {cert}
-     backend = {{ address = "127.0.0.1:{echo.port}"; }}; }},
-  {{ name = "down"; listen = "127.0.0.1:{dead}"; protocol = "tcp"; {cert}
-     backend = {{ address = "127.0.0.1:{free_port()}"; }}; }}
-);
-""")
+    d = daemon(listeners(group(smtp, mta.port, protocol="smtp", name="mail", pki=pki),
+                         group(tls, echo.port, name="tls", pki=pki),
+                         group(dead, free_port(), name="down", pki=pki),
+                         glob=f'workers = {workers};\nstats = {{ listen = "127.0.0.1:{stats}"; }};'))
     # three implicit TLS sessions left open while we scrape
     open_tls = [tls_connect(tls, pki.ca) for _ in range(3)]
     for c in open_tls:
@@ -107,14 +98,8 @@ def test_backend_timeout_is_counted_once_and_ends_the_session(daemon, pki):
     import time
     with never_connects() as bport:
         stats, port = free_port(), free_port()
-        d = daemon(f"""
-    stats = {{ listen = "127.0.0.1:{stats}"; }};
-    listeners = (
-      {{ name = "mail"; listen = "127.0.0.1:{port}"; protocol = "smtp";
-         timeouts = {{ connect = 1; }};
-         backend = {{ address = "127.0.0.1:{bport}"; }}; }}
-    );
-    """)
+        d = daemon(listener(port, bport, protocol="smtp", name="mail", timeouts={"connect": 1},
+                            glob=f'stats = {{ listen = "127.0.0.1:{stats}"; }};'))
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.sendall(b"EHLO client.test\r\n")
             assert recv_all(c, timeout=10) == b"421 4.3.2 Service not available\r\n"
@@ -136,13 +121,8 @@ SANITIZED = os.environ.get("STP_SANITIZED") == "1"
 
 
 def stats_only(port):
-    return f"""
-stats = {{ listen = "127.0.0.1:{port}"; }};
-listeners = (
-  {{ name = "t"; listen = "127.0.0.1:{free_port()}"; protocol = "tcp"; client_tls = "none";
-     backend = {{ address = "127.0.0.1:{free_port()}"; }}; }}
-);
-"""
+    return listener(free_port(), free_port(), name="t", client_tls="none",
+                    glob=f'stats = {{ listen = "127.0.0.1:{port}"; }};')
 
 
 def exchange(port, data, timeout=10):

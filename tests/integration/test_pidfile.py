@@ -10,17 +10,13 @@ import pytest
 
 from conftest import BIN
 from helpers import free_port, wait_for
+from protocols import listener
 
 VICTIM = "precious: must never be written\n"
 
 
 def conf(tmp_path):
-    text = f"""
-listeners = (
-  {{ name = "front"; listen = "127.0.0.1:{free_port()}"; protocol = "tcp"; client_tls = "none";
-     backend = {{ address = "127.0.0.1:{free_port()}"; }}; }}
-);
-"""
+    text = listener(free_port(), free_port(), client_tls="none")
     path = tmp_path / "proxy.conf"
     path.write_text(text)
     return path

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import (Server, client_ctx, echo_handler, free_port, recv_all, recv_until, tls_connect,
                      wait_for)
-from test_smtp import read_reply
+from protocols import listener
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -60,13 +60,7 @@ backend back
 
 
 def tls_listener(port, backend, pki, extra="", backend_extra=""):
-    return f"""
-listeners = (
-  {{ name = "imaps"; listen = "127.0.0.1:{port}"; protocol = "tcp"; {extra}
-     tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-     backend = {{ address = "127.0.0.1:{backend}"; {backend_extra} }}; }}
-);
-"""
+    return listener(port, backend, name="imaps", pki=pki, extra=extra, backend_extra=backend_extra)
 
 
 @pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])

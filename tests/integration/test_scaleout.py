@@ -11,22 +11,14 @@ import subprocess
 
 from conftest import Daemon
 from helpers import client_ctx, free_port
+from protocols import listener, read_reply
 from smtp_backend import SMTPBackend
 from test_proxy_protocol import HAProxy
-from test_smtp import read_reply
 
 
 def instance_conf(port, mta, pki, keys):
-    return f"""
-shutdown_timeout = 20;
-listeners = (
-  {{ name = "submission"; listen = "127.0.0.1:{port}"; protocol = "smtp";
-     accept_proxy_protocol = true;
-     tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} );
-             ticket_key_file = "{keys}"; }};
-     backend = {{ address = "127.0.0.1:{mta}"; }}; }}
-);
-"""
+    return listener(port, mta, protocol="smtp", name="submission", accept_proxy_protocol=True,
+                    pki=pki, tls_extra=f'ticket_key_file = "{keys}";', glob="shutdown_timeout = 20;")
 
 
 def smtp_session(port, pki, quit=True):

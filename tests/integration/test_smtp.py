@@ -9,23 +9,13 @@ import pytest
 
 from helpers import (MemTLS, Server, backend_starttls, client_ctx, free_port, recv_all, recv_until,
                      s_client, server_ctx, wait_for)
+from protocols import listener, read_reply
 from smtp_backend import SMTPBackend
 
 
 def smtp_conf(port, backend, extra="", backend_extra="", pki=None, glob=""):
-    tls = ""
-    if pki is not None:
-        tls = f'tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};'
-    return f"""
-{glob}
-listeners = (
-  {{ name = "submission"; listen = "127.0.0.1:{port}"; protocol = "smtp";
-    {extra}
-    {tls}
-    backend = {{ address = "{backend}"; {backend_extra} }};
-  }}
-);
-"""
+    return listener(port, backend, protocol="smtp", name="submission", pki=pki, extra=extra,
+                    backend_extra=backend_extra, glob=glob)
 
 
 @pytest.fixture
@@ -33,21 +23,6 @@ def mta(pki):
     b = SMTPBackend(starttls_ctx=server_ctx(pki.backend_cert, pki.backend_key))
     yield b
     b.stop()
-
-
-def read_reply(sock, timeout=10):
-    """One whole SMTP reply (all its lines)."""
-    sock.settimeout(timeout)
-    buf = b""
-    while True:
-        lines = buf.split(b"\r\n")
-        for line in lines[:-1]:
-            if len(line) >= 4 and line[3:4] == b" " or len(line) == 3:
-                return buf
-        chunk = sock.recv(4096)
-        if not chunk:
-            return buf
-        buf += chunk
 
 
 class Replies:

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from helpers import Server, free_port, line_then_close_handler, wait_for
+from protocols import listener
 
 
 def key_line():
@@ -17,14 +18,7 @@ def key_line():
 
 
 def tls_conf(port, backend, pki, keyfile):
-    return f"""
-listeners = (
-  {{ name = "imaps"; listen = "127.0.0.1:{port}"; protocol = "tcp";
-     tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} );
-             ticket_key_file = "{keyfile}"; }};
-     backend = {{ address = "127.0.0.1:{backend}"; }}; }}
-);
-"""
+    return listener(port, backend, name="imaps", pki=pki, tls_extra=f'ticket_key_file = "{keyfile}";')
 
 
 def s_client(port, pki, *args):
@@ -76,15 +70,8 @@ def test_tickets_resume_across_instances_sharing_the_key_file(pki, tmp_path):
 
 def policy_conf(port, backend, pki, keyfile, verify="none", client_ca=None, name="imaps"):
     ca = f'client_ca = "{client_ca}";' if client_ca else ""
-    return f"""
-listeners = (
-  {{ name = "{name}"; listen = "127.0.0.1:{port}"; protocol = "tcp";
-     tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} );
-             verify_client = "{verify}"; {ca}
-             ticket_key_file = "{keyfile}"; }};
-     backend = {{ address = "127.0.0.1:{backend}"; }}; }}
-);
-"""
+    return listener(port, backend, name=name, pki=pki,
+                    tls_extra=f'verify_client = "{verify}"; {ca} ticket_key_file = "{keyfile}";')
 
 
 def attempt(port, pki, version, *args):

@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from helpers import free_port
+from protocols import listener
 from smtp_backend import SMTPBackend
 
 pytestmark = pytest.mark.skipif(os.environ.get("STP_SANITIZED") == "1",
@@ -44,12 +45,8 @@ def summary(findings):
 def test_testssl_finds_nothing_medium_or_above(daemon, pki, tmp_path, mode):
     mta = SMTPBackend()
     port = free_port()
-    tls = f'tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};'
     proto = "tcp" if mode == "implicit" else "smtp"
-    daemon(f"""
-listeners = ( {{ name = "{mode}"; listen = "127.0.0.1:{port}"; protocol = "{proto}"; {tls}
-                 backend = {{ address = "127.0.0.1:{mta.port}"; }}; }} );
-""", debug=False)
+    daemon(listener(port, mta.port, protocol=proto, name=mode, pki=pki), debug=False)
     extra = ["--add-ca", str(pki.ca)]
     if mode == "smtp":
         extra += ["-t", "smtp"]

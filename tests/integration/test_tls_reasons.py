@@ -12,6 +12,7 @@ import pytest
 
 from conftest import BIN
 from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, server_ctx
+from protocols import listener
 from slapd_backend import Slapd
 
 AFTER = "the client sent plaintext inside TLS after the handshake (it may have rejected our certificate)"
@@ -33,14 +34,7 @@ def slapd(tmp_path):
 
 
 def ldap_conf(port, backend_port, cert, key):
-    return f"""
-listeners = (
-  {{ name = "directory"; listen = "127.0.0.1:{port}"; protocol = "ldap";
-    tls = {{ certificates = ( {{ cert = "{cert}"; key = "{key}"; }} ); }};
-    backend = {{ address = "127.0.0.1:{backend_port}"; }};
-  }}
-);
-"""
+    return listener(port, backend_port, protocol="ldap", name="directory", certificates=[(cert, key)])
 
 
 @pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
@@ -69,14 +63,7 @@ def test_ldapwhoami_that_rejects_our_certificate(daemon, pki, slapd, why, versio
 
 
 def tcp_conf(port, backend_port, pki, backend_extra=""):
-    return f"""
-listeners = (
-  {{ name = "front"; listen = "127.0.0.1:{port}"; protocol = "tcp";
-    tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};
-    backend = {{ address = "127.0.0.1:{backend_port}"; {backend_extra} }};
-  }}
-);
-"""
+    return listener(port, backend_port, pki=pki, backend_extra=backend_extra)
 
 
 @pytest.fixture

@@ -11,10 +11,8 @@ import pytest
 from helpers import client_ctx, echo_handler, free_port, recv_until, Server, tls_connect
 from smtp_backend import SMTPBackend
 from slapd_backend import Slapd
-from test_http import WebBackend
-from test_ldap import read_messages, search_request, starttls_request
-from test_line import line_server
-from test_smtp import read_reply
+from protocols import (WebBackend, group, line_server, listeners, read_messages, read_reply,
+                       search_request, starttls_request)
 
 pytestmark = pytest.mark.skipif(os.environ.get("STP_SANITIZED") == "1",
                                 reason="valgrind runs on the plain build")
@@ -24,23 +22,14 @@ def test_one_session_per_protocol_under_valgrind(daemon, pki, tmp_path):
     mta, ldap, web, line, echo = (SMTPBackend(), Slapd(tmp_path / "slapd"), WebBackend(),
                                   line_server(), Server(echo_handler()))
     p = {k: free_port() for k in ("smtp", "ldap", "http", "line", "tcp")}
-    tls = f'tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};'
-    text = f"""
-shutdown_timeout = 5;
-listeners = (
-  {{ name = "smtp"; listen = "127.0.0.1:{p['smtp']}"; protocol = "smtp"; {tls}
-     backend = {{ address = "127.0.0.1:{mta.port}"; }}; }},
-  {{ name = "ldap"; listen = "127.0.0.1:{p['ldap']}"; protocol = "ldap"; {tls}
-     backend = {{ address = "127.0.0.1:{ldap.port}"; }}; }},
-  {{ name = "http"; listen = "127.0.0.1:{p['http']}"; protocol = "http"; {tls}
-     http = {{ connect_allow = [ "localhost:443" ]; }};
-     backend = {{ address = "127.0.0.1:{web.port}"; }}; }},
-  {{ name = "line"; listen = "127.0.0.1:{p['line']}"; protocol = "line"; {tls}
-     backend = {{ address = "127.0.0.1:{line.port}"; }}; }},
-  {{ name = "tcp"; listen = "127.0.0.1:{p['tcp']}"; protocol = "tcp"; {tls}
-     backend = {{ address = "localhost:{echo.port}"; tls = "none"; }}; }}
-);
-"""
+    text = listeners(
+        group(p["smtp"], mta.port, protocol="smtp", name="smtp", pki=pki),
+        group(p["ldap"], ldap.port, protocol="ldap", name="ldap", pki=pki),
+        group(p["http"], web.port, protocol="http", name="http", pki=pki,
+              http={"connect_allow": ["localhost:443"]}),
+        group(p["line"], line.port, protocol="line", name="line", pki=pki),
+        group(p["tcp"], f"localhost:{echo.port}", name="tcp", pki=pki, backend_extra='tls = "none";'),
+        glob="shutdown_timeout = 5;")
     vlog = tmp_path / "valgrind.log"
     d = daemon(text, debug=False, prefix=[
         "valgrind", "--leak-check=full", "--show-leak-kinds=definite,indirect,possible",
