@@ -15,6 +15,7 @@ import pytest
 
 from dovecot_backend import Dovecot
 from helpers import Server, backend_starttls, client_ctx, free_port, s_client, wait_for
+from protocols import listener
 
 STARTTLS_OK = b"OK Begin TLS negotiation now\r\n"
 UNAVAILABLE = b"* BYE [UNAVAILABLE] Service not available\r\n"
@@ -26,19 +27,8 @@ PRIVACY_BAD = b"BAD [PRIVACYREQUIRED] Use STARTTLS first\r\n"
 def imap_conf(port, backend, pki, extra="", backend_extra="", glob="", name="imap"):
     """One imap listener on 127.0.0.1:port in front of backend (a port
     on 127.0.0.1, or host:port)."""
-    if isinstance(backend, int):
-        backend = f"127.0.0.1:{backend}"
-    tls = f'tls = {{ certificates = ( {{ cert = "{pki.server_cert}"; key = "{pki.server_key}"; }} ); }};'
-    return f"""
-{glob}
-listeners = (
-  {{ name = "{name}"; listen = "127.0.0.1:{port}"; protocol = "imap";
-    {extra}
-    {tls}
-    backend = {{ address = "{backend}"; {backend_extra} }};
-  }}
-);
-"""
+    return listener(port, backend, protocol="imap", name=name, pki=pki, extra=extra,
+                    backend_extra=backend_extra, glob=glob)
 
 
 @pytest.fixture
