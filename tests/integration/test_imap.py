@@ -837,3 +837,20 @@ def test_proxy_protocol_gives_dovecot_the_clients_address(daemon, pki, tmp_path)
         assert "rip=127.0.0.3" in dove.logins()[0], dove.logins()
     finally:
         dove.stop()
+
+
+def test_backend_starttls_refusal_text_cannot_forge_log_keys(daemon, pki):
+    """Guarantee 4: the backend's refusal text is quoted in the session
+    line; quotes in it do not end the value and forge keys of their own."""
+    be = FakeImap(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] fake ready\r\n",
+                  lambda tag, verb, line: tag + b' NO no TLS" end=client-closed x="\r\n')
+    port = free_port()
+    d = daemon(imap_conf(port, be.port, pki, backend_extra=backend_starttls(pki)))
+    c, r = connect(port)
+    with c:
+        assert r.line() == UNAVAILABLE
+    line = d.wait_session()[0]
+    assert line.endswith("reason=\"STARTTLS with the backend: STARTTLS refused: "
+                         "A2 NO no TLS' end=client-closed x='\""), line
+    assert line.count('"') == 2 and line.count(" end=") == 2, line
+    be.close()
