@@ -101,7 +101,7 @@ check_line(const char *p, size_t avail, size_t max, enum imap_line_mode mode,
 	/* any prefix without the LF needs more; the same line with more room */
 	if (imap_line_next(p, l->len - 1, max, mode, &l2) != PARSE_NEED_MORE)
 		__builtin_trap();
-	if (imap_line_next(p, avail, max + 1, mode, &l2) != PARSE_OK ||
+	if (imap_line_next(p, l->len, max + 1, mode, &l2) != PARSE_OK ||
 	    memcmp(l, &l2, sizeof(l2)) != 0)
 		__builtin_trap();
 }
