@@ -14,6 +14,7 @@
 const struct proto *const proto_table[] = {
 	&proto_smtp,
 	&proto_imap,
+	&proto_pop3,
 	&proto_ldap,
 	&proto_http,
 	&proto_line,

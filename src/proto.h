@@ -109,9 +109,9 @@ struct proto {
 };
 
 const struct proto *proto_lookup(const char *name);
-/* "smtp, imap, ldap, http, line, tcp", for error messages. */
+/* "smtp, imap, pop3, ldap, http, line, tcp", for error messages. */
 const char	*proto_names(void);
-/* "smtp, imap, ldap, line": those with backend_starttls. */
+/* "smtp, imap, pop3, ldap, line": those with backend_starttls. */
 void		 proto_backend_starttls_names(char *buf, size_t len);
 /*
  * For backend_starttls: the attempt failed; why, formatted into the
@@ -136,6 +136,7 @@ extern const struct proto *const proto_table[];
 
 extern const struct proto proto_smtp;
 extern const struct proto proto_imap;
+extern const struct proto proto_pop3;
 extern const struct proto proto_ldap;
 extern const struct proto proto_http;
 extern const struct proto proto_line;

@@ -1,13 +1,14 @@
 /*
- * libFuzzer target: the protocol modules (smtp, ldap, http, line, imap)
- * driven as the session drives them, with a hostile client and a hostile
- * backend taking turns, so that their state machines are fuzzed, not only
- * the pure parsers under them.
+ * libFuzzer target: the protocol modules (smtp, ldap, http, line, pop3,
+ * imap) driven as the session drives them, with a hostile client and a
+ * hostile backend taking turns, so that their state machines are fuzzed,
+ * not only the pure parsers under them.
  *
- * Input: byte 0 picks the protocol (smtp, ldap, http, line, imap), byte 1
- * the listener's flags (bit 0 require_tls, bit 1 implicit client TLS,
- * bit 2 the proxy's own STARTTLS towards the backend first).  Then records: an op byte (0 client bytes,
- * 1 backend bytes, 2 "the backend came up"), a length byte, the bytes.
+ * Input: byte 0 picks the protocol (smtp, ldap, http, line, pop3, imap),
+ * byte 1 the listener's flags (bit 0 require_tls, bit 1 implicit client
+ * TLS, bit 2 the proxy's own STARTTLS towards the backend first).  Then
+ * records: an op byte (0 client bytes, 1 backend bytes, 2 "the backend
+ * came up"), a length byte, the bytes.
  * Bytes a module leaves in an input stay there for the next turn, as in
  * a session.
  */
@@ -100,6 +101,36 @@ check_smtp_cleartext(struct evbuffer *to_backend)
 }
 
 /*
+ * POP3 under require_tls, before the client's TLS: only CAPA, QUIT and the
+ * proxy's own STLS (backend.tls = "starttls") may reach the backend, each
+ * as a whole line (a trap otherwise).
+ */
+static void
+check_pop3_cleartext(struct evbuffer *to_backend)
+{
+	static const char *const allowed[] = { "CAPA", "QUIT", "STLS" };
+	size_t		 len = evbuffer_get_length(to_backend);
+	const char	*p = (const char *)evbuffer_pullup(to_backend, -1);
+	size_t		 bol = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		bool	 ok = false;
+
+		if (p[i] != '\n')
+			continue;
+		for (size_t k = 0; k < sizeof(allowed) / sizeof(allowed[0]); k++)
+			if (i - bol >= 4 && strncasecmp(p + bol, allowed[k], 4) == 0 &&
+			    (p[bol + 4] == ' ' || p[bol + 4] == '\r' || p[bol + 4] == '\n'))
+				ok = true;
+		if (!ok)
+			__builtin_trap();
+		bol = i + 1;
+	}
+	if (bol != len)
+		__builtin_trap();	/* a line relayed in part */
+}
+
+/*
  * IMAP under require_tls, before the client's TLS: only CAPABILITY, NOOP,
  * LOGOUT, ID (and the proxy's own STARTTLS towards the backend) may reach
  * the backend, a trap otherwise.  The commands are framed as any server
@@ -172,7 +203,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct proto *const protos[] = {
-		&proto_smtp, &proto_ldap, &proto_http, &proto_line, &proto_imap,
+		&proto_smtp, &proto_ldap, &proto_http, &proto_line, &proto_pop3, &proto_imap,
 	};
 	const struct proto *p;
 	struct listener_conf lc;
@@ -186,7 +217,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memset(&r, 0, sizeof(r));
 	memset(&lc, 0, sizeof(lc));
-	p = protos[data[0] % 5];
+	p = protos[data[0] % (sizeof(protos) / sizeof(protos[0]))];
 	lc.proto = p;
 	lc.require_tls = data[1] & 1;
 	lc.client_tls = (data[1] & 2) ? CLIENT_TLS_IMPLICIT : CLIENT_TLS_STARTTLS;
@@ -237,6 +268,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_smtp_cleartext(h->to_backend);
 		if (p == &proto_imap && lc.require_tls && cleartext && !(data[1] & 4))
 			check_imap_cleartext(&imap, h->to_backend);
+		if (p == &proto_pop3 && lc.require_tls && cleartext)
+			check_pop3_cleartext(h->to_backend);
 		evbuffer_drain(h->to_client, evbuffer_get_length(h->to_client));
 		evbuffer_drain(h->to_backend, evbuffer_get_length(h->to_backend));
 		/* the client has read its replies: the session resumes the module */

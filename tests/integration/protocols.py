@@ -42,7 +42,11 @@ line and web servers) live here too, so that the per-protocol test files
 can import them from here without importing one another."""
 import dataclasses
 import http.server
+import os
 import pathlib
+import shutil
+import socket
+import tempfile
 import threading
 import weakref
 from typing import Callable
@@ -279,6 +283,70 @@ class WebBackend:
     stop = close
 
 
+# pop3: Dovecot, and POP3 replies
+
+class _HaproxiedDovecot(Dovecot):
+    """With haproxy = yes Dovecot greets only after a PROXY header, which
+    the start-up probe of dovecot_backend.Dovecot does not send: this one
+    sends a v1 header for an unknown connection first."""
+
+    def _listening(self):
+        for port in (self.imap_port, self.pop3_port):
+            try:
+                with socket.create_connection((self.host, port), timeout=1) as s:
+                    s.sendall(b"PROXY UNKNOWN\r\n")
+                    s.settimeout(2)
+                    if not s.recv(1024):
+                        return False
+            except OSError:
+                return False
+        return True
+
+
+class DovecotPOP3:
+    """Dovecot (dovecot_backend.py) under a directory of its own that its
+    auth process (user dovecot) can reach: pytest's directories are mode
+    0700.  .port is its POP3 port; the rest is the Dovecot's."""
+
+    def __init__(self, **kw):
+        self.base = tempfile.mkdtemp(prefix="stp-pop3-dovecot-")
+        os.chmod(self.base, 0o755)
+        try:
+            self.dovecot = (_HaproxiedDovecot if kw.get("haproxy") else Dovecot)(self.base, **kw)
+        except BaseException:
+            shutil.rmtree(self.base, ignore_errors=True)
+            raise
+        self.port = self.dovecot.pop3_port
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["dovecot"], name)
+
+    def stop(self):
+        self.dovecot.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def pop3_reply(sock, multi=False, timeout=10):
+    """One POP3 reply: a status line, and with multi a +OK's body up to
+    ".CRLF"; what came after it in the same read is kept for the next
+    call.  b"" once the peer has closed."""
+    sock.settimeout(timeout)
+    buf = _unread.pop(sock, b"")
+    while True:
+        end = buf.find(b"\r\n") + 2
+        if end > 1 and multi and buf.startswith(b"+OK"):
+            stop = (b"\r\n" + buf[end:]).find(b"\r\n.\r\n")
+            end = end + stop + 3 if stop >= 0 else 1
+        if end > 1:
+            if end < len(buf):
+                _unread[sock] = buf[end:]
+            return buf[:end]
+        chunk = sock.recv(65536)
+        if not chunk:
+            return buf
+        buf += chunk
+
+
 # The table
 
 def _nothing(sock):
@@ -481,6 +549,34 @@ def _http_only_probe_seen(be):
     assert be.seen == ["GET /probe HTTP/1.1"]
 
 
+POP3_INJECTED = b"AUTH PLAIN AGFsaWNlAGFsaWNlLXNlY3JldC1wdw==\r\n"    # alice's credentials
+
+
+def _pop3_greet(c):
+    assert pop3_reply(c).startswith(b"+OK Dovecot")
+
+
+def _pop3_answered(c):
+    assert pop3_reply(c) == b"+OK Begin TLS negotiation\r\n"
+
+
+def _pop3_probe(t, be):
+    t.sendall(b"CAPA\r\n")
+    capa = pop3_reply(t, multi=True)
+    assert capa.startswith(b"+OK\r\nCAPA\r\n") and b"STLS" not in capa, capa
+
+
+def _pop3_second_upgrade(t):
+    t.sendall(b"STLS\r\n")
+    assert pop3_reply(t) == b"-ERR TLS already active\r\n"
+    return True
+
+
+def _pop3_only_probe_seen(be):
+    # with auth_debug Dovecot logs every authentication request it gets
+    assert "client in: AUTH" not in be.log() and be.logins() == []
+
+
 PROTOCOLS = {
     "smtp": Protocol(
         listener=dict(protocol="smtp", name="submission"),
@@ -514,4 +610,10 @@ PROTOCOLS = {
         greet=_imap_greet, verb=b"S STARTTLS\r\n", answered=_imap_answered,
         probe=_imap_probe, second_upgrade=_imap_second_upgrade,
         injected=b"X LOGIN mallory mallory-pw\r\n", only_probe_seen=_imap_only_probe_seen),
+    "pop3": Protocol(
+        listener=dict(protocol="pop3", name="pop3"),
+        backend=lambda tmp_path: DovecotPOP3(),
+        greet=_pop3_greet, verb=b"STLS\r\n", answered=_pop3_answered,
+        probe=_pop3_probe, second_upgrade=_pop3_second_upgrade,
+        injected=POP3_INJECTED, only_probe_seen=_pop3_only_probe_seen),
 }
