@@ -13,6 +13,7 @@
 
 const struct proto *const proto_table[] = {
 	&proto_smtp,
+	&proto_imap,
 	&proto_pop3,
 	&proto_ldap,
 	&proto_postgres,

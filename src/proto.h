@@ -133,9 +133,9 @@ struct proto {
 };
 
 const struct proto *proto_lookup(const char *name);
-/* "smtp, pop3, ldap, http, line, tcp", for error messages. */
+/* "smtp, imap, pop3, ldap, http, line, tcp", for error messages. */
 const char	*proto_names(void);
-/* "smtp, pop3, ldap, line": those with backend_starttls. */
+/* "smtp, imap, pop3, ldap, line": those with backend_starttls. */
 void		 proto_backend_starttls_names(char *buf, size_t len);
 /*
  * For backend_starttls: the attempt failed; why, formatted into the
@@ -162,6 +162,7 @@ const char	*proto_refusal_name(enum proto_refusal);
 extern const struct proto *const proto_table[];
 
 extern const struct proto proto_smtp;
+extern const struct proto proto_imap;
 extern const struct proto proto_pop3;
 extern const struct proto proto_ldap;
 extern const struct proto proto_postgres;

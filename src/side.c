@@ -405,14 +405,26 @@ side_write_raw(struct side *sd, struct evbuffer *buf, bool *progress)
 static void
 side_encrypt(struct side *sd)
 {
-	size_t	 len, n, done;
+	struct evbuffer_iovec	 v;
+	const void		*p;
+	size_t			 len, n, done;
 
 	while ((len = evbuffer_get_length(sd->out)) > 0 &&
 	    (sd->raw_out == NULL || evbuffer_get_length(sd->raw_out) < SIDE_RAW_OUT_MAX)) {
 		n = len < SIDE_RECORD ? len : SIDE_RECORD;
-		/* whole records, even from a buffer of small pieces */
+		/*
+		 * A record from the first piece as it is when it is large
+		 * (what a read brought): no copy; small pieces (replies, short
+		 * lines) are joined first, so that records stay whole.
+		 */
+		if (evbuffer_peek(sd->out, -1, NULL, &v, 1) >= 1 && v.iov_len >= SIDE_RECORD / 4) {
+			p = v.iov_base;
+			if (n > v.iov_len)
+				n = v.iov_len;
+		} else
+			p = evbuffer_pullup(sd->out, (ssize_t)n);
 		ERR_clear_error();
-		if (SSL_write_ex(sd->ssl, evbuffer_pullup(sd->out, (ssize_t)n), n, &done) != 1) {
+		if (SSL_write_ex(sd->ssl, p, n, &done) != 1) {
 			side_keep_errors(sd);
 			side_failed(sd, 0);
 			return;

@@ -1,16 +1,16 @@
 /*
  * libFuzzer target: the protocol modules (smtp, ldap, http, line, pop3,
- * postgres) driven
- * as the session drives them, with a hostile client and a hostile backend
- * taking turns, so that their state machines are fuzzed, not only the
- * pure parsers under them.
+ * imap, postgres) driven as the session drives them, with a hostile client
+ * and a hostile backend taking turns, so that their state machines are
+ * fuzzed, not only the pure parsers under them.
  *
- * Input: byte 0 picks the protocol, byte 1 the listener's flags (bit 0
- * require_tls, bit 1 implicit client TLS, bit 2 the proxy's own STARTTLS
- * towards the backend first, bit 3 line.reply, bit 4 a client that does
- * not read, bit 5 no client TLS, bit 6 a session that only refuses the
- * client as busy).  Then records: an op byte (0 client bytes,
- * 1 backend bytes, 2 "the backend came up"), a length byte, the bytes.
+ * Input: byte 0 picks the protocol (smtp, ldap, http, line, pop3, imap,
+ * postgres), byte 1 the listener's flags (bit 0 require_tls, bit 1
+ * implicit client TLS, bit 2 the proxy's own STARTTLS towards the backend
+ * first, bit 3 line.reply, bit 4 a client that does not read, bit 5 no
+ * client TLS, bit 6 a session that only refuses the client as busy).
+ * Then records: an op byte (0 client bytes, 1 backend bytes, 2 "the
+ * backend came up"), a length byte, the bytes.
  * Bytes a module leaves in an input stay there for the next turn, as in
  * a session.
  */
@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "harness.h"
+#include "imap_parse.h"
 #include "pg_parse.h"
 #include "proto.h"
 
@@ -133,6 +134,51 @@ check_pop3_cleartext(struct evbuffer *to_backend)
 }
 
 /*
+ * IMAP under require_tls, before the client's TLS: only CAPABILITY, NOOP,
+ * LOGOUT, ID (and the proxy's own STARTTLS towards the backend) may reach
+ * the backend, a trap otherwise.  The commands are framed as any server
+ * frames them, literal data skipped, across the turns (the module relays
+ * whole lines, and literal data in pieces).  Whether the data of a
+ * synchronizing literal follows depends on the backend's answer, which
+ * this check does not follow: it stops at the first one.  Runs with the
+ * proxy's own STARTTLS towards the backend are not checked, since its
+ * lines share the one to_backend buffer with the client's here.
+ */
+struct imap_check {
+	uint64_t	 literal_left;
+	bool		 more;		/* the command goes on after a literal */
+	bool		 lost;		/* after a {n}: the framing is the backend's */
+};
+
+static void
+check_imap_cleartext(struct imap_check *k, struct evbuffer *to_backend)
+{
+	size_t			 len = evbuffer_get_length(to_backend), off = 0, n;
+	const char		*p = (const char *)evbuffer_pullup(to_backend, -1);
+	struct imap_line	 l;
+	struct imap_command	 c;
+
+	while (off < len && !k->lost) {
+		if (k->literal_left > 0) {
+			n = len - off < k->literal_left ? len - off : (size_t)k->literal_left;
+			k->literal_left -= n;
+			off += n;
+			continue;
+		}
+		if (imap_line_next(p + off, len - off, IMAP_LINE_MAX_PRE_TLS, IMAP_LINE_COMMAND,
+		    &l) != PARSE_OK)
+			__builtin_trap();	/* a line relayed in part, or too long */
+		if (!k->more && (imap_command_parse(p + off, l.textlen, &c) != PARSE_OK ||
+		    !imap_allowed_before_tls(c.verb)))
+			__builtin_trap();
+		k->more = l.literal != IMAP_LITERAL_NONE;
+		k->literal_left = l.literal_size;
+		k->lost = l.literal == IMAP_LITERAL_SYNC;
+		off += l.len;
+	}
+}
+
+/*
  * postgres before the client's TLS under require_tls, or refusing the
  * client: nothing reaches the backend but one CancelRequest, and a
  * refused client not even that.
@@ -178,12 +224,13 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const struct proto *const protos[] = {
-		&proto_smtp, &proto_ldap, &proto_http, &proto_line, &proto_pop3,
+		&proto_smtp, &proto_ldap, &proto_http, &proto_line, &proto_pop3, &proto_imap,
 		&proto_postgres,
 	};
 	const struct proto *p;
 	struct listener_conf lc;
 	struct run	 r;
+	struct imap_check imap = { 0 };
 	struct harness	*h = &r.h;
 	size_t		 off = 2;
 	unsigned	 steps = 0;
@@ -247,6 +294,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += n;
 		if (p == &proto_smtp && lc.require_tls && cleartext)
 			check_smtp_cleartext(h->to_backend);
+		if (p == &proto_imap && lc.require_tls && cleartext && !(data[1] & 4))
+			check_imap_cleartext(&imap, h->to_backend);
 		if (p == &proto_pop3 && lc.require_tls && cleartext)
 			check_pop3_cleartext(h->to_backend);
 		if (p == &proto_postgres && ((lc.require_tls && cleartext) ||

@@ -8,7 +8,8 @@ auth_debug and mail_debug, so that a test can read what reached it), and a
 passwd-file with one user.  The one exception is the mail home: Dovecot
 never gives mail to uid 0, so when the tests run as root the mailbox
 belongs to "nobody", and sits in a directory of its own under /tmp that
-nobody can traverse (pytest's own directories are mode 0700); it is
+nobody and dovecot can traverse (pytest's own directories are mode 0700),
+with the passwd-file that Dovecot's auth process reads as dovecot; it is
 removed by stop().  The login processes run as Debian's dovenull and the
 internal ones as dovecot (both made by the dovecot-core package); run by
 another user, everything runs as that user and nothing is chrooted.
@@ -24,7 +25,9 @@ a connection as secured (TLS, or from login_trusted_networks, or from its
 own address), and without TLS refuses plaintext authentication on any
 other when plaintext_auth is False (it then advertises LOGINDISABLED).
 host is the address Dovecot listens on: on 127.0.0.2 a client from
-127.0.0.1 is not its own address, so that this matters.
+127.0.0.1 is not its own address, so that this matters.  haproxy=True
+makes both listeners expect a PROXY protocol header from 127.0.0.0/8
+(Dovecot's haproxy = yes and haproxy_trusted_networks).
 """
 import grp
 import os
@@ -93,13 +96,15 @@ class Dovecot:
         self.home = self.maildirs / USER
         self._make_mailbox(mail.pw_uid, mail.pw_gid)
 
-        passwd = self.d / "passwd"
+        # read by Dovecot's auth process, which runs as default_internal_user
+        passwd = self.maildirs / "passwd"
         passwd.write_text(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
         ssl = "ssl = no\n"
         if tls is not None:
             cert, key = tls
             ssl = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2\n"
         haproxy_conf = ""
+        self.haproxy = haproxy
         if haproxy:
             haproxy_conf = "    haproxy = yes\n"
             extra = f"haproxy_trusted_networks = 127.0.0.0/8\n{extra}"
@@ -183,6 +188,8 @@ service stats {{
             try:
                 with socket.create_connection((self.host, port), timeout=1) as s:
                     s.settimeout(2)
+                    if self.haproxy:    # it waits for the header first
+                        s.sendall(b"PROXY UNKNOWN\r\n")
                     if not s.recv(1024):
                         return False
             except OSError:

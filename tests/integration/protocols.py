@@ -37,9 +37,9 @@ all of them.  An entry needs:
                saw the probe and nothing of injected
   sni          the name the TLS client asks for (default "localhost")
 
-The wire helpers an entry needs (SMTP replies, LDAP BER, the line and web
-servers) live here too, so that the per-protocol test files can import
-them from here without importing one another."""
+The wire helpers an entry needs (SMTP replies, LDAP BER, IMAP lines, the
+line and web servers) live here too, so that the per-protocol test files
+can import them from here without importing one another."""
 import dataclasses
 import http.server
 import os
@@ -529,6 +529,66 @@ def _http_second_upgrade(t):
     return False
 
 
+# imap: Dovecot, and the lines a client reads
+
+def imap_line(sock, timeout=10):
+    """One IMAP response line, read a byte at a time, so that nothing
+    after it (a ClientHello's answer) is taken from the socket."""
+    sock.settimeout(timeout)
+    buf = b""
+    while not buf.endswith(b"\r\n"):
+        d = sock.recv(1)
+        if not d:
+            break
+        buf += d
+    return buf
+
+
+class DovecotIMAP:
+    """Dovecot (tests/integration/dovecot_backend.py) as a backend of the
+    table: its IMAP port, and ID and authentication logged."""
+
+    def __init__(self, tmp_path):
+        self.dovecot = Dovecot(pathlib.Path(tmp_path), extra="imap_id_log = *\n")
+        self.port = self.dovecot.imap_port
+
+    def stop(self):
+        self.dovecot.stop()
+
+
+def _imap_greet(c):
+    assert imap_line(c).startswith(b"* OK [CAPABILITY ")
+
+
+def _imap_answered(c):
+    assert imap_line(c) == b"S OK Begin TLS negotiation now\r\n"
+
+
+def _imap_probe(t, be):
+    t.sendall(b"P ID (\"name\" \"probe\")\r\n")
+    got = b""
+    t.settimeout(10)
+    while b"P OK" not in got:
+        d = t.recv(65536)
+        if not d:
+            break
+        got += d
+    # the first thing read inside TLS answers the probe
+    assert got == b'* ID ("name" "Dovecot")\r\nP OK ID completed.\r\n', got
+
+
+def _imap_second_upgrade(t):
+    t.sendall(b"S2 STARTTLS\r\n")
+    assert imap_line(t) == b"S2 BAD TLS already active\r\n"
+    return True
+
+
+def _imap_only_probe_seen(be):
+    be.dovecot.wait_log("ID sent: name=probe")
+    log = be.dovecot.log()
+    assert "client in: AUTH" not in log and "mallory" not in log
+
+
 def _http_only_probe_seen(be):
     assert be.seen == ["GET /probe HTTP/1.1"]
 
@@ -615,6 +675,12 @@ PROTOCOLS = {
         probe=_http_probe, second_upgrade=_http_second_upgrade,
         injected=b"GET /injected HTTP/1.1\r\nHost: alt.test\r\n\r\n",
         only_probe_seen=_http_only_probe_seen, sni="alt.test"),
+    "imap": Protocol(
+        listener=dict(protocol="imap", name="imap"),
+        backend=DovecotIMAP,
+        greet=_imap_greet, verb=b"S STARTTLS\r\n", answered=_imap_answered,
+        probe=_imap_probe, second_upgrade=_imap_second_upgrade,
+        injected=b"X LOGIN mallory mallory-pw\r\n", only_probe_seen=_imap_only_probe_seen),
     "pop3": Protocol(
         listener=dict(protocol="pop3", name="pop3"),
         backend=lambda tmp_path: DovecotPOP3(),

@@ -11,8 +11,8 @@ import pytest
 from helpers import client_ctx, echo_handler, free_port, recv_until, Server, tls_connect
 from smtp_backend import SMTPBackend
 from slapd_backend import Slapd
-from protocols import (WebBackend, group, line_server, listeners, read_messages, read_reply,
-                       search_request, starttls_request)
+from protocols import (DovecotIMAP, WebBackend, group, imap_line, line_server, listeners,
+                       read_messages, read_reply, search_request, starttls_request)
 
 pytestmark = pytest.mark.skipif(os.environ.get("STP_SANITIZED") == "1",
                                 reason="valgrind runs on the plain build")
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(os.environ.get("STP_SANITIZED") == "1",
 def test_one_session_per_protocol_under_valgrind(daemon, pki, tmp_path):
     mta, ldap, web, line, echo = (SMTPBackend(), Slapd(tmp_path / "slapd"), WebBackend(),
                                   line_server(), Server(echo_handler()))
-    p = {k: free_port() for k in ("smtp", "ldap", "http", "line", "tcp")}
+    imap = DovecotIMAP(tmp_path)
+    p = {k: free_port() for k in ("smtp", "ldap", "http", "line", "tcp", "imap")}
     text = listeners(
         group(p["smtp"], mta.port, protocol="smtp", name="smtp", pki=pki),
         group(p["ldap"], ldap.port, protocol="ldap", name="ldap", pki=pki),
@@ -29,6 +30,7 @@ def test_one_session_per_protocol_under_valgrind(daemon, pki, tmp_path):
               http={"connect_allow": ["localhost:443"]}),
         group(p["line"], line.port, protocol="line", name="line", pki=pki),
         group(p["tcp"], f"localhost:{echo.port}", name="tcp", pki=pki, backend_extra='tls = "none";'),
+        group(p["imap"], imap.port, protocol="imap", name="imap", pki=pki),
         glob="shutdown_timeout = 5;")
     vlog = tmp_path / "valgrind.log"
     d = daemon(text, debug=False, prefix=[
@@ -65,8 +67,19 @@ def test_one_session_per_protocol_under_valgrind(daemon, pki, tmp_path):
             assert recv_until(t, b"\n", 30) == b"PONG\r\n"
     with tls_connect(p["tcp"], pki.ca, timeout=30) as t:
         assert recv_until(t, b"\n", 30) == b"hello from the backend\n"
+    with socket.create_connection(("127.0.0.1", p["imap"]), timeout=30) as c:
+        imap_line(c, 30)
+        c.sendall(b"a LOGIN {5}\r\nb STARTTLS\r\n")   # refused at once, no "+"
+        assert imap_line(c, 30).startswith(b"a NO [PRIVACYREQUIRED]")
+        assert imap_line(c, 30) == b"b OK Begin TLS negotiation now\r\n"
+        with ctx.wrap_socket(c, server_hostname="localhost") as t:
+            pw = imap.dovecot.password.encode()
+            t.sendall(b"c LOGIN alice {%d}\r\n" % len(pw))
+            assert imap_line(t, 30) == b"+ OK\r\n"
+            t.sendall(pw + b"\r\nd LOGOUT\r\n")
+            assert b"d OK" in recv_until(t, b"d OK", 30)
 
-    d.wait_session(count=5, timeout=60)
+    d.wait_session(count=6, timeout=60)
     rc = d.stop(timeout=60)
     text = vlog.read_text()
     assert rc == 0, text[-3000:]
@@ -78,7 +91,7 @@ def test_one_session_per_protocol_under_valgrind(daemon, pki, tmp_path):
     print("valgrind: " + "; ".join(l.split("== ", 1)[1] for l in text.splitlines()
                                     if "ERROR SUMMARY" in l or "FILE DESCRIPTORS" in l
                                     or "definitely lost" in l or "All heap" in l))
-    for s in (mta, ldap):
+    for s in (mta, ldap, imap):
         s.stop()
     for s in (web, line, echo):
         s.close()

@@ -230,11 +230,11 @@ test_protocol_errors(void **state)
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\";\n"
 	    "  protocol = \"tcpp\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
-	    "t.conf:2: listeners.[0].protocol: unknown protocol \"tcpp\" (expected one of smtp, pop3, ldap, postgres, http, line, tcp)");
+	    "t.conf:2: listeners.[0].protocol: unknown protocol \"tcpp\" (expected one of smtp, imap, pop3, ldap, postgres, http, line, tcp)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\";\n"
 	    "  backend = { address = \"127.0.0.1:2\"; }; } );\n",
-	    "t.conf:1: listeners.[0]: protocol is required (expected one of smtp, pop3, ldap, postgres, http, line, tcp)");
+	    "t.conf:1: listeners.[0]: protocol is required (expected one of smtp, imap, pop3, ldap, postgres, http, line, tcp)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  client_tls = \"starttls\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
@@ -473,7 +473,7 @@ test_limits_and_backend_starttls(void **state)
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  backend = { address = \"127.0.0.1:2\"; tls = \"starttls\"; }; } );\n",
-	    "t.conf:2: listeners.[0].backend.tls: protocol tcp has no upgrade verb to send to the backend (expected none or implicit; starttls works with smtp, pop3, ldap, postgres, line)");
+	    "t.conf:2: listeners.[0].backend.tls: protocol tcp has no upgrade verb to send to the backend (expected none or implicit; starttls works with smtp, imap, pop3, ldap, postgres, line)");
 	expect_ok(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"smtp\";\n"
 	    "  backend = { address = \"127.0.0.1:2\"; tls = \"starttls\"; }; } );\n");
