@@ -481,6 +481,12 @@ side_write_cb(evutil_socket_t fd, short what, void *arg)
 		if (err == EINPROGRESS)
 			return;
 		sd->connecting = false;
+		/*
+		 * Reset after it was accepted: it did connect, and the reset is
+		 * the connection's first event, not a refused connect.
+		 */
+		if (err == ECONNRESET || err == EPIPE)
+			err = 0;
 		if (err != 0) {
 			side_failed(sd, err);
 			return;
