@@ -3,6 +3,7 @@
  * allow list, BDAT arguments, reply lines, the EHLO reply rewrite and its
  * extensions, and the end of DATA, lax and strict.
  */
+#define _GNU_SOURCE	/* memmem */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -1016,6 +1017,53 @@ test_data_end_large(void **state)
 	free(buf);
 }
 
+/*
+ * Lax scan against the definition: the data ends after the first
+ * CRLF "." CRLF, the content starting on a line of its own.  Random
+ * streams of dots, CRs, LFs and letters, cut at random places, so that
+ * every state meets every chunk boundary.
+ */
+static void
+test_data_end_lax_random(void **state)
+{
+	static const char	 alphabet[] = ".\r\n\r\n.a";
+	char			 buf[256], ref[260];
+	struct smtp_data	 d;
+	unsigned		 seed = 12345;
+
+	(void)state;
+	for (int round = 0; round < 20000; round++) {
+		size_t	 len = 1 + (seed = seed * 1103515245 + 12345) % sizeof(buf);
+		size_t	 want = SIZE_MAX, used = 0, pos = 0;
+		char	*hit;
+		bool	 found = false;
+
+		for (size_t i = 0; i < len; i++)
+			buf[i] = alphabet[((seed = seed * 1103515245 + 12345) >> 16) % 7];
+		memcpy(ref, "\r\n", 2);
+		memcpy(ref + 2, buf, len);
+		if ((hit = memmem(ref, len + 2, "\r\n.\r\n", 5)) != NULL)
+			want = (size_t)(hit - ref) + 3;
+		smtp_data_begin(&d, false);
+		while (pos < len && !found) {
+			size_t n = 1 + ((seed = seed * 1103515245 + 12345) >> 16) % 40;
+
+			if (n > len - pos)
+				n = len - pos;
+			found = data_end(&d, buf + pos, n, &used);
+			if (found)
+				used += pos;
+			pos += n;
+		}
+		if (want == SIZE_MAX)
+			assert_false(found);
+		else {
+			assert_true(found);
+			assert_int_equal(used, want);
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -1050,6 +1098,7 @@ main(void)
 		cmocka_unit_test(test_data_end_strict_refuses),
 		cmocka_unit_test(test_data_end_strict_accepts),
 		cmocka_unit_test(test_data_end_large),
+		cmocka_unit_test(test_data_end_lax_random),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
