@@ -1061,6 +1061,43 @@ def make_certs(d):
     return certs
 
 
+README_BEGIN = "<!-- bench/RESULTS.md table: scripts/bench rewrites from here -->"
+README_END = "<!-- to here -->"
+
+
+def sync_readme(md, readme=os.path.join(TOP, "README.md")):
+    """Put the results table of a full run into README's performance section.
+
+    The README quotes the table itself, with the line that says when and
+    from which source it was measured, so that it never shows older figures
+    than bench/RESULTS.md."""
+    lines = md.splitlines()
+    when = next((l for l in lines if l.startswith("Written by")), "")
+    src = next((l for l in lines if "starttls-proxy source" in l), "")
+    try:
+        start = lines.index("## Results")
+    except ValueError:
+        return False
+    table = []
+    for l in lines[start + 1:]:
+        if l.startswith("|"):
+            table.append(l)
+        elif table:
+            break
+    with open(readme) as f:
+        text = f.read()
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    body = [README_BEGIN, "", when.rstrip("."), "(" + src.lstrip("- ").replace("starttls-proxy source (when the bench started): ", "") + "),",
+            "medians of 3 interleaved runs with their spread; lower is better:", ""]
+    body += table + ["", README_END]
+    with open(readme, "w") as f:
+        f.write(head + "\n".join(body) + tail)
+    return True
+
+
 def main():
     global ARGS, NPROC, MAXCONN, SKIP, IDLE_FIT, log_dir
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -1183,6 +1220,8 @@ def main():
             f.write(md)
         with open(os.path.join(log_dir, "RESULTS.md"), "w") as f:
             f.write(md)
+        if out == os.path.join(HERE, "RESULTS.md") and sync_readme(md):
+            say("README.md: the performance section now shows this table")
         print(table)
         print()
         print("\n".join(targets(verdicts(w, fl))))
