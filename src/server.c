@@ -108,8 +108,13 @@ server_attach_stats(struct daemon *d, struct runtime *rt)
 /*
  * An event loop whose epoll changes are batched: an event added and
  * removed within one pass costs no system call (bulk relaying toggles
- * write interest once per write).
+ * write interest once per write).  It polls again after at most
+ * SERVER_DISPATCH_MAX callbacks: a side that ends a pass on its budget
+ * with records OpenSSL holds makes itself active again, and libevent
+ * would otherwise run it again and again before it looks at any other
+ * socket.
  */
+#define SERVER_DISPATCH_MAX	32
 static struct event_base *
 server_base_new(void)
 {
@@ -119,6 +124,7 @@ server_base_new(void)
 	if (ec == NULL)
 		return NULL;
 	event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	(void)event_config_set_max_dispatch_interval(ec, NULL, SERVER_DISPATCH_MAX, 0);
 	base = event_base_new_with_config(ec);
 	event_config_free(ec);
 	return base;

@@ -973,6 +973,31 @@ session_client_tls(struct session *s)
 	session_update_reading(s);
 }
 
+/*
+ * After a STARTTLS, what the backend sent while the client's handshake
+ * ran was sent before anything the client says inside TLS reached it: a
+ * late answer to a cleartext command, or bytes nobody asked for.  Read
+ * away what has come so far before the client's first command inside
+ * TLS goes to the module, which would take it for that command's answer.
+ */
+static void
+session_discard_late_backend(struct session *s)
+{
+	size_t	 n;
+	bool	 more;
+
+	if (s->lc->client_tls != CLIENT_TLS_STARTTLS || s->direct_tls || !backend_up(s) ||
+	    s->proto->keep_backend_at_upgrade)
+		return;
+	if ((n = side_discard_input(&s->backend.side, s->lc->high_watermark, &more)) == 0)
+		return;
+	log_warnx("listener %s client %s: discarded %zu bytes the backend %s sent during the client's TLS handshake",
+	    s->lc->name, s->client_addr, n, s->backend.name);
+	if (more)
+		session_finish(s, END_BACKEND_ERROR, "the backend sent more than high_watermark "
+		    "bytes nobody asked for during the client's TLS handshake");
+}
+
 static void
 session_client_tls_ready(struct session *s)
 {
@@ -998,6 +1023,9 @@ session_client_tls_ready(struct session *s)
 		    tls_version_name(s->client.ssl), tls_cipher_name(s->client.ssl),
 		    log_escape(tls_sni_name(s->client.ssl), false, sni, sizeof(sni)));
 	}
+	session_discard_late_backend(s);
+	if (s->dead)
+		return;
 	if (s->proto->tls_ready != NULL) {
 		session_enter(s, SESSION_TLS);
 		session_io(s, &io, NULL);

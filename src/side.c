@@ -52,8 +52,26 @@
 #define SIDE_CHUNK_SMALL	(16384 - SIDE_CHAIN_HEADER)	/* the first read of a wake-up */
 #define SIDE_CHUNK		(65536 - SIDE_CHAIN_HEADER)	/* the next ones, when the first filled */
 #define SIDE_READ_BUDGET	(4 * SIDE_CHUNK)	/* per wake-up: others run too */
+#define SIDE_READ_RECORDS	256	/* and records: 1-byte ones cost as much as full ones */
 #define SIDE_RAW_OUT_MAX	(4 * 16384 + 1024)	/* ciphertext made ahead of the socket */
 #define SIDE_RECORD		16384		/* plaintext per TLS record */
+/*
+ * What OpenSSL may write by itself while it reads (KeyUpdate answers,
+ * alerts) on top of what side_encrypt makes: past it the side stops
+ * reading until the peer takes some.  A peer that asks for a KeyUpdate
+ * in every record and never reads would otherwise have us queue one
+ * answer per record.
+ */
+#define SIDE_RAW_OUT_STOP	(2 * SIDE_RAW_OUT_MAX)
+/*
+ * A TLS 1.3 KeyUpdate costs a key derivation to take in and another to
+ * answer, and carries no data: a peer that sends nothing else keeps the
+ * worker busy for nobody.  A peer may send SIDE_KU_BURST, and earns one
+ * more per SIDE_KU_EARN bytes of data (BoringSSL stops at 32 in a row;
+ * real peers update after gigabytes, or hours).
+ */
+#define SIDE_KU_BURST		32
+#define SIDE_KU_EARN		(1024 * 1024)
 
 static void	side_read_cb(evutil_socket_t, short, void *);
 static void	side_write_cb(evutil_socket_t, short, void *);
@@ -72,6 +90,7 @@ side_init(struct side *sd, side_cb cb, void *arg)
 {
 	memset(sd, 0, sizeof(*sd));
 	sd->fd = -1;
+	sd->raw_budget = SIZE_MAX;
 	sd->cb = cb;
 	sd->arg = arg;
 }
@@ -89,6 +108,13 @@ side_open(const struct side *sd)
 	return sd->fd >= 0;
 }
 
+/* OpenSSL wrote more by itself than the peer took: read no more for now. */
+static bool
+side_owes_peer(const struct side *sd)
+{
+	return sd->raw_out != NULL && evbuffer_get_length(sd->raw_out) > SIDE_RAW_OUT_STOP;
+}
+
 /* The events say what the side needs: reading and writing. */
 static void
 side_update(struct side *sd)
@@ -97,7 +123,8 @@ side_update(struct side *sd)
 
 	if (!sd->events)
 		return;
-	r = sd->cb != NULL && !sd->eof && !sd->connecting && (sd->handshaking || sd->reading);
+	r = sd->cb != NULL && !sd->eof && !sd->connecting &&
+	    (sd->handshaking || (sd->reading && !side_owes_peer(sd)));
 	w = sd->cb != NULL && !sd->failed && (sd->connecting || sd->want_write);
 	if (r != sd->rev_added) {
 		if (r)
@@ -105,6 +132,9 @@ side_update(struct side *sd)
 		else
 			event_del(&sd->rev);
 		sd->rev_added = r;
+		/* records OpenSSL already holds, which no socket event would bring */
+		if (r && sd->tls_up && (SSL_has_pending(sd->ssl) || sd->raw_in != NULL))
+			event_active(&sd->rev, EV_READ, 1);
 	}
 	if (w != sd->wev_added) {
 		if (w)
@@ -203,6 +233,10 @@ side_bio_read(BIO *bio, char *buf, int len)
 	ssize_t		 n;
 
 	BIO_clear_retry_flags(bio);
+	if (sd->ku_flood) {
+		sd->sys_errno = EPROTO;	/* a failure: side_error_words says why */
+		return -1;
+	}
 	if (sd->raw_in != NULL) {
 		int got = evbuffer_remove(sd->raw_in, buf, (size_t)len);
 
@@ -213,8 +247,23 @@ side_bio_read(BIO *bio, char *buf, int len)
 		if (got > 0)
 			return got;
 	}
-	if ((n = recv(sd->fd, buf, (size_t)len, 0)) >= 0)
+	/*
+	 * The pass's budget is in ciphertext: records without plaintext
+	 * (KeyUpdates) or with one byte each cost as much to take in as
+	 * full ones, and others wait meanwhile.  The socket still has the
+	 * rest and says so again on the next pass.
+	 */
+	if (sd->raw_budget == 0) {
+		BIO_set_retry_read(bio);
+		return -1;
+	}
+	if ((size_t)len > sd->raw_budget)
+		len = (int)sd->raw_budget;
+	if ((n = recv(sd->fd, buf, (size_t)len, 0)) >= 0) {
+		if (sd->raw_budget != SIZE_MAX)
+			sd->raw_budget -= (size_t)n;
 		return (int)n;
+	}
 	if (errno == EAGAIN || errno == EINTR)
 		BIO_set_retry_read(bio);
 	else
@@ -256,6 +305,37 @@ side_bio_method_make(void)
 	side_bio_method = m;
 }
 
+/* Counts the peer's KeyUpdates (see SIDE_KU_BURST). */
+static void
+side_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
+    SSL *ssl, void *arg)
+{
+	struct side	*sd = arg;
+
+	(void)version;
+	(void)ssl;
+	if (write_p || content_type != SSL3_RT_HANDSHAKE || len < 1 ||
+	    *(const unsigned char *)buf != SSL3_MT_KEY_UPDATE)
+		return;
+	if (sd->ku_allowed == 0)
+		sd->ku_flood = true;	/* the next read of the BIO fails */
+	else
+		sd->ku_allowed--;
+}
+
+/* Data from the peer earns it KeyUpdates back, up to the burst. */
+static void
+side_ku_earn(struct side *sd, size_t n)
+{
+	if (sd->ku_allowed >= SIDE_KU_BURST)
+		return;
+	if (n >= SIDE_KU_EARN - sd->ku_bytes) {
+		sd->ku_allowed++;
+		sd->ku_bytes = 0;
+	} else
+		sd->ku_bytes += (uint32_t)n;
+}
+
 int
 side_start_tls(struct side *sd, SSL *ssl, bool server)
 {
@@ -271,6 +351,9 @@ side_start_tls(struct side *sd, SSL *ssl, bool server)
 	}
 	BIO_set_data(bio, sd);
 	SSL_set_bio(ssl, bio, bio);
+	sd->ku_allowed = SIDE_KU_BURST;
+	SSL_set_msg_callback(ssl, side_msg_cb);
+	SSL_set_msg_callback_arg(ssl, sd);
 	if (server)
 		SSL_set_accept_state(ssl);
 	else
@@ -559,17 +642,22 @@ side_read_plain(struct side *sd)
 	}
 }
 
-/* Records through OpenSSL, as many as it has or the socket gives, within the budget. */
+/*
+ * Records through OpenSSL, as many as it has or the socket gives, within
+ * the budget: SIDE_READ_BUDGET of plaintext, SIDE_READ_RECORDS records,
+ * and SIDE_READ_BUDGET of ciphertext from the socket (side_bio_read).
+ */
 static void
-side_read_tls(struct side *sd)
+side_read_tls_pass(struct side *sd)
 {
 	struct evbuffer_iovec	 v;
 	size_t			 total = 0, got, r;
+	unsigned		 records = 0;
 	int			 err = SSL_ERROR_NONE;
 	bool			 progress = false;
 
 	while (sd->reading && sd->cb != NULL && !sd->eof) {
-		if (total >= SIDE_READ_BUDGET) {
+		if (total >= SIDE_READ_BUDGET || records >= SIDE_READ_RECORDS) {
 			/* come back on the next pass: what OpenSSL holds, the socket will not say */
 			if (SSL_has_pending(sd->ssl))
 				event_active(&sd->rev, EV_READ, 1);
@@ -579,7 +667,7 @@ side_read_tls(struct side *sd)
 			side_failed(sd, ENOMEM);
 			return;
 		}
-		for (got = 0; got < v.iov_len; got += r) {
+		for (got = 0; got < v.iov_len && records < SIDE_READ_RECORDS; got += r, records++) {
 			ERR_clear_error();
 			if (SSL_read_ex(sd->ssl, (char *)v.iov_base + got, v.iov_len - got, &r) != 1) {
 				err = SSL_get_error(sd->ssl, 0);
@@ -588,12 +676,19 @@ side_read_tls(struct side *sd)
 					side_keep_errors(sd);
 				break;
 			}
+			side_ku_earn(sd, r);	/* before the next record's KeyUpdate counts */
 		}
 		v.iov_len = got;
 		evbuffer_commit_space(sd->in, &v, got > 0);
 		/* reading may make OpenSSL write (a key update): send it */
 		if (side_write_raw(sd, sd->raw_out, &progress) == -1)
 			return;
+		if (side_owes_peer(sd)) {
+			side_update(sd);	/* until the peer reads: side_write */
+			if (got > 0)
+				side_report(sd, SIDE_READ);
+			return;
+		}
 		if (got > 0) {
 			total += got;
 			side_report(sd, SIDE_READ);
@@ -619,6 +714,14 @@ side_read_tls(struct side *sd)
 			return;
 		}
 	}
+}
+
+static void
+side_read_tls(struct side *sd)
+{
+	sd->raw_budget = SIDE_READ_BUDGET;
+	side_read_tls_pass(sd);
+	sd->raw_budget = SIZE_MAX;
 }
 
 /* Only the peer's close, in OpenSSL's words: not a TLS failure. */
@@ -705,10 +808,36 @@ side_set_reading(struct side *sd, bool on)
 		return;
 	sd->reading = on;
 	side_update(sd);
-	/* records OpenSSL already holds, which no socket event would bring */
-	if (on && sd->tls_up && sd->rev_added &&
-	    (SSL_has_pending(sd->ssl) || sd->raw_in != NULL))
-		event_active(&sd->rev, EV_READ, 1);
+}
+
+size_t
+side_discard_input(struct side *sd, size_t max, bool *more)
+{
+	char	 scratch[16384];
+	size_t	 total = 0, n;
+	ssize_t	 r;
+
+	*more = false;
+	if (!side_open(sd) || sd->connecting || sd->handshaking || sd->eof)
+		return 0;
+	while (total < max) {
+		size_t want = max - total < sizeof(scratch) ? max - total : sizeof(scratch);
+
+		if (sd->ssl != NULL) {
+			ERR_clear_error();
+			if (SSL_read_ex(sd->ssl, scratch, want, &n) != 1) {
+				ERR_clear_error();
+				return total;
+			}
+		} else {
+			if ((r = recv(sd->fd, scratch, want, MSG_DONTWAIT)) <= 0)
+				return total;
+			n = (size_t)r;
+		}
+		total += n;
+	}
+	*more = true;
+	return total;
 }
 
 void
@@ -815,6 +944,11 @@ side_free(struct side *sd)
 int
 side_error_words(struct side *sd, const char *peer, bool handshake, char *buf, size_t len)
 {
+	if (sd->ku_flood) {
+		snprintf(buf, len, "%s sent more TLS KeyUpdates than its data earns "
+		    "(%d, and one per MiB)", peer, SIDE_KU_BURST);
+		return -1;
+	}
 	if (sd->ssl != NULL) {
 		for (unsigned i = 0; i < sd->nerrs; i++)
 			if (handshake || ERR_GET_LIB(sd->errs[i]) != 0)

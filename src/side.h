@@ -57,6 +57,11 @@ struct side {
 	unsigned long		 errs[SIDE_ERRS_MAX];	/* OpenSSL's, at a TLS failure */
 	uint8_t			 nerrs;
 	int			 sys_errno;	/* errno of a failed system call */
+	uint32_t		 ku_bytes;	/* TLS 1.3: plaintext since the last KeyUpdate credit */
+	uint8_t			 ku_allowed;	/* KeyUpdates the peer may still send */
+	bool			 ku_flood;	/* it sent more: the side fails */
+	size_t			 raw_budget;	/* TLS: ciphertext the BIO may still read
+						   in this pass (SIZE_MAX outside one) */
 	bool			 events;	/* rev and wev are assigned */
 	bool			 connecting;
 	bool			 handshaking;
@@ -104,6 +109,12 @@ size_t	 side_pending(const struct side *);
 /* Bytes were added to side_output(): write what the kernel takes now. */
 void	 side_flush(struct side *);
 void	 side_set_reading(struct side *, bool);
+/*
+ * Read and throw away what the peer has sent so far, without waiting,
+ * up to max bytes: the bytes thrown away, and *more when the socket had
+ * more than max.  An EOF or an error is left for the next read to find.
+ */
+size_t	 side_discard_input(struct side *, size_t max, bool *more);
 
 /*
  * End our direction once what is queued is out: close_notify (TLS), then

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, recv_until, tls_connect
+from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, recv_until, tls_connect, wait_for
 from protocols import PROTOCOLS, listener, read_reply
 from test_attacks import late_smtp_server
 
@@ -191,9 +191,6 @@ def send_for(sock, data, stall=1.5):
 
 # Guarantee 1: what OpenSSL writes by itself while it reads
 
-@pytest.mark.xfail(strict=True, reason="side_read_tls reads on while the KeyUpdate answers "
-                   "OpenSSL writes pile up in raw_out for a client that never reads: "
-                   "memory grows with what the client sends, past every watermark")
 def test_keyupdate_flood_from_a_client_that_never_reads_is_bounded(daemon, pki):
     """TLS 1.3: 80,000 KeyUpdate(update_requested) records, 27 bytes each,
     and the client never reads.  Each one makes the proxy's OpenSSL write
@@ -214,8 +211,11 @@ def test_keyupdate_flood_from_a_client_that_never_reads_is_bounded(daemon, pki):
         for _ in range(1000):
             t.key_update()
         data = t.take()
-        if not send_for(c, data):
-            break       # paused: the proxy reads no more
+        try:
+            if not send_for(c, data):
+                break       # paused: the proxy reads no more
+        except OSError:
+            break           # closed: it sent more KeyUpdates than it may
         sent += len(data)
     wait_idle(d)
     grew = d.rss_kib("VmHWM") - base
@@ -228,10 +228,6 @@ def test_keyupdate_flood_from_a_client_that_never_reads_is_bounded(daemon, pki):
 
 # Fairness: one worker, one event loop for every session
 
-@pytest.mark.xfail(strict=True, reason="side_read_tls counts only plaintext against its "
-                   "budget and fills a 64 KiB piece before it looks: records without "
-                   "plaintext (KeyUpdate) keep one read pass going as long as the client "
-                   "sends, and the worker serves nobody else")
 def test_records_without_data_do_not_starve_other_sessions(daemon, pki):
     """A client sends KeyUpdates without pause for 3 s; another session on
     the same worker sends one line to an echo backend 0.5 s into it."""
@@ -273,6 +269,48 @@ def test_records_without_data_do_not_starve_other_sessions(daemon, pki):
     assert rtt < 1.0, f"the echo took {rtt:.2f} s"
 
 
+def test_keyupdates_past_the_allowance_end_the_session(daemon, pki):
+    """33 KeyUpdates and no data: the 33rd ends the session, in words."""
+    be = quiet_backend()
+    port = free_port()
+    d = daemon(listener(port, be.port, pki=pki), debug=False)
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t = RawTLS(c)
+    t.to_memory()
+    for _ in range(33):
+        t.key_update()
+    c.sendall(t.take())
+    line = d.wait_log("end=client-error")
+    assert "more TLS KeyUpdates than its data earns" in d.log(), line
+    t.close()
+    be.close()
+
+
+def test_keyupdates_that_data_earns_are_taken(daemon, pki):
+    """32 KeyUpdates at once, then one per MiB of data: the session goes
+    on, and the backend gets every byte."""
+    be = quiet_backend()
+    port = free_port()
+    d = daemon(listener(port, be.port, pki=pki), debug=False)
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    t = RawTLS(c)
+    t.to_memory()
+    for _ in range(32):
+        t.key_update()
+    c.sendall(t.take())
+    chunk = b"k" * 16384
+    for _ in range(4):
+        for _ in range(64):
+            t.write(chunk)
+        t.key_update()
+        c.sendall(t.take())
+    wait_for(lambda: len(be.received) >= 4 * 64 * 16384, 10, "4 MiB at the backend")
+    assert len(be.received) == 4 * 64 * 16384
+    assert "KeyUpdates" not in d.log()
+    t.close()
+    be.close()
+
+
 def tiny_records(t, count):
     """count TLS records of one byte each, as the bytes to send."""
     out = []
@@ -283,9 +321,6 @@ def tiny_records(t, count):
     return b"".join(out)
 
 
-@pytest.mark.xfail(strict=True, reason="the read budget of side_read_tls is 256 KiB of "
-                   "plaintext whatever the records: with 1-byte records one pass is "
-                   "260,000 records, 5.7 MB of ciphertext, and every session waits for it")
 def test_tiny_records_do_not_starve_other_sessions(daemon, pki):
     """Two clients each send 8 MiB of 1-byte records (370,000 records) as
     fast as the kernel takes them; another session on the same worker
@@ -322,7 +357,9 @@ def test_tiny_records_do_not_starve_other_sessions(daemon, pki):
     for t, _ in floods:
         t.close()
     be.close()
-    assert worst < 0.25, report
+    # before the budget counted records: 1.2-1.3 s, and 4 s once a pass
+    # that ended on it made itself active again without a poll between
+    assert worst < (2.0 if SANITIZED else 0.5), report
 
 
 # Guarantee 2: a backend reply from before the upgrade
@@ -341,10 +378,6 @@ def _handshake_without_finishing(c, ca):
                 raise ConnectionError("EOF during the handshake")
 
 
-@pytest.mark.xfail(strict=True, reason="backend reading is off during upgrading and "
-                   "handshake, so a late reply waits in the kernel; session_client_tls_ready "
-                   "hands the client's first command to the module before that reply is "
-                   "read, and the reply is taken as its answer")
 def test_smtp_late_reply_during_the_handshake_is_not_delivered_inside_tls(daemon, pki):
     """test_attacks' late reply, arriving while the client's handshake is
     under way; the client's Finished and its first command inside TLS then
