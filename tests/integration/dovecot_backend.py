@@ -217,6 +217,12 @@ service stats {{
         """imap-login's and pop3-login's "Login:" lines."""
         return [l for l in self.log().splitlines() if "-login: Info: Login: " in l]
 
+    def wait_logins(self, count=1, timeout=10):
+        """The "Login:" lines once there are count of them: Dovecot may
+        write its line after the client has read its answer."""
+        wait_for(lambda: len(self.logins()) >= count, timeout, f"{count} login line(s) in dovecot's log")
+        return self.logins()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -159,7 +159,7 @@ def test_imaplib_starttls_login_fetch_byte_for_byte(daemon, pki, dovecot):
     assert "listener=imap" in line and "upgraded=starttls" in line and "tls=TLSv1.3" in line
     assert "discarded=" not in line
     assert "end=backend-closed" in line or "end=client-closed" in line
-    logins = dovecot.logins()
+    logins = dovecot.wait_logins()
     assert len(logins) == 1 and "user=<alice>" in logins[0]
 
 
@@ -178,7 +178,7 @@ def test_imaplib_login_with_a_synchronizing_literal(daemon, pki, dovecot):
     typ, data = c.fetch(b"1", "(BODY.PEEK[])")
     assert data[0][1] == dovecot.message
     c.logout()
-    assert "user=<alice>" in dovecot.logins()[0]
+    assert "user=<alice>" in dovecot.wait_logins()[0]
 
 
 def test_curl_fetches_the_message_over_starttls(daemon, pki, dovecot, tmp_path):
@@ -192,7 +192,7 @@ def test_curl_fetches_the_message_over_starttls(daemon, pki, dovecot, tmp_path):
                        capture_output=True, timeout=30, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout == dovecot.message
-    assert "method=PLAIN" in dovecot.logins()[0]
+    assert "method=PLAIN" in dovecot.wait_logins()[0]
 
 
 def test_openssl_s_client_starttls_imap_verifies_the_chain(daemon, pki, dovecot):
@@ -246,7 +246,7 @@ def test_credentials_before_tls_never_reach_dovecot(daemon, pki, dovecot):
     reqs = auth_requests(dovecot)
     assert len(reqs) == 1, reqs
     assert "secured" in reqs[0]
-    assert len(dovecot.logins()) == 1 and "user=<alice>" in dovecot.logins()[0]
+    assert len(dovecot.wait_logins()) == 1 and "user=<alice>" in dovecot.logins()[0]
 
 
 def test_command_injected_behind_starttls_is_discarded(daemon, pki, dovecot):
@@ -330,7 +330,7 @@ def test_relayed_literals_reach_dovecot_as_literals(daemon, pki, dovecot):
         fetched = rt.until(b"b3")
         assert dovecot.message in fetched[0]
         t.close()
-    assert "user=<alice>" in dovecot.logins()[0]
+    assert "user=<alice>" in dovecot.wait_logins()[0]
     # Dovecot logs the first ID of a connection: the second, on its own
     c, r = connect(port)
     with c:
@@ -663,7 +663,7 @@ def test_implicit_tls_imaps(daemon, pki, tmp_path):
         assert c.fetch(b"1", "(BODY.PEEK[])")[1][0][1] == dove.message
         c.logout()
         assert "upgraded=implicit" in d.wait_session()[0]
-        assert ", TLS," not in dove.logins()[0]     # the backend leg is plaintext
+        assert ", TLS," not in dove.wait_logins()[0]     # the backend leg is plaintext
     finally:
         dove.stop()
 
@@ -697,7 +697,7 @@ def test_backend_starttls_towards_dovecot(daemon, pki, tmp_path):
         assert c.fetch(b"1", "(BODY.PEEK[])")[1][0][1] == dove.message
         c.logout()
         d.wait_session()
-        logins = dove.logins()
+        logins = dove.wait_logins()
         assert len(logins) == 1 and ", TLS," in logins[0] and "user=<alice>" in logins[0], logins
         assert "backend 127.0.0.2:%d upgraded" % dove.imap_port in d.log()
     finally:
@@ -736,7 +736,7 @@ def test_trusted_networks_let_dovecot_take_the_login(daemon, pki, tmp_path):
         c.login(dove.user, dove.password)
         c.logout()
         wait_for(lambda: dove.logins(), 10, "dovecot's login line")
-        assert "secured" in dove.logins()[0] and ", TLS," not in dove.logins()[0]
+        assert "secured" in dove.wait_logins()[0] and ", TLS," not in dove.wait_logins()[0]
     finally:
         dove.stop()
 
@@ -834,7 +834,7 @@ def test_proxy_protocol_gives_dovecot_the_clients_address(daemon, pki, tmp_path)
         rt.until(b"b")
         t.close()
         wait_for(lambda: dove.logins(), 10, "dovecot's login line")
-        assert "rip=127.0.0.3" in dove.logins()[0], dove.logins()
+        assert "rip=127.0.0.3" in dove.wait_logins()[0], dove.logins()
     finally:
         dove.stop()
 

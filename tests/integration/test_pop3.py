@@ -183,7 +183,7 @@ def test_poplib_stls_then_login_and_retr_byte_for_byte(daemon, pki, dovecot):
     line = d.wait_session()[0]
     assert "upgraded=starttls" in line and "end=" in line
     assert "discarded=" not in line
-    logins = [l for l in dovecot.logins() if "pop3-login" in l]
+    logins = [l for l in dovecot.wait_logins() if "pop3-login" in l]
     assert len(logins) == 1 and "user=<alice>" in logins[0]
 
 
@@ -202,7 +202,7 @@ def test_poplib_apop_uses_the_relayed_timestamp(daemon, pki):
         assert p.apop(dv.user, dv.password).startswith(b"+OK")
         assert p.stat()[0] == 1
         p.quit()
-        assert any("method=APOP" in l for l in dv.logins())
+        assert any("method=APOP" in l for l in dv.wait_logins())
 
 
 def test_curl_ssl_reqd_retrieves_the_message(daemon, pki, dovecot):
@@ -218,7 +218,7 @@ def test_curl_ssl_reqd_retrieves_the_message(daemon, pki, dovecot):
     r = subprocess.run(base + [f"pop3://localhost:{port}/"], capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split(b"\r\n")[:2] == [b"1 %d" % len(dovecot.message), b"2 %d" % (len(DOTTED) + 11)]
-    assert len([l for l in dovecot.logins() if "method=PLAIN" in l]) == 2
+    assert len([l for l in dovecot.wait_logins(2) if "method=PLAIN" in l]) == 2
 
 
 def test_curl_without_tls_is_refused(daemon, pki, dovecot):
@@ -638,7 +638,7 @@ def test_backend_starttls_to_dovecot(daemon, pki, dovecot_tls):
         assert rt.line() == b"+OK Logging out.\r\n"
         t.close()
     assert "end=" in d.wait_session()[0]
-    login, = dovecot_tls.logins()
+    login, = dovecot_tls.wait_logins()
     assert "user=<alice>" in login and ", TLS," in login, login
 
 
@@ -723,7 +723,7 @@ def test_dovecot_behind_the_proxy_protocol(daemon, pki, leg):
             t.close()
         if leg == "starttls":
             assert (user, pw) == (b"+OK\r\n", b"+OK Logged in.\r\n")
-            login, = dv.logins()
+            login, = dv.wait_logins()
             assert "rip=127.0.0.3" in login and ", TLS," in login, login
         else:
             assert user.startswith(b"-ERR [AUTH] Plaintext authentication disallowed"), user
@@ -759,5 +759,5 @@ def test_a_client_cannot_speak_for_a_trusted_proxy(daemon, pki):
             assert rt.line() == b"+OK\r\n"
             assert rt.line() == b"+OK Logged in.\r\n"
             t.close()
-        login, = dv.logins()
+        login, = dv.wait_logins()
         assert "rip=127.0.0.1" in login and "192.0.2.66" not in login, login
