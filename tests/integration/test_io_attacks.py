@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, recv_until, tls_connect
+from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, recv_until, tls_connect, wait_for
 from protocols import PROTOCOLS, listener, read_reply
 from test_attacks import late_smtp_server
 
@@ -374,3 +374,170 @@ def test_smtp_late_reply_during_the_handshake_is_not_delivered_inside_tls(daemon
     print("the answer to RSET inside TLS:", got)
     be.close()
     assert got == b"250 OK\r\n", got
+
+
+# Lost bytes: both ways at once, random pieces, pauses and half-closes
+
+class Pump:
+    """A TLS client over memory BIOs on a non-blocking socket that sends
+    and receives at once: send_plain() queues, step() moves what it can.
+    eof: the proxy's close_notify (or FIN) came."""
+
+    def __init__(self, sock, ca):
+        self.sock = sock
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = client_ctx(ca).wrap_bio(self.inc, self.out, server_hostname="localhost")
+        self.wire = b""
+        self.got = hashlib.sha256()
+        self.ngot = 0
+        self.eof = False
+        sock.settimeout(10)
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(self.out.read())
+                self.inc.write(sock.recv(65536))
+        sock.sendall(self.out.read())
+        sock.setblocking(False)
+
+    def send_plain(self, data):
+        self.obj.write(data)
+        self.wire += self.out.read()
+
+    def close_notify(self):
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        self.wire += self.out.read()
+
+    def step(self, reading=True):
+        moved = False
+        if self.wire:
+            try:
+                n = self.sock.send(self.wire)
+                self.wire = self.wire[n:]
+                moved = n > 0
+            except BlockingIOError:
+                pass
+        if reading and not self.eof:
+            try:
+                d = self.sock.recv(65536)
+                moved = True
+                if d:
+                    self.inc.write(d)
+                else:
+                    self.inc.write_eof()
+            except BlockingIOError:
+                pass
+            while not self.eof:
+                try:
+                    p = self.obj.read(65536)
+                except ssl.SSLWantReadError:
+                    break
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    self.eof = True
+                    break
+                if not p:
+                    self.eof = True
+                    break
+                self.got.update(p)
+                self.ngot += len(p)
+        return moved
+
+
+def random_pieces(rnd, total, biggest):
+    out, left = [], total
+    while left:
+        n = min(left, rnd.choice((1, 2, 5, 17, 100, 1000, 4096, 16383, 16384, 16385,
+                                   rnd.randint(1, biggest))))
+        out.append(rnd.randbytes(n))
+        left -= n
+    return out
+
+
+def stalling_backend(rnd_seed, total, backend_first):
+    """Reads with pauses (so that the proxy pauses the client with records
+    in OpenSSL's read-ahead) and sends total random bytes in random pieces,
+    then half-closes; records the count and digest of what it read."""
+    def handler(conn, srv):
+        rnd = random.Random(rnd_seed)
+        pieces = random_pieces(rnd, total, 70000)
+        h, n = hashlib.sha256(), 0
+        done = threading.Event()
+
+        def reader():
+            nonlocal n
+            r = random.Random(rnd_seed + 1)
+            while True:
+                if time.monotonic() % 0.05 < 0.02:
+                    time.sleep(0.02)      # the proxy's output to us fills
+                d = conn.recv(r.choice((1, 100, 65536)))
+                if not d:
+                    break
+                h.update(d)
+                n += len(d)
+            done.set()
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        if not backend_first:
+            time.sleep(0.3)
+        for p in pieces:
+            conn.sendall(p)
+            if rnd.random() < 0.02:
+                time.sleep(0.02)
+        conn.shutdown(socket.SHUT_WR)
+        done.wait(30)
+        srv.record(f"{n} {h.hexdigest()}".encode())
+    return handler
+
+
+@pytest.mark.parametrize("backend_first", [True, False], ids=["backend-ends-first",
+                                                              "client-ends-first"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_exact_bytes_both_ways_with_pauses_and_half_closes(daemon, pki, seed, backend_first):
+    """3 MB each way at once in random pieces (1 byte to 70 kB, records
+    of every size), both peers pausing their reads now and then, small
+    watermarks (16 KiB) so that the proxy pauses often, and each peer
+    half-closes when it is done: every byte arrives once, in order, both
+    EOFs are passed on, and the session line counts the bytes."""
+    total = 3 << 20
+    rnd = random.Random(seed * 1000)
+    to_backend = random_pieces(rnd, total, 70000)
+    want_up = hashlib.sha256(b"".join(to_backend)).hexdigest()
+    want_down = hashlib.sha256(b"".join(random_pieces(random.Random(seed), total, 70000))).hexdigest()
+    be = Server(stalling_backend(seed, total, backend_first))
+    # small windows both ways, so that the kernel holds little and the
+    # proxy's own buffers and pausing are what is tested
+    be.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    port = free_port()
+    d = daemon(listener(port, be.port, pki=pki,
+                        extra="high_watermark = 16384; low_watermark = 4096;"), debug=False)
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    c.connect(("127.0.0.1", port))
+    p = Pump(c, pki.ca)
+    end = time.monotonic() + 20
+    pieces = list(to_backend)
+    closed = False
+    # the socket stays open until the backend has had everything and its
+    # EOF: a close of ours must not be what pushes held records out
+    while time.monotonic() < end and not (p.eof and closed and not p.wire and be.received):
+        if pieces and len(p.wire) < (1 << 20):
+            p.send_plain(pieces.pop(0))
+        elif not pieces and not closed and p.eof == backend_first:
+            p.close_notify()
+            closed = True
+        reading = time.monotonic() % 0.05 >= 0.02     # 40% of the time not
+        if not p.step(reading):
+            time.sleep(0.001 if reading else 0.03)
+    c.close()
+    assert p.eof and closed and be.received, \
+        f"stalled: client EOF {p.eof}, client closed {closed}, backend done {bool(be.received)}"
+    assert (p.ngot, p.got.hexdigest()) == (total, want_down)
+    assert be.received.decode().split() == [str(total), want_up]
+    line = d.wait_session()[0]
+    assert f" in={total} " in line and f" out={total} " in line, line
+    be.close()
