@@ -699,6 +699,22 @@ session_eof(struct session *s, struct side *sd)
 	session_pass_eof(s, other_side(s, sd));
 }
 
+/* Bytes the client sent behind the upgrade verb were dropped: count and say so. */
+static void
+session_count_injection(struct session *s, size_t n)
+{
+	unsigned long	 suppressed;
+
+	s->discarded += n;
+	s->bytes_in += n;
+	STAT_INC(s->counters, injections);
+	STAT_ADD(s->counters, injected_bytes, n);
+	if (log_ratelimit_pass(&s->w->rl_inject, time(NULL), &suppressed))
+		log_warnx("listener %s client %s: discarded %zu bytes sent after the upgrade verb (STARTTLS command injection attempt)%s",
+		    s->lc->name, s->client_addr, n,
+		    suppressed ? " (and others not logged)" : "");
+}
+
 /*
  * Discard what the client sent behind the upgrade verb, up to the first
  * byte that may start a TLS record: a ClientHello sent at once is kept.
@@ -708,7 +724,6 @@ session_discard_injection(struct session *s)
 {
 	struct evbuffer	*in = side_input(&s->client);
 	size_t		 len = evbuffer_get_length(in), keep_from;
-	unsigned long	 suppressed;
 
 	if (len == 0)
 		return;
@@ -716,14 +731,7 @@ session_discard_injection(struct session *s)
 	if (keep_from == 0)
 		return;
 	evbuffer_drain(in, keep_from);
-	s->discarded += keep_from;
-	s->bytes_in += keep_from;
-	STAT_INC(s->counters, injections);
-	STAT_ADD(s->counters, injected_bytes, keep_from);
-	if (log_ratelimit_pass(&s->w->rl_inject, time(NULL), &suppressed))
-		log_warnx("listener %s client %s: discarded %zu bytes sent after the upgrade verb (STARTTLS command injection attempt)%s",
-		    s->lc->name, s->client_addr, keep_from,
-		    suppressed ? " (and others not logged)" : "");
+	session_count_injection(s, keep_from);
 }
 
 static void
@@ -964,6 +972,8 @@ session_client_tls(struct session *s)
 	}
 	if (s->direct_tls)
 		tls_server_set_direct(ssl);
+	else if (s->state == SESSION_UPGRADING)
+		side_skip_to_record(&s->client);	/* injected behind the verb, later */
 	if (side_start_tls(&s->client, ssl, true) == -1) {
 		session_close(s, END_INTERNAL, "cannot create a TLS filter");
 		return;
@@ -1023,6 +1033,8 @@ session_client_tls_ready(struct session *s)
 		    tls_version_name(s->client.ssl), tls_cipher_name(s->client.ssl),
 		    log_escape(tls_sni_name(s->client.ssl), false, sni, sizeof(sni)));
 	}
+	if (s->client.skipped > 0)
+		session_count_injection(s, s->client.skipped);
 	session_discard_late_backend(s);
 	if (s->dead)
 		return;

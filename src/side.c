@@ -41,6 +41,7 @@
 
 #include "side.h"
 #include "tlsctx.h"
+#include "util.h"
 
 /*
  * libevent rounds an evbuffer chain's size, its header included, up to a
@@ -226,6 +227,30 @@ side_bio_write(BIO *bio, const char *buf, int len)
 	return len;
 }
 
+/*
+ * What the peer sent after the verb, up to the first byte that may
+ * start a record, is dropped: the bytes of buf left, moved to its start.
+ */
+static ssize_t
+side_skip(struct side *sd, char *buf, size_t n)
+{
+	size_t	 k = tls_record_start((const unsigned char *)buf, n);
+
+	if (k > SIDE_SKIP_MAX - sd->skipped)
+		k = SIDE_SKIP_MAX - sd->skipped;	/* enough: the handshake says no */
+	sd->skipped += (uint32_t)k;
+	if (k < n || sd->skipped == SIDE_SKIP_MAX)
+		sd->skip_to_record = false;
+	memmove(buf, buf + k, n - k);
+	return (ssize_t)(n - k);
+}
+
+void
+side_skip_to_record(struct side *sd)
+{
+	sd->skip_to_record = true;
+}
+
 static int
 side_bio_read(BIO *bio, char *buf, int len)
 {
@@ -262,6 +287,10 @@ side_bio_read(BIO *bio, char *buf, int len)
 	if ((n = recv(sd->fd, buf, (size_t)len, 0)) >= 0) {
 		if (sd->raw_budget != SIZE_MAX)
 			sd->raw_budget -= (size_t)n;
+		if (sd->skip_to_record && n > 0 && (n = side_skip(sd, buf, (size_t)n)) == 0) {
+			BIO_set_retry_read(bio);	/* all of it dropped: more may come */
+			return -1;
+		}
 		return (int)n;
 	}
 	if (errno == EAGAIN || errno == EINTR)
@@ -359,8 +388,10 @@ side_start_tls(struct side *sd, SSL *ssl, bool server)
 	else
 		SSL_set_connect_state(ssl);
 	/* what was read in cleartext and not consumed is the handshake's start */
-	if (sd->raw_in != NULL)
+	if (sd->raw_in != NULL) {
 		evbuffer_add_buffer(sd->raw_in, sd->in);
+		sd->skip_to_record = false;	/* it starts with a record already */
+	}
 	sd->ssl = ssl;
 	sd->server = server;
 	sd->handshaking = true;

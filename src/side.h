@@ -42,6 +42,7 @@ struct side;
 typedef void (*side_cb)(struct side *, enum side_event, void *arg);
 
 #define SIDE_ERRS_MAX	8
+#define SIDE_SKIP_MAX	16384	/* bytes dropped before a ClientHello, at most */
 
 struct side {
 	int			 fd;		/* -1 when there is none */
@@ -60,6 +61,8 @@ struct side {
 	uint32_t		 ku_bytes;	/* TLS 1.3: plaintext since the last KeyUpdate credit */
 	uint8_t			 ku_allowed;	/* KeyUpdates the peer may still send */
 	bool			 ku_flood;	/* it sent more: the side fails */
+	bool			 skip_to_record;	/* see side_skip_to_record */
+	uint32_t		 skipped;	/* bytes it dropped */
 	size_t			 raw_budget;	/* TLS: ciphertext the BIO may still read
 						   in this pass (SIZE_MAX outside one) */
 	bool			 events;	/* rev and wev are assigned */
@@ -101,6 +104,13 @@ int	 side_connect(struct side *, struct event_base *, const struct sockaddr *, s
  * runs out.
  */
 int	 side_start_tls(struct side *, SSL *, bool server);
+/*
+ * After an upgrade verb: until the first byte that can start a TLS
+ * record, what the peer sends is dropped rather than handed to the
+ * handshake (up to SIDE_SKIP_MAX), and counted in skipped.  Call it
+ * before side_start_tls.
+ */
+void	 side_skip_to_record(struct side *);
 
 struct evbuffer *side_input(struct side *);
 struct evbuffer *side_output(struct side *);

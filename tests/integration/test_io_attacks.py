@@ -476,9 +476,6 @@ def test_late_reply_during_the_handshake_is_not_delivered_inside_tls(daemon, pki
     assert got == want, got
 
 
-@pytest.mark.xfail(strict=True, reason="session_discard_injection drops only what came in "
-                   "the same read as the verb; bytes in a later segment reach OpenSSL, and "
-                   "the handshake fails instead of going on (SPEC: discarded and counted)")
 def test_bytes_after_the_verb_in_a_later_segment_are_discarded(daemon, pki):
     """SPEC, all protocols: "bytes that the client sent after the upgrade
     verb, up to the first byte of a TLS handshake record, are discarded,
