@@ -224,7 +224,8 @@ def test_keyupdate_flood_from_a_client_that_never_reads_is_bounded(daemon, pki):
     print(report)
     t.close()
     be.close()
-    assert grew < 1024, report
+    # under ASan, its 8 MiB quarantine keeps what each KeyUpdate's new keys freed
+    assert grew < (12 * 1024 if SANITIZED else 1024), report
 
 
 # Fairness: one worker, one event loop for every session
