@@ -715,6 +715,16 @@ session_count_injection(struct session *s, size_t n)
 		    suppressed ? " (and others not logged)" : "");
 }
 
+/* What the client side dropped before its ClientHello (side_skip_to_record), counted once. */
+static void
+session_count_skipped(struct session *s)
+{
+	if (s->client.skipped == 0)
+		return;
+	session_count_injection(s, s->client.skipped);
+	s->client.skipped = 0;
+}
+
 /*
  * Discard what the client sent behind the upgrade verb, up to the first
  * byte that may start a TLS record: a ClientHello sent at once is kept.
@@ -1033,8 +1043,7 @@ session_client_tls_ready(struct session *s)
 		    tls_version_name(s->client.ssl), tls_cipher_name(s->client.ssl),
 		    log_escape(tls_sni_name(s->client.ssl), false, sni, sizeof(sni)));
 	}
-	if (s->client.skipped > 0)
-		session_count_injection(s, s->client.skipped);
+	session_count_skipped(s);
 	session_discard_late_backend(s);
 	if (s->dead)
 		return;
@@ -1380,6 +1389,7 @@ session_close(struct session *s, enum session_end end, const char *fmt, ...)
 	}
 	/* libevent's error queues are per bufferevent; the thread's must not leak into the next session */
 	ERR_clear_error();
+	session_count_skipped(s);	/* a handshake that failed or timed out after them */
 	session_log(s, end, reason);
 	backend_cancel(&s->backend);
 	side_quiesce(&s->client);

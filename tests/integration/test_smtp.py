@@ -507,8 +507,14 @@ def test_cleartext_timeout(daemon, pki, mta):
 
 
 def test_garbage_instead_of_client_hello(daemon, pki, mta):
+    """Cleartext after the verb's answer, where the ClientHello should
+    be: dropped and counted like bytes behind the verb (SPEC), never
+    relayed; the client that then sends no ClientHello meets the
+    handshake timeout, and one that sends over 16 KiB of it meets the
+    TLS layer, which says what it got."""
     port = free_port()
-    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki))
+    d = daemon(smtp_conf(port, f"127.0.0.1:{mta.port}", pki=pki,
+                         extra="timeouts = { handshake = 1; };"))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         read_reply(c)
         c.sendall(b"STARTTLS\r\n")
@@ -516,7 +522,16 @@ def test_garbage_instead_of_client_hello(daemon, pki, mta):
         c.sendall(b"MAIL FROM:<plaintext@example.org>\r\n")
         recv_all(c)
     line = d.wait_session()[0]
-    assert "end=handshake-failed" in line and "plaintext from the client" in line
+    assert "end=timeout-handshake" in line and "discarded=35" in line, line
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        read_reply(c)
+        c.sendall(b"STARTTLS\r\n")
+        assert read_reply(c).startswith(b"220")
+        c.sendall(b"MAIL FROM:<plaintext@example.org>\r\n" * 500)
+        recv_all(c)
+    line = d.wait_session(count=2)[1]
+    assert "end=handshake-failed" in line and "plaintext from the client" in line, line
+    assert "discarded=16384" in line, line
     assert "MAIL" not in mta.verbs()
     # the daemon goes on
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
