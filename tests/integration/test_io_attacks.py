@@ -10,10 +10,13 @@ when the mark is to be removed."""
 import ctypes
 import hashlib
 import os
+import queue
 import random
+import re
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 import time
 
@@ -225,6 +228,99 @@ def test_keyupdate_flood_from_a_client_that_never_reads_is_bounded(daemon, pki):
     t.close()
     be.close()
     assert grew < 1024, report
+
+
+def stepping_echo_backend(steps):
+    """Sends len(piece) bytes for each piece put in the queue steps, and
+    answers every "ping" line with "ping"."""
+    def handler(conn, srv):
+        def sender():
+            while (piece := steps.get()) is not None:
+                conn.sendall(piece)
+        threading.Thread(target=sender, daemon=True).start()
+        buf = b""
+        while True:
+            d = conn.recv(65536)
+            if not d:
+                steps.put(None)
+                return
+            buf = (buf + d)[-5:]
+            if buf.endswith(b"ping\n"):
+                steps.put(b"ping\n")
+                buf = b""
+    return Server(handler)
+
+
+def socket_memory(port):
+    """(queued, limit) of the daemon's socket towards the client on port:
+    ss's skmem w and tb."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, timeout=10).stdout
+    m = re.search(r"skmem:\([^)]*\btb(\d+),[^)]*\bw(\d+)", out)
+    return (int(m.group(2)), int(m.group(1))) if m else (0, 0)
+
+
+@pytest.mark.skipif(SANITIZED, reason="fills a 4 MB socket buffer with KeyUpdates: plain build only")
+@pytest.mark.xfail(strict=True, reason="side_read_tls writes what OpenSSL made (a KeyUpdate) "
+                   "with side_write_raw, which sets want_write on EAGAIN, but never calls "
+                   "side_update: the write event is not registered, side_flush skips a side "
+                   "whose want_write is set, and what is queued for the client stays there")
+def test_keyupdate_answer_the_socket_cannot_take_does_not_stall_the_client(daemon, pki):
+    """The backend sends until the daemon's socket towards a client that
+    does not read yet is nearly full, with nothing left in the proxy.  The
+    client then sends KeyUpdates until the proxy's answers no longer fit
+    (the daemon grows), then a line the backend echoes, then reads
+    everything: what the backend sent, and the echo (no 3 s silence)."""
+    steps = queue.Queue()
+    be = stepping_echo_backend(steps)
+    port = free_port()
+    d = daemon(listener(port, be.port, pki=pki, extra=WATERMARKS), debug=False)
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.connect(("127.0.0.1", port))
+    t = RawTLS(c)
+    t.to_memory()
+    burst = 0
+    for _ in range(200):
+        queued, limit = socket_memory(port)
+        if limit and queued > limit - (512 << 10):
+            break
+        steps.put(b"b" * (256 << 10))
+        burst += 256 << 10
+        time.sleep(0.05)
+    wait_idle(d)
+    queued, limit = socket_memory(port)
+    if not queued < limit:
+        pytest.skip(f"the socket filled up with the backend's bytes ({queued} of {limit})")
+    n, full = 0, 0
+    while full < 2:         # one more batch once the socket is full
+        if n >= 100000:
+            pytest.skip("the proxy's socket took 100,000 KeyUpdate answers")
+        for _ in range(5000):
+            t.key_update()
+        n += 5000
+        assert send_for(c, t.take())
+        wait_idle(d)
+        queued, limit = socket_memory(port)
+        full += queued >= limit - 16384
+    t.write(b"ping\n")
+    assert send_for(c, t.take())
+    time.sleep(0.3)
+    c.setblocking(True)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 3, 0))
+    got, tail = 0, b""
+    while tail != b"ping\n":
+        r = t.read()        # b"" after 3 s without a byte
+        if not r:
+            break
+        got += len(r)
+        tail = (tail + r)[-5:]
+    report = (f"{burst} bytes from the backend, then {n} KeyUpdates: the client read "
+              f"{got} of {burst + 5} bytes, ending {tail!r}")
+    print(report)
+    t.close()
+    be.close()
+    assert (got, tail) == (burst + 5, b"ping\n"), report
 
 
 # Fairness: one worker, one event loop for every session
