@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, recv_until, tls_connect, wait_for
+from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, recv_until, tls_connect
 from protocols import (PROTOCOLS, line_server, listener, message, read_messages, read_reply,
                        search_request, starttls_request, tlv)
 from test_attacks import late_ldap_server, late_smtp_server
@@ -195,9 +195,10 @@ def send_for(sock, data, stall=1.5):
 
 # Guarantee 1: what OpenSSL writes by itself while it reads
 
-@pytest.mark.xfail(strict=True, reason="side_read_tls reads on while the KeyUpdate answers "
-                   "OpenSSL writes pile up in raw_out for a client that never reads: "
-                   "memory grows with what the client sends, past every watermark")
+@pytest.mark.xfail(strict=True, reason="the KeyUpdate answers OpenSSL writes while it "
+                   "reads go to raw_out through side_bio_write, which takes everything, and "
+                   "nothing stops reading while raw_out grows: for a client that never reads "
+                   "memory grows with what it sends, past every watermark")
 def test_keyupdate_flood_from_a_client_that_never_reads_is_bounded(daemon, pki):
     """TLS 1.3: 80,000 KeyUpdate(update_requested) records, 27 bytes each,
     and the client never reads.  Each one makes the proxy's OpenSSL write
@@ -325,16 +326,17 @@ def test_keyupdate_answer_the_socket_cannot_take_does_not_stall_the_client(daemo
 
 # Fairness: one worker, one event loop for every session
 
-@pytest.mark.xfail(strict=True, reason="side_read_tls counts only plaintext against its "
-                   "budget and fills a 64 KiB piece before it looks: records without "
-                   "plaintext (KeyUpdate) keep one read pass going as long as the client "
-                   "sends, and the worker serves nobody else")
+@pytest.mark.xfail(strict=True, reason="SSL_read_ex handles KeyUpdate records itself and "
+                   "reads on through side_bio_read, which gives it every byte the socket has: "
+                   "one SSL_read_ex call, and so one read pass, lasts as long as the client "
+                   "sends records without plaintext, and the worker serves nobody else "
+                   "(side_read_tls's budget counts plaintext only, between calls)")
 def test_records_without_data_do_not_starve_other_sessions(daemon, pki):
     """A client sends KeyUpdates without pause for 3 s; another session on
     the same worker sends one line to an echo backend 0.5 s into it."""
     be = Server(echo_handler(banner=None))
     port = free_port()
-    d = daemon(listener(port, be.port, pki=pki, extra=WATERMARKS), debug=False)
+    daemon(listener(port, be.port, pki=pki, extra=WATERMARKS), debug=False)
     probe = tls_connect(port, pki.ca)
     probe.sendall(b"warm-up\n")
     assert recv_until(probe, b"\n") == b"warm-up\n"
@@ -532,7 +534,7 @@ def test_late_reply_during_the_handshake_is_not_delivered_inside_tls(daemon, pki
     server, dialogue, kw = LATE[proto]
     be = server()
     port = free_port()
-    d = daemon(PROTOCOLS[proto].conf(port, be.port, pki, **kw))
+    daemon(PROTOCOLS[proto].conf(port, be.port, pki, **kw))
 
     def start():
         t = _handshake_without_finishing(c, pki.ca)
