@@ -495,7 +495,9 @@ side_write_raw(struct side *sd, struct evbuffer *buf, bool *progress)
 		if (n == -1 && (errno == EINTR))
 			continue;
 		if (n == -1 && errno == EAGAIN) {
+			/* the write event, whoever called: a read pass writes too */
 			sd->want_write = true;
+			side_update(sd);
 			return 0;
 		}
 		{

@@ -228,6 +228,13 @@ def test_keyupdate_flood_from_a_client_that_never_reads_is_bounded(daemon, pki):
     assert grew < (12 * 1024 if SANITIZED else 1024), report
 
 
+# The KeyUpdate answer that met a full socket and stayed queued (side.c
+# registered no write event for a write made in a read pass) is tested in
+# tests/unit/test_side.c, test_tls_answer_to_a_full_socket_goes_out: with
+# the KeyUpdate allowance, a client can no longer send enough of them to
+# fill the proxy's socket with answers.
+
+
 # Fairness: one worker, one event loop for every session
 
 def test_records_without_data_do_not_starve_other_sessions(daemon, pki):
@@ -235,7 +242,7 @@ def test_records_without_data_do_not_starve_other_sessions(daemon, pki):
     the same worker sends one line to an echo backend 0.5 s into it."""
     be = Server(echo_handler(banner=None))
     port = free_port()
-    d = daemon(listener(port, be.port, pki=pki, extra=WATERMARKS), debug=False)
+    daemon(listener(port, be.port, pki=pki, extra=WATERMARKS), debug=False)
     probe = tls_connect(port, pki.ca)
     probe.sendall(b"warm-up\n")
     assert recv_until(probe, b"\n") == b"warm-up\n"
@@ -464,7 +471,7 @@ def test_late_reply_during_the_handshake_is_not_delivered_inside_tls(daemon, pki
     server, dialogue, kw = LATE[proto]
     be = server()
     port = free_port()
-    d = daemon(PROTOCOLS[proto].conf(port, be.port, pki, **kw))
+    daemon(PROTOCOLS[proto].conf(port, be.port, pki, **kw))
 
     def start():
         t = _handshake_without_finishing(c, pki.ca)

@@ -439,6 +439,87 @@ test_tls_wrap_mid_stream(void **state)
 	event_base_free(base);
 }
 
+/* Read away what reaches the peer's end of the socket: the side's answer goes out. */
+struct answer_check {
+	struct side	*sd;
+	int		 peer;
+};
+
+static bool
+answer_out(void *arg)
+{
+	struct answer_check	*c = arg;
+	char			 buf[65536];
+
+	while (read(c->peer, buf, sizeof(buf)) > 0)
+		;
+	return side_pending(c->sd) == 0;
+}
+
+static bool
+got_one(void *arg)
+{
+	return evbuffer_get_length(((struct seen *)arg)->got) >= 1;
+}
+
+/*
+ * What OpenSSL writes while it reads (the answer to a KeyUpdate) meets a
+ * full socket: the side must wait for the socket to be writable, and
+ * write it then, not leave it queued until something else is written.
+ */
+static void
+test_tls_answer_to_a_full_socket_goes_out(void **state)
+{
+	struct event_base	*base = event_base_new();
+	SSL_CTX			*sctx = server_ctx(), *cctx = SSL_CTX_new(TLS_client_method());
+	struct side		 a, b;
+	struct seen		 sa, sb;
+	struct tls_pair		 p = { &sa, &sb, 0 };
+	struct answer_check	 c;
+	char			 junk[4096];
+	int			 fds[2];
+
+	(void)state;
+	memset(junk, 'j', sizeof(junk));
+	pair(fds);
+	seen_init(&sa);
+	seen_init(&sb);
+	side_init(&a, record_cb, &sa);
+	side_init(&b, record_cb, &sb);
+	assert_int_equal(side_accept(&a, base, fds[0], AF_UNIX), 0);
+	assert_int_equal(side_accept(&b, base, fds[1], AF_UNIX), 0);
+	assert_int_equal(side_start_tls(&a, SSL_new(sctx), true), 0);
+	assert_int_equal(side_start_tls(&b, SSL_new(cctx), false), 0);
+	side_set_reading(&a, true);
+	side_set_reading(&b, true);
+	assert_true(run_until(base, both_ready, &p));
+	assert_string_equal(SSL_get_version(a.ssl), "TLSv1.3");
+	/* b's end stops reading; a's direction fills up behind the side's back */
+	side_quiesce(&b);
+	while (write(fds[0], junk, sizeof(junk)) > 0)
+		;
+	assert_int_equal(errno, EAGAIN);
+	assert_int_equal(side_pending(&a), 0);
+	/* b asks for a KeyUpdate, with a byte of data behind it */
+	assert_int_equal(SSL_key_update(b.ssl, SSL_KEY_UPDATE_REQUESTED), 1);
+	evbuffer_add(side_output(&b), "x", 1);
+	side_flush(&b);
+	assert_true(run_until(base, got_one, &sa));
+	assert_true(side_pending(&a) > 0);	/* the answer, which the socket refused */
+	/* the peer reads again: the answer leaves without anything else to write */
+	c.sd = &a;
+	c.peer = fds[1];
+	assert_true(run_until(base, answer_out, &c));
+	assert_int_equal(sa.events[SIDE_ERROR], 0);
+	side_free(&a);
+	side_free(&b);
+	seen_free(&sa);
+	seen_free(&sb);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	event_base_free(base);
+}
+
 int
 main(void)
 {
@@ -449,6 +530,7 @@ main(void)
 		cmocka_unit_test(test_bytes_with_the_eof_come_first),
 		cmocka_unit_test(test_final_flush),
 		cmocka_unit_test(test_tls_wrap_mid_stream),
+		cmocka_unit_test(test_tls_answer_to_a_full_socket_goes_out),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
