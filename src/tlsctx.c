@@ -968,6 +968,18 @@ tlsctx_listener(const struct listener_conf *lc, const char *alpn, struct tls_ser
 	return errs->count > before ? -1 : 0;
 }
 
+int
+tlsctx_backend(const struct backend_conf *b, const char *alpn, struct tls_client **tc,
+    struct config_errors *errs)
+{
+	size_t	 before = errs->count;
+
+	*tc = NULL;
+	if (b->tls != BACKEND_TLS_NONE)
+		*tc = tls_client_new(b, alpn, errs);
+	return errs->count > before ? -1 : 0;
+}
+
 const char *
 tlsctx_selfsigned_fingerprint(void)
 {

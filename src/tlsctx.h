@@ -31,6 +31,14 @@ struct tls_client;
 int		 tlsctx_listener(const struct listener_conf *, const char *alpn,
 		    struct tls_server **, struct tls_client **, struct config_errors *);
 
+/*
+ * The TLS context towards one more backend, a route's (NULL when its tls
+ * is none), as tlsctx_listener builds the listener's: 0, or -1 with errs
+ * filled.
+ */
+int		 tlsctx_backend(const struct backend_conf *, const char *alpn,
+		    struct tls_client **, struct config_errors *);
+
 void		 tls_server_free(struct tls_server *);
 void		 tls_client_free(struct tls_client *);
 
