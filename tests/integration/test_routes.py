@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 
-from helpers import Server, free_port, line_then_close_handler, recv_until, s_client, wait_for
+from helpers import (Server, free_port, line_then_close_handler, recv_until, s_client, server_ctx,
+                     wait_for)
 from protocols import (listener, message, read_messages, read_reply, search_request,
                        starttls_request, tlv)
 from postgres_backend import Postgres
@@ -298,3 +299,33 @@ def test_sighup_changes_a_route_and_open_sessions_keep_theirs(daemon, pki):
     finally:
         a.close()
         b.close()
+
+
+def test_each_route_has_its_own_backend_tls_pins_and_proxy_header(daemon, pki):
+    """A route's backend block is a whole one: TLS verified against its
+    own CA and server_name (and pins), and its own PROXY header."""
+    tls_be = Server(line_then_close_handler(banner=b"I am TLS\n"),
+                    tls=server_ctx(pki.backend_cert, pki.backend_key))
+    pp_be = Server(line_then_close_handler(banner=b""))
+    rogue = Server(line_then_close_handler(banner=b"I am rogue\n"),
+                   tls=server_ctx(pki.rogue_cert, pki.rogue_key))
+    port = free_port()
+    tls_extra = f'tls = "implicit"; ca = "{pki.ca}"; server_name = "backend.test";'
+    pin = f'pin_sha256 = [ "{pki.spki_pin(pki.backend_cert)}" ];'
+    d = daemon(listener(port, None, name="edge", pki=pki,
+                        block=routes((["tls.test"], tls_be.port, tls_extra + pin),
+                                     (["pp.test"], pp_be.port, 'proxy_protocol = "v1";'),
+                                     (["rogue.test"], rogue.port, tls_extra))))
+    try:
+        assert who(port, "tls.test") == b"I am TLS\n"
+        with unverified().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                      server_hostname="pp.test") as t:
+            # the backend's one line is the header the proxy sent first
+            said = recv_until(t, b"\n")
+        assert re.fullmatch(rb"you said: PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ %d\r\n" % port, said)
+        assert who(port, "rogue.test") == b""     # another CA: refused
+        lines = d.wait_session(count=3)
+        assert any("end=backend-verify-failed" in l and f":{rogue.port} " in l for l in lines)
+    finally:
+        for s in (tls_be, pp_be, rogue):
+            s.close()
