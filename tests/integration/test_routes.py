@@ -15,7 +15,7 @@ import pytest
 
 from helpers import (Server, free_port, line_then_close_handler, recv_until, s_client, server_ctx,
                      wait_for)
-from protocols import (listener, message, read_messages, read_reply, search_request,
+from protocols import (WebBackend, listener, message, read_messages, read_reply, search_request,
                        starttls_request, tlv)
 from postgres_backend import Postgres
 from slapd_backend import Slapd
@@ -227,12 +227,12 @@ def test_postgres_two_backends_told_apart_by_a_query(daemon, pki, pg, tmp_path):
     env.update(HOME=str(tmp_path), PGPASSFILE=os.devnull)
     port = free_port()
     sock = f"unix:{pg.sockdir}/.s.PGSQL.{pg.port}"
-    daemon(listener(port, None, name="pg", protocol="postgres", pki=pki,
-                    block=routes((["db.test"], pg.port), (["*.local.test"], sock))))
+    d = daemon(listener(port, None, name="pg", protocol="postgres", pki=pki, require_tls=False,
+                        block=routes((["db.test"], pg.port), (["*.local.test"], sock))))
 
-    def ask(host):
+    def ask(host, sslmode="require"):
         conninfo = (f"host={host} hostaddr=127.0.0.1 port={port} user=trustuser dbname=postgres "
-                    f"sslmode=require connect_timeout=10")
+                    f"sslmode={sslmode} connect_timeout=10")
         return subprocess.run(["psql", "-X", "-At", conninfo, "-c",
                                "SELECT coalesce(host(inet_server_addr()), 'unix')"],
                               capture_output=True, text=True, timeout=30, env=env)
@@ -243,6 +243,13 @@ def test_postgres_two_backends_told_apart_by_a_query(daemon, pki, pg, tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == "unix", r.stderr
     r = ask("nowhere.test")
     assert r.returncode != 0 and "could not connect to the database server" in r.stderr
+    # without require_tls a client may stay in cleartext: no handshake, no
+    # server name, so the default, and there is none here
+    r = ask("db.test", sslmode="disable")
+    assert r.returncode != 0 and "could not connect to the database server" in r.stderr
+    lines = d.wait_session(count=4)
+    assert [l.count("end=no-route") for l in lines] == [0, 0, 1, 1]
+    assert "sni=nowhere.test" in lines[2] and "upgraded=none" in lines[3]
 
 
 @pytest.mark.parametrize("protocol,extra,why", [
@@ -329,3 +336,28 @@ def test_each_route_has_its_own_backend_tls_pins_and_proxy_header(daemon, pki):
     finally:
         for s in (tls_be, pp_be, rogue):
             s.close()
+
+
+def test_https_listener_routes_with_curl(daemon, pki):
+    """protocol http with client_tls = "implicit": curl's SNI picks the
+    web backend; a name with no route and no default gets 502 inside TLS."""
+    a, b = WebBackend(b"site A\n"), WebBackend(b"site B\n")
+    port = free_port()
+    d = daemon(listener(port, None, name="web", protocol="http", client_tls="implicit", pki=pki,
+                        block=routes((["a.test"], a.port), (["*.b.test"], b.port))))
+
+    def curl(name):
+        r = subprocess.run(["curl", "-sk", "--max-time", "10", "--resolve",
+                            f"{name}:{port}:127.0.0.1", "-o", "-", "-w", "%{http_code}",
+                            f"https://{name}:{port}/"], capture_output=True, text=True, timeout=20)
+        return r.stdout
+
+    try:
+        assert curl("a.test") == "site A\n200"
+        assert curl("www.b.test") == "site B\n200"
+        assert curl("c.test").endswith("502")
+        assert (a.seen, b.seen) == (["GET / HTTP/1.1"], ["GET / HTTP/1.1"])
+        assert "end=no-route" in d.wait_session(count=3)[2]
+    finally:
+        a.close()
+        b.close()
