@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from helpers import (Server, free_port, line_then_close_handler, recv_until, s_client, server_ctx,
+from helpers import (Server, backend_starttls, free_port, line_then_close_handler, recv_until, s_client, server_ctx,
                      wait_for)
 from protocols import (WebBackend, listener, message, read_messages, read_reply, search_request,
                        starttls_request, tlv)
@@ -138,9 +138,11 @@ def smtps_client(port, name):
 
 def test_smtps_connects_after_the_handshake_and_refuses_with_421(daemon, pki):
     mta_a, mta_b = SMTPBackend(), SMTPBackend()
+    mta_s = SMTPBackend(starttls_ctx=server_ctx(pki.backend_cert, pki.backend_key))
     port = free_port()
     d = daemon(listener(port, None, name="smtps", protocol="smtp", client_tls="implicit",
-                        pki=pki, block=routes((["a.test"], mta_a.port), (["*.b.test"], mta_b.port))))
+                        pki=pki, block=routes((["a.test"], mta_a.port), (["*.b.test"], mta_b.port),
+                                              (["s.test"], mta_s.port, backend_starttls(pki)))))
     try:
         # a client that connects and sends nothing: no backend is reached
         with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
@@ -155,13 +157,16 @@ def test_smtps_connects_after_the_handshake_and_refuses_with_421(daemon, pki):
         assert mta_a.verbs() == ["EHLO", "QUIT"]
         code, text = smtps_client(port, "c.test")
         assert code == 421 and "4.3.2 Service not available" in text
-        lines = d.wait_session(count=4)
+        # a route whose backend the proxy upgrades itself, after the client's handshake
+        assert smtps_client(port, "s.test")[0] == 250
+        assert mta_s.verbs() == ["EHLO", "STARTTLS", "EHLO", "QUIT"]
+        lines = d.wait_session(count=5)
         assert any(f"backend=127.0.0.1:{mta_a.port} " in l for l in lines)
         assert any(f"backend=127.0.0.1:{mta_b.port} " in l for l in lines)
         assert sum("end=no-route" in l and "sni=c.test" in l for l in lines) == 1
     finally:
-        mta_a.stop()
-        mta_b.stop()
+        for m in (mta_a, mta_b, mta_s):
+            m.stop()
 
 
 def ldap_env(pki):
