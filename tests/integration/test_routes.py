@@ -304,6 +304,12 @@ def test_sighup_changes_a_route_and_open_sessions_keep_theirs(daemon, pki):
         assert recv_until(old, b"still here\n") == b"you said: still here\n"
         assert bytes(a.received) == b"still here\n"
         old.close()
+        # a reload to routes that cannot work is refused, saying why; B stays
+        out = d.reload(listener(port, None, name="edge", protocol="tcp", client_tls="none",
+                                block=routes((["a.test"], a.port))))
+        assert "the running configuration is kept" in out
+        assert "listeners.[0].routes: listener edge: routes choose the backend by the server name" in out
+        assert who(port, "a.test") == b"I am B\n"
         # a reload that drops the route: refused as no-route from then on
         d.reload(listener(port, None, name="edge", pki=pki, block=routes((["z.test"], b.port))))
         assert who(port, "a.test") == b""
