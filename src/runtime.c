@@ -30,19 +30,31 @@ runtime_new(struct config *cfg, struct config_errors *errs)
 		struct listener_rt	*lr = &rt->listeners[i];
 		const struct proto	*pr = cfg->listeners[i].proto;
 		const char		*alpn = pr != NULL ? pr->alpn : NULL;
+		struct tls_client	**made;
 
 		lr->lc = &cfg->listeners[i];
 		tlsctx_listener(lr->lc, alpn, &lr->tls_server, &lr->tls_backend, errs);
 		if (lr->lc->nroutes == 0)
 			continue;
-		if ((lr->tls_routes = calloc(lr->lc->nroutes, sizeof(*lr->tls_routes))) == NULL) {
+		/*
+		 * [0] the listener's backend, then the routes': a route shares
+		 * the context of any before it made from the same files.
+		 */
+		if ((made = calloc(lr->lc->nroutes + 1, sizeof(*made))) == NULL ||
+		    (lr->tls_routes = calloc(lr->lc->nroutes, sizeof(*lr->tls_routes))) == NULL) {
+			free(made);
 			config_errors_add(errs, "%s: out of memory while loading the configuration",
 			    cfg->path);
 			errs->oom = true;
 			break;
 		}
-		for (size_t k = 0; k < lr->lc->nroutes; k++)
-			tlsctx_backend(&lr->lc->routes[k].backend, alpn, &lr->tls_routes[k], errs);
+		made[0] = lr->tls_backend;
+		for (size_t k = 0; k < lr->lc->nroutes; k++) {
+			tlsctx_backend(&lr->lc->routes[k].backend, alpn, made, k + 1,
+			    &lr->tls_routes[k], errs);
+			made[k + 1] = lr->tls_routes[k];
+		}
+		free(made);
 	}
 	if (errs->count > before || errs->oom) {
 		runtime_unref(rt);

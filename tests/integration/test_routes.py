@@ -333,7 +333,9 @@ def test_each_route_has_its_own_backend_tls_pins_and_proxy_header(daemon, pki):
     d = daemon(listener(port, None, name="edge", pki=pki,
                         block=routes((["tls.test"], tls_be.port, tls_extra + pin),
                                      (["pp.test"], pp_be.port, 'proxy_protocol = "v1";'),
-                                     (["rogue.test"], rogue.port, tls_extra))))
+                                     (["rogue.test"], rogue.port, tls_extra),
+                                     (["name.test"], tls_be.port,
+                                      f'tls = "implicit"; ca = "{pki.ca}"; server_name = "other.test";'))))
     try:
         assert who(port, "tls.test") == b"I am TLS\n"
         with unverified().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
@@ -342,8 +344,12 @@ def test_each_route_has_its_own_backend_tls_pins_and_proxy_header(daemon, pki):
             said = recv_until(t, b"\n")
         assert re.fullmatch(rb"you said: PROXY TCP4 127\.0\.0\.1 127\.0\.0\.1 \d+ %d\r\n" % port, said)
         assert who(port, "rogue.test") == b""     # another CA: refused
-        lines = d.wait_session(count=3)
+        # the routes share one OpenSSL context (the same CA file), each
+        # with its own name to check: not the one tls_be's certificate has
+        assert who(port, "name.test") == b""
+        lines = d.wait_session(count=4)
         assert any("end=backend-verify-failed" in l and f":{rogue.port} " in l for l in lines)
+        assert any("end=backend-verify-failed" in l and "sni=name.test" in l for l in lines)
     finally:
         for s in (tls_be, pp_be, rogue):
             s.close()
