@@ -33,7 +33,7 @@ static const char *const global_keys[] = {
 static const char *const listener_keys[] = {
 	"name", "listen", "protocol", "client_tls", "require_tls",
 	"accept_proxy_protocol", "max_connections", "high_watermark",
-	"low_watermark", "timeouts", "tls", "backend", NULL
+	"low_watermark", "timeouts", "tls", "backend", "routes", NULL
 };
 static const char *const timeout_keys[] = {
 	"connect", "handshake", "cleartext", "idle", NULL
@@ -48,6 +48,9 @@ static const char *const cert_keys[] = {
 static const char *const backend_keys[] = {
 	"address", "tls", "ca", "verify", "server_name", "pin_sha256",
 	"cert", "key", "proxy_protocol", NULL
+};
+static const char *const route_keys[] = {
+	"server_names", "backend", NULL
 };
 static const char *const stats_keys[] = {
 	"listen", NULL
@@ -255,6 +258,173 @@ parse_backend(struct cfg_walk *w, const config_setting_t *g, const char *path,
 	}
 }
 
+/* backend.tls = "starttls" needs a protocol that can drive the backend's upgrade. */
+static void
+check_backend_starttls(struct cfg_walk *w, const config_setting_t *g, const char *path,
+    const struct listener_conf *lc, const struct backend_conf *b)
+{
+	char	 names[64], p[CFG_PATH_MAX];
+
+	if (b->tls != BACKEND_TLS_STARTTLS || lc->proto == NULL ||
+	    lc->proto->backend_starttls != NULL)
+		return;
+	proto_backend_starttls_names(names, sizeof(names));
+	cfg_child_path(p, sizeof(p), path, "tls");
+	cfg_problem(w, config_setting_get_member(g, "tls"), p,
+	    "protocol %s has no upgrade verb to send to the backend "
+	    "(expected none or implicit; starttls works with %s)", lc->proto->name, names);
+}
+
+/* A route's server names: valid host names or "*.domain", in lower case, none twice. */
+static void
+parse_route_names(struct cfg_walk *w, const config_setting_t *g, const char *path,
+    struct listener_conf *lc, struct route_conf *r)
+{
+	const char		**names;
+	const config_setting_t	**where;
+	char			 p[CFG_PATH_MAX], ep[CFG_PATH_MAX];
+	size_t			 n;
+	int			 rc;
+
+	cfg_child_path(p, sizeof(p), path, "server_names");
+	rc = cfg_get_string_list(w, g, path, "server_names", &names, &where, &n);
+	if (rc == 0)
+		cfg_problem(w, g, path, "server_names is required (a list of names such as "
+		    "\"mail.example.com\" or \"*.example.com\")");
+	if (rc != 1)
+		return;
+	if (n > CONFIG_ROUTE_NAMES_MAX) {
+		cfg_problem(w, config_setting_get_member(g, "server_names"), p,
+		    "%zu names is too many (expected at most %d)", n, CONFIG_ROUTE_NAMES_MAX);
+		n = 0;
+	}
+	if (n > 0 && (r->names = cfg_calloc(w, n, sizeof(*r->names))) == NULL)
+		n = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char	*name = names[i];
+		bool		 wild = strncmp(name, "*.", 2) == 0;
+		char		*copy;
+
+		cfg_index_path(ep, sizeof(ep), p, (unsigned)i);
+		if (!hostname_valid(wild ? name + 2 : name) || ip_literal(name) ||
+		    name[strlen(name) - 1] == '.' || strchr(wild ? name + 2 : name, '*')) {
+			cfg_problem(w, where[i], ep, "\"%s\" is not a server name "
+			    "(expected a host name such as \"mail.example.com\", or \"*.example.com\" "
+			    "for any name under example.com)", name);
+			continue;
+		}
+		/* the same name twice: the second is never reached */
+		for (size_t k = 0; k <= (size_t)(r - lc->routes); k++) {
+			const struct route_conf *o = &lc->routes[k];
+
+			for (size_t j = 0; j < o->nnames; j++) {
+				if (strcasecmp(o->names[j], name) != 0)
+					continue;
+				cfg_problem(w, where[i], ep, "\"%s\" is already routed by %s",
+				    name, o->where);
+				goto next;
+			}
+		}
+		if ((copy = cfg_strdup(w, name)) == NULL)
+			break;
+		for (char *c = copy; *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		r->names[r->nnames++] = copy;
+next:		;
+	}
+	free(names);
+	free(where);
+}
+
+/* routes = ( { server_names = [ ... ]; backend = { ... }; }, ... ) */
+static void
+parse_routes(struct cfg_walk *w, const config_setting_t *g, const char *path,
+    struct listener_conf *lc)
+{
+	const config_setting_t	*list = config_setting_get_member(g, "routes");
+	char			 p[CFG_PATH_MAX], ep[CFG_PATH_MAX], bp[CFG_PATH_MAX];
+	int			 n;
+
+	if (list == NULL)
+		return;
+	cfg_child_path(p, sizeof(p), path, "routes");
+	if (config_setting_type(list) != CONFIG_TYPE_LIST) {
+		cfg_problem(w, list, p, "expected a list of groups ( { server_names = [ ... ]; "
+		    "backend = { ... }; } ), found %s", cfg_type_name(list));
+		return;
+	}
+	n = config_setting_length(list);
+	if (n == 0) {
+		cfg_problem(w, list, p, "must hold at least one route");
+		return;
+	}
+	if (n > CONFIG_ROUTES_MAX) {
+		cfg_problem(w, list, p, "%d routes is too many (expected at most %d)", n,
+		    CONFIG_ROUTES_MAX);
+		return;
+	}
+	if ((lc->routes = cfg_calloc(w, (size_t)n, sizeof(*lc->routes))) == NULL)
+		return;
+	for (int i = 0; i < n; i++) {
+		const config_setting_t	*e = config_setting_get_elem(list, (unsigned)i);
+		const config_setting_t	*sub;
+		struct route_conf	*r = &lc->routes[lc->nroutes];
+		bool			 bad = false;
+
+		cfg_index_path(ep, sizeof(ep), p, (unsigned)i);
+		if (!config_setting_is_group(e)) {
+			cfg_problem(w, e, ep, "expected a group { server_names = [ ... ]; "
+			    "backend = { ... }; }, found %s", cfg_type_name(e));
+			continue;
+		}
+		cfg_check_members(w, e, ep, route_keys);
+		lc->nroutes++;
+		r->where = cfg_where(w, e, ep);
+		parse_route_names(w, e, ep, lc, r);
+		cfg_child_path(bp, sizeof(bp), ep, "backend");
+		if ((sub = cfg_get_group(w, e, ep, "backend", &bad)) != NULL) {
+			parse_backend(w, sub, bp, &r->backend);
+			if (!r->backend.has_address && config_setting_get_member(sub, "address") == NULL)
+				cfg_problem(w, sub, bp, "address is required (host:port, [v6]:port or unix:/path)");
+			check_backend_starttls(w, sub, bp, lc, &r->backend);
+			if (r->backend.proxy_protocol != PROXY_PROTO_NONE)
+				lc->routes_proxy_protocol = true;
+		} else if (!bad)
+			cfg_problem(w, e, ep, "backend is required (backend = { address = \"host:port\"; };)");
+	}
+}
+
+/*
+ * Routes choose the backend by the name in the client's ClientHello, so
+ * the backend must wait for the handshake: never where the protocol
+ * relays the backend before the upgrade, nor without client TLS.
+ */
+static void
+check_routes(struct cfg_walk *w, const config_setting_t *g, const char *path,
+    const struct listener_conf *lc)
+{
+	const config_setting_t	*list = config_setting_get_member(g, "routes");
+	const struct proto	*pr = lc->proto;
+	char			 p[CFG_PATH_MAX];
+	const char		*name = lc->name ? lc->name : "?";
+
+	if (list == NULL || pr == NULL)
+		return;
+	cfg_child_path(p, sizeof(p), path, "routes");
+	if (lc->client_tls == CLIENT_TLS_NONE)
+		cfg_problem(w, list, p, "listener %s: routes choose the backend by the server name "
+		    "of the client's TLS handshake, and with client_tls = \"none\" there is none "
+		    "(expected client_tls = \"implicit\"%s, or no routes)", name,
+		    pr->has_upgrade && pr->backend_before_upgrade == NULL ? " or \"starttls\"" : "");
+	else if (lc->client_tls == CLIENT_TLS_STARTTLS && pr->backend_before_upgrade != NULL &&
+	    !(pr->waits_with_require_tls && lc->require_tls))
+		cfg_problem(w, list, p, "listener %s: routes need a backend that waits for the "
+		    "client's TLS handshake, but with protocol %s and client_tls = \"starttls\" %s "
+		    "(expected client_tls = \"implicit\"%s, or no routes)", name, pr->name,
+		    pr->backend_before_upgrade,
+		    pr->waits_with_require_tls ? " or require_tls = true" : "");
+}
+
 static void
 parse_listen(struct cfg_walk *w, const config_setting_t *g, const char *path,
     struct listener_conf *lc)
@@ -410,21 +580,15 @@ parse_listener(struct cfg_walk *w, const config_setting_t *g, const char *path,
 			cfg_problem(w, sub, sp, "client_tls is \"none\": this listener never speaks TLS to clients");
 	}
 
+	parse_routes(w, g, path, lc);
 	cfg_child_path(sp, sizeof(sp), path, "backend");
 	if ((sub = cfg_get_group(w, g, path, "backend", &bad)) != NULL)
 		parse_backend(w, sub, sp, &lc->backend);
-	else if (!bad && (lc->proto == NULL || !lc->proto->backend_optional))
+	else if (!bad && config_setting_get_member(g, "routes") == NULL &&
+	    (lc->proto == NULL || !lc->proto->backend_optional))
 		cfg_problem(w, g, path, "backend is required (backend = { address = \"host:port\"; };)");
-	if (sub != NULL && lc->backend.tls == BACKEND_TLS_STARTTLS && lc->proto != NULL &&
-	    lc->proto->backend_starttls == NULL) {
-		char names[64];
-
-		proto_backend_starttls_names(names, sizeof(names));
-		cfg_child_path(p, sizeof(p), sp, "tls");
-		cfg_problem(w, config_setting_get_member(sub, "tls"), p,
-		    "protocol %s has no upgrade verb to send to the backend "
-		    "(expected none or implicit; starttls works with %s)", lc->proto->name, names);
-	}
+	if (sub != NULL)
+		check_backend_starttls(w, sub, sp, lc, &lc->backend);
 	if (sub != NULL && !lc->backend.has_address &&
 	    config_setting_get_member(sub, "address") == NULL &&
 	    (lc->proto == NULL || !lc->proto->backend_optional))
@@ -451,6 +615,7 @@ parse_listener(struct cfg_walk *w, const config_setting_t *g, const char *path,
 	}
 	if (lc->proto != NULL && lc->proto->conf_check != NULL)
 		lc->proto->conf_check(w, g, path, lc);
+	check_routes(w, g, path, lc);
 }
 
 static void
@@ -657,6 +822,22 @@ config_ref(struct config *cfg)
 }
 
 static void
+backend_conf_free(struct backend_conf *b)
+{
+	free(b->ca);
+	free(b->server_name);
+	for (size_t i = 0; i < b->npins; i++)
+		free(b->pins[i]);
+	free(b->pins);
+	free(b->cert);
+	free(b->key);
+	free(b->where);
+	free(b->ca_where);
+	free(b->cert_where);
+	free(b->key_where);
+}
+
+static void
 listener_conf_free(struct listener_conf *lc)
 {
 	free(lc->name);
@@ -681,17 +862,15 @@ listener_conf_free(struct listener_conf *lc)
 	free(lc->tls.ciphers_where);
 	free(lc->tls.ciphersuites_where);
 	free(lc->tls.ticket_key_where);
-	free(lc->backend.ca);
-	free(lc->backend.server_name);
-	for (size_t i = 0; i < lc->backend.npins; i++)
-		free(lc->backend.pins[i]);
-	free(lc->backend.pins);
-	free(lc->backend.cert);
-	free(lc->backend.key);
-	free(lc->backend.where);
-	free(lc->backend.ca_where);
-	free(lc->backend.cert_where);
-	free(lc->backend.key_where);
+	backend_conf_free(&lc->backend);
+	for (size_t i = 0; i < lc->nroutes; i++) {
+		for (size_t k = 0; k < lc->routes[i].nnames; k++)
+			free(lc->routes[i].names[k]);
+		free(lc->routes[i].names);
+		backend_conf_free(&lc->routes[i].backend);
+		free(lc->routes[i].where);
+	}
+	free(lc->routes);
 	if (lc->proto != NULL && lc->proto->conf_free != NULL)
 		lc->proto->conf_free(lc->proto_conf);
 }
@@ -722,4 +901,16 @@ client_tls_name(enum client_tls t)
 	case CLIENT_TLS_NONE:		return "none";
 	}
 	return "?";
+}
+
+const struct route_conf *
+listener_route(const struct listener_conf *lc, const char *sni)
+{
+	if (sni == NULL || !hostname_valid(sni))
+		return NULL;
+	for (size_t i = 0; i < lc->nroutes; i++)
+		for (size_t k = 0; k < lc->routes[i].nnames; k++)
+			if (server_name_match(lc->routes[i].names[k], sni))
+				return &lc->routes[i];
+	return NULL;
 }

@@ -56,6 +56,8 @@ enum proxy_proto_version {
 #define CONFIG_WATERMARK_MAX		(64 * 1024 * 1024)
 #define CONFIG_TIMEOUT_MAX		86400
 #define CONFIG_MAX_CONNECTIONS_MAX	1000000
+#define CONFIG_ROUTES_MAX		256	/* routes in a listener */
+#define CONFIG_ROUTE_NAMES_MAX		256	/* server_names in a route */
 
 struct cert_conf {
 	char		*cert;
@@ -102,6 +104,14 @@ struct backend_conf {
 	char		*key_where;		/* cert's, when key is not set */
 };
 
+/* One of a listener's routes: a backend for the clients that ask for these names. */
+struct route_conf {
+	char		**names;		/* lower case: exact, or "*.domain" */
+	size_t		 nnames;
+	struct backend_conf backend;
+	char		*where;
+};
+
 struct timeouts_conf {
 	unsigned	 connect;
 	unsigned	 handshake;
@@ -123,7 +133,10 @@ struct listener_conf {
 	struct timeouts_conf timeouts;
 	bool		 has_tls;
 	struct tls_conf	 tls;
-	struct backend_conf backend;
+	struct backend_conf backend;		/* with routes: the default, if has_address */
+	struct route_conf *routes;		/* chosen by the client's SNI, first match */
+	size_t		 nroutes;
+	bool		 routes_proxy_protocol;	/* a route's backend wants a PROXY header */
 	void		*proto_conf;		/* the protocol's own settings */
 	char		*where;
 };
@@ -154,5 +167,13 @@ struct config	*config_ref(struct config *);
 void		 config_unref(struct config *);
 
 const char	*client_tls_name(enum client_tls);
+
+/*
+ * The route for the server name a client's handshake chose (NULL: the
+ * client sent none), or NULL when no route names it: then the listener's
+ * backend, if it has an address, is the default.  A name that is not a
+ * valid host name matches no route.
+ */
+const struct route_conf *listener_route(const struct listener_conf *, const char *sni);
 
 #endif

@@ -24,6 +24,7 @@ static const char *const end_names[END_MAX] = {
 	[END_PROXY_HEADER_INVALID] = "proxy-header-invalid",
 	[END_SHUTDOWN] = "shutdown",
 	[END_BUSY] = "busy",
+	[END_NO_ROUTE] = "no-route",
 	[END_INTERNAL] = "internal",
 };
 

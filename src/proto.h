@@ -105,6 +105,11 @@ struct proto {
 	bool		 connect_on_verdict;	/* the backend is reached only when the module
 						   says so (PROTO_CONNECT, PROTO_TRANSPARENT),
 						   never at the start or at TLS */
+	const char	*backend_before_upgrade; /* with client_tls = "starttls": why the
+						   backend is needed before the client's
+						   handshake, so that routes (by SNI) are
+						   refused; NULL: it can wait */
+	bool		 waits_with_require_tls; /* ... except under require_tls */
 
 	/*
 	 * Its own settings group in a listener (block = { ... }), with the

@@ -311,6 +311,8 @@ http_conf_check(struct cfg_walk *w, const config_setting_t *g, const char *path,
 
 	if (lc->backend.has_address || (b != NULL && config_setting_get_member(b, "address")))
 		return;		/* has one, or a bad one already reported */
+	if (config_setting_get_member(g, "routes") != NULL)
+		return;		/* backends by SNI (config.c checks the listener) */
 	if (lc->client_tls != CLIENT_TLS_STARTTLS)
 		cfg_problem(w, g, path, "an http listener without client_tls = \"starttls\" (so without CONNECT) needs backend.address");
 	else if ((h == NULL || h->nconnect_allow == 0) &&
@@ -324,6 +326,7 @@ const struct proto proto_http = {
 	.default_require_tls = true,
 	.has_upgrade = true,
 	.connect_early = false,
+	.backend_before_upgrade = "a CONNECT is answered once its backend is connected, before the upgrade",
 	.keep_backend_at_upgrade = true,
 	.backend_optional = true,
 	.block = "http",

@@ -942,6 +942,7 @@ const struct proto proto_imap = {
 	.default_require_tls = true,
 	.has_upgrade = true,
 	.connect_early = true,
+	.backend_before_upgrade = "the backend's greeting and replies are relayed before the upgrade",
 	.session_new = imap_new,
 	.session_free = imap_free,
 	.client_input = imap_client_input,

@@ -525,6 +525,8 @@ const struct proto proto_ldap = {
 	.default_require_tls = true,
 	.has_upgrade = true,
 	.connect_early = true,
+	.backend_before_upgrade = "cleartext operations are relayed before the upgrade when require_tls = false",
+	.waits_with_require_tls = true,
 	.session_new = ldap_new,
 	.session_free = ldap_free,
 	.client_input = ldap_client_input,

@@ -286,6 +286,7 @@ const struct proto proto_line = {
 	.default_require_tls = false,
 	.has_upgrade = true,
 	.connect_early = true,
+	.backend_before_upgrade = "the backend's lines are relayed before the upgrade",
 	.block = "line",
 	.block_keys = line_keys,
 	.conf_parse = line_conf_parse,

@@ -595,6 +595,7 @@ const struct proto proto_pop3 = {
 	.default_require_tls = true,
 	.has_upgrade = true,
 	.connect_early = true,
+	.backend_before_upgrade = "the backend's greeting and replies are relayed before the upgrade",
 	.session_new = pop3_new,
 	.session_free = pop3_free,
 	.client_input = pop3_client_input,

@@ -688,6 +688,7 @@ const struct proto proto_smtp = {
 	.default_require_tls = true,
 	.has_upgrade = true,
 	.connect_early = true,
+	.backend_before_upgrade = "the backend's greeting and replies are relayed before the upgrade",
 	.session_new = smtp_new,
 	.session_free = smtp_free,
 	.client_input = smtp_client_input,

@@ -27,11 +27,34 @@ runtime_new(struct config *cfg, struct config_errors *errs)
 	atomic_init(&rt->refs, 1);
 	rt->cfg = config_ref(cfg);
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
-		struct listener_rt *lr = &rt->listeners[i];
+		struct listener_rt	*lr = &rt->listeners[i];
+		const struct proto	*pr = cfg->listeners[i].proto;
+		const char		*alpn = pr != NULL ? pr->alpn : NULL;
+		struct tls_client	**made;
 
 		lr->lc = &cfg->listeners[i];
-		tlsctx_listener(lr->lc, lr->lc->proto != NULL ? lr->lc->proto->alpn : NULL,
-		    &lr->tls_server, &lr->tls_backend, errs);
+		tlsctx_listener(lr->lc, alpn, &lr->tls_server, &lr->tls_backend, errs);
+		if (lr->lc->nroutes == 0)
+			continue;
+		/*
+		 * [0] the listener's backend, then the routes': a route shares
+		 * the context of any before it made from the same files.
+		 */
+		if ((made = calloc(lr->lc->nroutes + 1, sizeof(*made))) == NULL ||
+		    (lr->tls_routes = calloc(lr->lc->nroutes, sizeof(*lr->tls_routes))) == NULL) {
+			free(made);
+			config_errors_add(errs, "%s: out of memory while loading the configuration",
+			    cfg->path);
+			errs->oom = true;
+			break;
+		}
+		made[0] = lr->tls_backend;
+		for (size_t k = 0; k < lr->lc->nroutes; k++) {
+			tlsctx_backend(&lr->lc->routes[k].backend, alpn, made, k + 1,
+			    &lr->tls_routes[k], errs);
+			made[k + 1] = lr->tls_routes[k];
+		}
+		free(made);
 	}
 	if (errs->count > before || errs->oom) {
 		runtime_unref(rt);
@@ -55,6 +78,10 @@ runtime_unref(struct runtime *rt)
 	for (size_t i = 0; i < rt->cfg->nlisteners; i++) {
 		tls_server_free(rt->listeners[i].tls_server);
 		tls_client_free(rt->listeners[i].tls_backend);
+		for (size_t k = 0; rt->listeners[i].tls_routes != NULL &&
+		    k < rt->cfg->listeners[i].nroutes; k++)
+			tls_client_free(rt->listeners[i].tls_routes[k]);
+		free(rt->listeners[i].tls_routes);
 	}
 	free(rt->listeners);
 	config_unref(rt->cfg);

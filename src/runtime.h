@@ -25,6 +25,7 @@ struct listener_rt {
 	const struct listener_conf *lc;
 	struct tls_server	*tls_server;	/* NULL when client_tls is none */
 	struct tls_client	*tls_backend;	/* NULL when backend tls is none */
+	struct tls_client	**tls_routes;	/* [lc->nroutes], each NULL when its tls is none */
 	struct listener_stats	*stats;		/* the server's, by listener name */
 };
 

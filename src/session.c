@@ -268,7 +268,8 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	log_debug("session %llu: listener %s accepted %s in worker %u",
 	    (unsigned long long)s->id, lc->name, s->client_addr, w->index);
 
-	if (lc->accept_proxy_protocol || lc->backend.proxy_protocol != PROXY_PROTO_NONE) {
+	if (lc->accept_proxy_protocol || lc->backend.proxy_protocol != PROXY_PROTO_NONE ||
+	    lc->routes_proxy_protocol) {
 		if ((s->addrs = calloc(1, sizeof(*s->addrs))) == NULL) {
 			session_close(s, END_INTERNAL, "out of memory");
 			return;
@@ -293,7 +294,8 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 /*
  * The session reaches the backend at the start or at the end of the
  * client's handshake, unless the module decides when (or the client is
- * only refused).
+ * only refused).  With routes, never before the handshake: the server
+ * name it chose names the backend.
  */
 static bool
 session_connects_itself(const struct session *s)
@@ -330,7 +332,7 @@ session_start(struct session *s)
 		return;
 	if (s->refusal != PROTO_REFUSAL_NONE && s->phase_deadline == 0)
 		s->phase_deadline = s->start_ms + lc->timeouts.cleartext * 1000ULL;
-	if (session_connects_itself(s) &&
+	if (session_connects_itself(s) && lc->nroutes == 0 &&
 	    (s->proto->connect_early || lc->client_tls == CLIENT_TLS_NONE))
 		session_connect_backend(s);
 	if (s->dead)
@@ -1057,6 +1059,17 @@ session_client_tls_ready(struct session *s)
 	}
 	if (s->dead)
 		return;
+	if (s->lc->nroutes > 0 && s->backend.state == BACKEND_IDLE && s->pending != NULL &&
+	    evbuffer_get_length(s->pending) > 0) {
+		/*
+		 * What the module let through before TLS (an LDAP Abandon) was
+		 * for no backend yet: the route's must see nothing of the
+		 * cleartext phase.
+		 */
+		log_debug("session %llu: dropped %zu bytes sent before TLS, before any route",
+		    (unsigned long long)s->id, evbuffer_get_length(s->pending));
+		evbuffer_drain(s->pending, evbuffer_get_length(s->pending));
+	}
 	if (s->backend.state == BACKEND_IDLE && session_connects_itself(s)) {
 		session_connect_backend(s);
 		return;
@@ -1067,7 +1080,7 @@ session_client_tls_ready(struct session *s)
 	/* (with backend.tls = "starttls", what the module kept: SMTP's greeting) */
 	if (!s->dead && backend_up(s) &&
 	    (evbuffer_get_length(side_input(&s->backend.side)) > 0 ||
-	    s->lc->backend.tls == BACKEND_TLS_STARTTLS))
+	    s->backend.conf->tls == BACKEND_TLS_STARTTLS))
 		session_backend_read(s);
 }
 
@@ -1147,12 +1160,61 @@ session_side_cb(struct side *sd, enum side_event ev, void *arg)
 	}
 }
 
-/* Reach the backend: the module's target, or backend.address. */
+/*
+ * The backend for this session: the module's target, or the route that
+ * the client's server name picks, or backend.address.  NULL, with why
+ * filled and *end set, when there is none.
+ */
+static const struct backend_conf *
+session_pick_backend(struct session *s, struct tls_client **tls, enum session_end *end,
+    char *why, size_t len)
+{
+	const struct listener_conf	*lc = s->lc;
+	const struct route_conf		*r;
+	const char			*sni = NULL;
+	char				 esc[256];
+
+	*tls = s->lr->tls_backend;
+	if (s->target != NULL || lc->nroutes == 0) {
+		if (s->target == NULL && !lc->backend.has_address) {
+			*end = END_BACKEND_UNREACHABLE;
+			snprintf(why, len, "no backend for this request (backend.address is not set)");
+			return NULL;
+		}
+		return &lc->backend;
+	}
+	if (s->client.tls_up)
+		sni = SSL_get_servername(s->client.ssl, TLSEXT_NAMETYPE_host_name);
+	if ((r = listener_route(lc, sni)) != NULL) {
+		*tls = s->lr->tls_routes[r - lc->routes];
+		if (log_debug_enabled())
+			log_debug("session %llu: server name %s: the route of %s",
+			    (unsigned long long)s->id, log_escape(sni, false, esc, sizeof(esc)),
+			    r->where);
+		return &r->backend;
+	}
+	if (lc->backend.has_address)
+		return &lc->backend;	/* the default */
+	*end = END_NO_ROUTE;
+	if (sni == NULL)
+		snprintf(why, len, "the client sent no server name, and the listener has no "
+		    "default backend");
+	else	/* the client's bytes: session_log escapes the reason */
+		snprintf(why, len, "no route for the server name \"%.*s\", and the listener "
+		    "has no default backend", 253, sni);
+	return NULL;
+}
+
+/* Reach the backend: the module's target, a route's, or backend.address. */
 static void
 session_connect_backend(struct session *s)
 {
 	const struct listener_conf	*lc = s->lc;
+	const struct backend_conf	*bc;
+	struct tls_client		*tls;
 	struct backend_client		 c;
+	enum session_end		 end = END_BACKEND_UNREACHABLE;
+	char				 why[384];
 
 	if (s->backend.state != BACKEND_IDLE)
 		return;
@@ -1161,9 +1223,8 @@ session_connect_backend(struct session *s)
 		    "asked for the backend", proto_refusal_name(s->refusal));
 		return;
 	}
-	if (s->target == NULL && !lc->backend.has_address) {
-		session_backend_failed(s, END_BACKEND_UNREACHABLE,
-		    "no backend for this request (backend.address is not set)");
+	if ((bc = session_pick_backend(s, &tls, &end, why, sizeof(why))) == NULL) {
+		session_backend_failed(s, end, why);
 		return;
 	}
 	memset(&c, 0, sizeof(c));
@@ -1184,7 +1245,7 @@ session_connect_backend(struct session *s)
 	log_debug("session %llu: connecting to the backend", (unsigned long long)s->id);
 	/* a name the client chose is looked up without the search list */
 	backend_connect(&s->backend, s->w->base, s->target != NULL ? s->w->dns_exact : s->w->dns,
-	    &lc->backend, s->lr->tls_backend, s->target != NULL ? s->target : &lc->backend.address, &c);
+	    bc, tls, s->target != NULL ? s->target : &bc->address, &c);
 }
 
 static void
@@ -1204,7 +1265,7 @@ session_backend_up(struct session *s)
 		s->pending = NULL;
 	}
 	session_queued(s, b);
-	if (s->lc->backend.tls == BACKEND_TLS_STARTTLS && session_parsing(s)) {
+	if (s->backend.conf->tls == BACKEND_TLS_STARTTLS && session_parsing(s)) {
 		/* what the module kept from before TLS (SMTP's greeting) */
 		session_parse(s, b);
 		if (s->dead)
@@ -1309,6 +1370,9 @@ session_backend_failed(struct session *s, enum session_end end, const char *why)
 		break;
 	case END_BACKEND_TLS_FAILED:
 		STAT_INC(s->counters, backend_failures[BACKEND_FAIL_TLS]);
+		break;
+	case END_NO_ROUTE:
+		STAT_INC(s->counters, backend_failures[BACKEND_FAIL_NO_ROUTE]);
 		break;
 	default:
 		STAT_INC(s->counters, backend_failures[BACKEND_FAIL_UNREACHABLE]);

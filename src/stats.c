@@ -97,6 +97,7 @@ static const char *const backend_names[BACKEND_FAIL_MAX] = {
 	[BACKEND_FAIL_TIMEOUT] = "timeout",
 	[BACKEND_FAIL_VERIFY] = "verify",
 	[BACKEND_FAIL_TLS] = "tls",
+	[BACKEND_FAIL_NO_ROUTE] = "no_route",
 };
 
 static void

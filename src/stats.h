@@ -38,6 +38,7 @@ enum stat_backend_failure {
 	BACKEND_FAIL_TIMEOUT,
 	BACKEND_FAIL_VERIFY,
 	BACKEND_FAIL_TLS,
+	BACKEND_FAIL_NO_ROUTE,		/* a server name no route names, and no default */
 	BACKEND_FAIL_MAX
 };
 

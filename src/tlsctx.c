@@ -59,8 +59,9 @@ static int	ticket_ex_index = -1;
 static int	direct_ex_index = -1;	/* set on an SSL whose client started TLS directly */
 
 struct tls_client {
-	SSL_CTX			*ctx;
+	SSL_CTX			*ctx;		/* perhaps shared: see tlsctx_backend */
 	const struct backend_conf *conf;
+	const char		*alpn;
 };
 
 /* The self-signed default, made once per process. */
@@ -880,6 +881,7 @@ tls_client_new(const struct backend_conf *b, const char *alpn, struct config_err
 		goto fail;
 	tc->ctx = ctx;
 	tc->conf = b;
+	tc->alpn = alpn;
 	return tc;
 fail:
 	SSL_CTX_free(ctx);
@@ -965,6 +967,51 @@ tlsctx_listener(const struct listener_conf *lc, const char *alpn, struct tls_ser
 		*ts = tls_server_new(lc, alpn, errs);
 	if (lc->backend.tls != BACKEND_TLS_NONE)
 		*tc = tls_client_new(&lc->backend, alpn, errs);
+	return errs->count > before ? -1 : 0;
+}
+
+static bool
+same_string(const char *a, const char *b)
+{
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Whether a context made for o is the one b would make (the same files, read at once). */
+static bool
+tls_client_same_ctx(const struct tls_client *o, const struct backend_conf *b, const char *alpn)
+{
+	const struct backend_conf *c = o->conf;
+
+	return same_string(o->alpn, alpn) && c->verify == b->verify &&
+	    (!b->verify || same_string(c->ca, b->ca)) && same_string(c->cert, b->cert) &&
+	    same_string(c->key, b->key);
+}
+
+int
+tlsctx_backend(const struct backend_conf *b, const char *alpn, struct tls_client *const *others,
+    size_t n, struct tls_client **tc, struct config_errors *errs)
+{
+	size_t	 before = errs->count;
+
+	*tc = NULL;
+	if (b->tls == BACKEND_TLS_NONE)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (others[i] == NULL || !tls_client_same_ctx(others[i], b, alpn))
+			continue;
+		if ((*tc = calloc(1, sizeof(**tc))) == NULL || SSL_CTX_up_ref(others[i]->ctx) != 1) {
+			free(*tc);
+			*tc = NULL;
+			config_errors_add(errs, "%s: out of memory", b->where);
+			errs->oom = true;
+			return -1;
+		}
+		(*tc)->ctx = others[i]->ctx;
+		(*tc)->conf = b;
+		(*tc)->alpn = alpn;
+		return 0;
+	}
+	*tc = tls_client_new(b, alpn, errs);
 	return errs->count > before ? -1 : 0;
 }
 

@@ -31,6 +31,17 @@ struct tls_client;
 int		 tlsctx_listener(const struct listener_conf *, const char *alpn,
 		    struct tls_server **, struct tls_client **, struct config_errors *);
 
+/*
+ * The TLS context towards one more backend, a route's (NULL when its tls
+ * is none), as tlsctx_listener builds the listener's: 0, or -1 with errs
+ * filled.  It shares the OpenSSL context (its CA store above all, most
+ * of a context's memory) of one of the n others (NULL entries skipped)
+ * made from the same ca, verify, cert and key, with the same alpn.
+ */
+int		 tlsctx_backend(const struct backend_conf *, const char *alpn,
+		    struct tls_client *const *others, size_t n, struct tls_client **,
+		    struct config_errors *);
+
 void		 tls_server_free(struct tls_server *);
 void		 tls_client_free(struct tls_client *);
 

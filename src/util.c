@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -68,6 +69,20 @@ hostname_valid(const char *s)
 			return false;
 	}
 	return true;
+}
+
+bool
+server_name_match(const char *pattern, const char *name)
+{
+	size_t	 nl, sl;
+
+	if (strncmp(pattern, "*.", 2) != 0)
+		return strcasecmp(pattern, name) == 0;
+	pattern += 2;
+	nl = strlen(name);
+	sl = strlen(pattern);
+	return nl > sl + 1 && name[nl - sl - 1] == '.' && name[0] != '.' &&
+	    strcasecmp(name + nl - sl, pattern) == 0;
 }
 
 int

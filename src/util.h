@@ -55,6 +55,14 @@ bool	 hostname_valid(const char *s);
 /* True if s is a numeric IPv4 or IPv6 address. */
 bool	 ip_literal(const char *s);
 
+/*
+ * A server name against a pattern, case-insensitively: exact, or
+ * "*.example.com", which matches any name ending in ".example.com" (one
+ * label or more before it) but not "example.com" itself, as
+ * http.connect_allow matches its targets.
+ */
+bool	 server_name_match(const char *pattern, const char *name);
+
 /* Edit distance, bounded; for "did you mean" suggestions. */
 unsigned edit_distance(const char *a, const char *b);
 

@@ -216,7 +216,7 @@ test_unknown_settings(void **state)
 	    "  colour = \"blue\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
 	    "t.conf:2: listeners.[0].colour: unknown setting (expected one of name, listen, "
 	    "protocol, client_tls, require_tls, accept_proxy_protocol, max_connections, "
-	    "high_watermark, low_watermark, timeouts, tls, backend, http, line)");
+	    "high_watermark, low_watermark, timeouts, tls, backend, routes, http, line)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  timeouts = { idel = 3; };\n"
@@ -479,6 +479,183 @@ test_limits_and_backend_starttls(void **state)
 	    "  backend = { address = \"127.0.0.1:2\"; tls = \"starttls\"; }; } );\n");
 }
 
+#define ROUTED(proto, extra, routes) \
+	"listeners = ( { name = \"edge\"; listen = \"127.0.0.1:1\"; protocol = \"" proto "\";\n" \
+	extra "\n" \
+	"  routes = ( " routes " ); } );\n"
+#define ROUTE_A	"{ server_names = [ \"a.test\" ]; backend = { address = \"127.0.0.1:2\"; }; }"
+
+/* Which route (its index), or -1 for none, a server name picks. */
+static int
+route_of(const struct listener_conf *lc, const char *sni)
+{
+	const struct route_conf *r = listener_route(lc, sni);
+
+	return r == NULL ? -1 : (int)(r - lc->routes);
+}
+
+static void
+test_routes(void **state)
+{
+	const char *text =
+	    "listeners = ( { name = \"edge\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  backend = { address = \"127.0.0.1:9\"; };\n"
+	    "  routes = (\n"
+	    "    { server_names = [ \"Mail.Example.COM\", \"imap.example.com\" ];\n"
+	    "      backend = { address = \"127.0.0.1:2\"; proxy_protocol = \"v2\"; }; },\n"
+	    "    { server_names = \"*.example.com\";\n"
+	    "      backend = { address = \"unix:/run/b.sock\"; tls = \"implicit\"; verify = false; }; },\n"
+	    "    { server_names = [ \"*.deep.example.org\", \"example.org\" ];\n"
+	    "      backend = { address = \"localhost:4\"; }; }\n"
+	    "  ); } );\n";
+	struct config		*cfg = load(text);
+	const struct listener_conf *lc;
+
+	(void)state;
+	assert_non_null(cfg);
+	lc = &cfg->listeners[0];
+	assert_int_equal(lc->nroutes, 3);
+	assert_true(lc->backend.has_address);
+	assert_true(lc->routes_proxy_protocol);
+	assert_string_equal(lc->routes[0].names[0], "mail.example.com");	/* lower case */
+	assert_string_equal(lc->routes[0].where, "t.conf:4: listeners.[0].routes.[0]");
+	assert_int_equal(lc->routes[0].backend.proxy_protocol, PROXY_PROTO_V2);
+	assert_int_equal(lc->routes[1].backend.tls, BACKEND_TLS_IMPLICIT);
+	assert_int_equal(lc->routes[1].backend.address.kind, ADDR_UNIX);
+	/* exact names, in any case */
+	assert_int_equal(route_of(lc, "mail.example.com"), 0);
+	assert_int_equal(route_of(lc, "MAIL.example.Com"), 0);
+	/* first match wins: imap.example.com is route 0's, though *.example.com matches too */
+	assert_int_equal(route_of(lc, "imap.example.com"), 0);
+	/* a wildcard matches one label or more, as connect_allow does, never the domain itself */
+	assert_int_equal(route_of(lc, "smtp.example.com"), 1);
+	assert_int_equal(route_of(lc, "a.b.example.com"), 1);
+	assert_int_equal(route_of(lc, "example.com"), -1);
+	assert_int_equal(route_of(lc, "xexample.com"), -1);
+	assert_int_equal(route_of(lc, "example.com.evil"), -1);
+	assert_int_equal(route_of(lc, "example.org"), 2);
+	assert_int_equal(route_of(lc, "x.deep.example.org"), 2);
+	assert_int_equal(route_of(lc, "deep.example.org"), -1);
+	/* no name, or no host name: no route (the default backend) */
+	assert_int_equal(route_of(lc, NULL), -1);
+	assert_int_equal(route_of(lc, ".example.com"), -1);
+	assert_int_equal(route_of(lc, "a..example.com"), -1);
+	assert_int_equal(route_of(lc, "a b.example.com"), -1);
+	config_unref(cfg);
+
+	/* with routes, the default backend is optional, on each protocol that can wait */
+	expect_ok(ROUTED("tcp", "", ROUTE_A));
+	expect_ok(ROUTED("ldap", "", ROUTE_A));
+	expect_ok(ROUTED("ldap", "client_tls = \"implicit\";", ROUTE_A));
+	expect_ok(ROUTED("postgres", "", ROUTE_A));
+	expect_ok(ROUTED("postgres", "require_tls = false;", ROUTE_A));
+	expect_ok(ROUTED("smtp", "client_tls = \"implicit\";", ROUTE_A));
+	expect_ok(ROUTED("imap", "client_tls = \"implicit\";", ROUTE_A));
+	expect_ok(ROUTED("pop3", "client_tls = \"implicit\";", ROUTE_A));
+	expect_ok(ROUTED("line", "client_tls = \"implicit\";", ROUTE_A));
+	expect_ok(ROUTED("http", "client_tls = \"implicit\";", ROUTE_A));
+	/* a route's backend upgrades with the protocol's verb */
+	expect_ok(ROUTED("ldap", "",
+	    "{ server_names = \"a.test\"; backend = { address = \"127.0.0.1:2\"; tls = \"starttls\"; }; }"));
+}
+
+/* -t refuses routes where the backend is reached before the client's handshake. */
+static void
+test_routes_refused(void **state)
+{
+	(void)state;
+	expect_error(ROUTED("smtp", "", ROUTE_A),
+	    "t.conf:3: listeners.[0].routes: listener edge: routes need a backend that waits for "
+	    "the client's TLS handshake, but with protocol smtp and client_tls = \"starttls\" the "
+	    "backend's greeting and replies are relayed before the upgrade (expected client_tls = "
+	    "\"implicit\", or no routes)");
+	expect_error(ROUTED("imap", "client_tls = \"starttls\";", ROUTE_A),
+	    "t.conf:3: listeners.[0].routes: listener edge: routes need a backend that waits for "
+	    "the client's TLS handshake, but with protocol imap and client_tls = \"starttls\" the "
+	    "backend's greeting and replies are relayed before the upgrade (expected client_tls = "
+	    "\"implicit\", or no routes)");
+	expect_error(ROUTED("pop3", "", ROUTE_A),
+	    "t.conf:3: listeners.[0].routes: listener edge: routes need a backend that waits for "
+	    "the client's TLS handshake, but with protocol pop3 and client_tls = \"starttls\" the "
+	    "backend's greeting and replies are relayed before the upgrade (expected client_tls = "
+	    "\"implicit\", or no routes)");
+	expect_error(ROUTED("line", "", ROUTE_A),
+	    "t.conf:3: listeners.[0].routes: listener edge: routes need a backend that waits for "
+	    "the client's TLS handshake, but with protocol line and client_tls = \"starttls\" the "
+	    "backend's lines are relayed before the upgrade (expected client_tls = \"implicit\", "
+	    "or no routes)");
+	expect_error(ROUTED("http", "backend = { address = \"127.0.0.1:3\"; };", ROUTE_A),
+	    "t.conf:3: listeners.[0].routes: listener edge: routes need a backend that waits for "
+	    "the client's TLS handshake, but with protocol http and client_tls = \"starttls\" a "
+	    "CONNECT is answered once its backend is connected, before the upgrade (expected "
+	    "client_tls = \"implicit\", or no routes)");
+	expect_error(ROUTED("ldap", "require_tls = false;", ROUTE_A),
+	    "t.conf:3: listeners.[0].routes: listener edge: routes need a backend that waits for "
+	    "the client's TLS handshake, but with protocol ldap and client_tls = \"starttls\" "
+	    "cleartext operations are relayed before the upgrade when require_tls = false "
+	    "(expected client_tls = \"implicit\" or require_tls = true, or no routes)");
+	expect_error(ROUTED("tcp", "client_tls = \"none\";", ROUTE_A),
+	    "t.conf:3: listeners.[0].routes: listener edge: routes choose the backend by the server "
+	    "name of the client's TLS handshake, and with client_tls = \"none\" there is none "
+	    "(expected client_tls = \"implicit\", or no routes)");
+	expect_error(ROUTED("postgres", "client_tls = \"none\";", ROUTE_A),
+	    "t.conf:3: listeners.[0].routes: listener edge: routes choose the backend by the server "
+	    "name of the client's TLS handshake, and with client_tls = \"none\" there is none "
+	    "(expected client_tls = \"implicit\" or \"starttls\", or no routes)");
+}
+
+static void
+test_routes_errors(void **state)
+{
+	(void)state;
+	expect_error(ROUTED("tcp", "", "{ server_names = [ \"a.test\", \"*.b.test\", \"*\" ]; "
+	    "backend = { address = \"127.0.0.1:2\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0].server_names.[2]: \"*\" is not a server name "
+	    "(expected a host name such as \"mail.example.com\", or \"*.example.com\" for any "
+	    "name under example.com)");
+	expect_error(ROUTED("tcp", "", "{ server_names = \"a.*.test\"; "
+	    "backend = { address = \"127.0.0.1:2\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0].server_names.[0]: \"a.*.test\" is not a server name "
+	    "(expected a host name such as \"mail.example.com\", or \"*.example.com\" for any "
+	    "name under example.com)");
+	expect_error(ROUTED("tcp", "", "{ server_names = [ \"192.0.2.1\" ]; "
+	    "backend = { address = \"127.0.0.1:2\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0].server_names.[0]: \"192.0.2.1\" is not a server name "
+	    "(expected a host name such as \"mail.example.com\", or \"*.example.com\" for any "
+	    "name under example.com)");
+	expect_error(ROUTED("tcp", "", ROUTE_A ",\n"
+	    "{ server_names = [ \"A.test\" ]; backend = { address = \"127.0.0.1:3\"; }; }"),
+	    "t.conf:4: listeners.[0].routes.[1].server_names.[0]: \"A.test\" is already routed by "
+	    "t.conf:3: listeners.[0].routes.[0]");
+	expect_error(ROUTED("tcp", "", "{ server_names = [ ]; backend = { address = \"127.0.0.1:2\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0].server_names: must not be an empty list");
+	expect_error(ROUTED("tcp", "", "{ backend = { address = \"127.0.0.1:2\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0]: server_names is required (a list of names such as "
+	    "\"mail.example.com\" or \"*.example.com\")");
+	expect_error(ROUTED("tcp", "", "{ server_names = \"a.test\"; }"),
+	    "t.conf:3: listeners.[0].routes.[0]: backend is required (backend = { address = \"host:port\"; };)");
+	expect_error(ROUTED("tcp", "", "{ server_names = \"a.test\"; backend = { tls = \"implicit\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0].backend: address is required (host:port, [v6]:port or unix:/path)");
+	expect_error(ROUTED("tcp", "", "{ server_names = \"a.test\"; backend = { address = \"127.0.0.1\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0].backend.address: \"127.0.0.1\": missing :port (expected host:port, [v6]:port or unix:/path)");
+	expect_error(ROUTED("tcp", "", "{ server_names = \"a.test\"; backend = { address = \"127.0.0.1:2\"; tls = \"starttls\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0].backend.tls: protocol tcp has no upgrade verb to send to the backend (expected none or implicit; starttls works with smtp, imap, pop3, ldap, postgres, line)");
+	expect_error(ROUTED("tcp", "", "{ server_names = \"a.test\"; servers = 1; backend = { address = \"127.0.0.1:2\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0].servers: unknown setting (expected one of server_names, backend)");
+	expect_error(ROUTED("tcp", "", ""),
+	    "t.conf:3: listeners.[0].routes: must hold at least one route");
+	expect_error(
+	    "listeners = ( { name = \"edge\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
+	    "  routes = { server_names = \"a.test\"; }; } );\n",
+	    "t.conf:2: listeners.[0].routes: expected a list of groups ( { server_names = [ ... ]; "
+	    "backend = { ... }; } ), found a group");
+	/* each route's backend TLS context is checked like the listener's */
+	expect_error(ROUTED("tcp", "", "{ server_names = \"a.test\"; backend = { address = \"127.0.0.1:2\"; "
+	    "tls = \"implicit\"; ca = \"/nonexistent/ca.pem\"; }; }"),
+	    "t.conf:3: listeners.[0].routes.[0].backend.ca: cannot load CA certificates from "
+	    "/nonexistent/ca.pem: No such file or directory");
+}
+
 /* Every problem is reported, not only the first. */
 static void
 test_all_errors_collected(void **state)
@@ -510,6 +687,9 @@ main(void)
 		cmocka_unit_test(test_protocol_block_errors),
 		cmocka_unit_test(test_http_block),
 		cmocka_unit_test(test_limits_and_backend_starttls),
+		cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_routes_refused),
+		cmocka_unit_test(test_routes_errors),
 		cmocka_unit_test(test_all_errors_collected),
 	};
 
