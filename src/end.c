@@ -24,6 +24,8 @@ static const char *const end_names[END_MAX] = {
 	[END_PROXY_HEADER_INVALID] = "proxy-header-invalid",
 	[END_SHUTDOWN] = "shutdown",
 	[END_BUSY] = "busy",
+	[END_DENIED] = "denied",
+	[END_CLIENT_LIMIT] = "client-limit",
 	[END_INTERNAL] = "internal",
 };
 
