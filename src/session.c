@@ -349,6 +349,7 @@ session_refuse(struct session *s, enum proto_refusal r, const char *why)
 		return false;
 	}
 	s->proto->refuse(s->w->to_client, r);
+	s->state = SESSION_CLEARTEXT;	/* the reply is a cleartext one */
 	session_flush_replies(s);
 	if (!s->dead)
 		session_finish(s, end, why);
@@ -1451,6 +1452,16 @@ session_close(struct session *s, enum session_end end, const char *fmt, ...)
 		vsnprintf(reason, sizeof(reason), fmt, ap);
 		va_end(ap);
 	}
+	/* refused by policy: so it is logged, however the refusal ended */
+	if (s->refusal_why != NULL && end != proto_refusal_end(s->refusal)) {
+		char	 first[sizeof(reason)];
+
+		snprintf(first, sizeof(first), "%s", reason);
+		snprintf(reason, sizeof(reason), "%s; then %s%s%s", s->refusal_why, end_name(end),
+		    first[0] ? ": " : "", first);
+		end = proto_refusal_end(s->refusal);
+	} else if (s->refusal_why != NULL && strcmp(reason, s->refusal_why) != 0 && reason[0] == '\0')
+		snprintf(reason, sizeof(reason), "%s", s->refusal_why);
 	/* libevent's error queues are per bufferevent; the thread's must not leak into the next session */
 	ERR_clear_error();
 	session_log(s, end, reason);
