@@ -318,7 +318,8 @@ session_connects_itself(const struct session *s)
  * message (refuse_in_session), at most LISTENER_REFUSING_MAX of them per
  * worker, except that a denied client of an implicit-TLS listener gets
  * no handshake; every other one gets the protocol's reply, if it has one
- * before TLS, and a close.  True when the session goes on, to refuse.
+ * before TLS, and a close at once.  True when the session goes on, to
+ * refuse.
  */
 static bool
 session_refuse(struct session *s, enum proto_refusal r, const char *why)
@@ -348,11 +349,23 @@ session_refuse(struct session *s, enum proto_refusal r, const char *why)
 		session_close(s, end, "%s", why);
 		return false;
 	}
+	/*
+	 * The reply, written once as the session closes (side_flush_final),
+	 * never lingering: a storm of refused clients that do not read holds
+	 * nothing.  What the client sent already is read away first, so that
+	 * the close is not a reset that destroys the reply in flight.
+	 */
 	s->proto->refuse(s->w->to_client, r);
-	s->state = SESSION_CLEARTEXT;	/* the reply is a cleartext one */
 	session_flush_replies(s);
-	if (!s->dead)
-		session_finish(s, end, why);
+	for (int i = 0; i < 4 && !s->dead; i++) {
+		char	 junk[4096];
+		ssize_t	 n = recv(s->client.fd, junk, sizeof(junk), MSG_DONTWAIT);
+
+		if (n <= 0)
+			break;
+		s->bytes_in += (uint64_t)n;
+	}
+	session_close(s, end, "%s", why);
 	return false;
 }
 
