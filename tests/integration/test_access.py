@@ -21,6 +21,9 @@ from smtp_backend import SMTPBackend
 from test_metrics import scrape
 
 
+SANITIZED = os.environ.get("STP_SANITIZED") == "1"
+
+
 @pytest.fixture
 def backend():
     """A backend that only counts who reaches it."""
@@ -303,4 +306,5 @@ def test_a_refusal_storm_stays_bounded(daemon, pki, backend, proto):
     assert len(lines) == 3000 and all(" end=denied " in l for l in lines)
     assert backend.connections == 0
     print(f"\nstorm ({proto}): VmRSS {before} KiB before 2,800 refusals, {after} KiB after")
-    assert after - before < 4096, (before, after)
+    # ASan's quarantine and shadow keep freed sessions resident: room for them
+    assert after - before < (24 << 10 if SANITIZED else 4 << 10), (before, after)
