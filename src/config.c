@@ -117,7 +117,6 @@ parse_client_limits(struct cfg_walk *w, const config_setting_t *g, const char *p
 {
 	struct clienttab_limits	*l = &c->limits;
 	unsigned long long	 v;
-	char			 p[CFG_PATH_MAX];
 
 	cfg_check_members(w, g, path, client_limits_keys);
 	c->where = cfg_where(w, g, path);
@@ -136,11 +135,6 @@ parse_client_limits(struct cfg_walk *w, const config_setting_t *g, const char *p
 	if (cfg_get_uint(w, g, path, "table_size", CLIENTTAB_SIZE_MIN, CLIENTTAB_SIZE_MAX, &v) == 1)
 		c->table_size = (size_t)v;
 	c->active = l->per_address != 0 || l->per_prefix != 0 || l->rate != 0;
-	if (config_setting_get_member(g, "burst") != NULL && l->rate == 0) {
-		cfg_child_path(p, sizeof(p), path, "burst");
-		cfg_problem(w, config_setting_get_member(g, "burst"), p,
-		    "only applies with new_per_second (expected new_per_second > 0 too)");
-	}
 }
 
 static void

@@ -379,7 +379,7 @@ session_admit(struct session *s)
 {
 	const struct listener_conf *lc = s->lc;
 	const struct client_limits_conf *cl = &lc->client_limits;
-	struct clienttab	*t = s->lr->stats != NULL ? s->lr->stats->clients : NULL;
+	struct clienttab	*t;
 	enum clienttab_verdict	 v;
 	char			 why[160], rule[CIDR_FORMAT_MAX];
 	size_t			 which;
@@ -392,7 +392,12 @@ session_admit(struct session *s)
 		snprintf(why, sizeof(why), "denied by access rule %zu, \"%s\"", which + 1, rule);
 		return session_refuse(s, PROTO_REFUSAL_DENIED, why);
 	}
-	if (!cl->active || t == NULL)
+	/*
+	 * Only now the table: a reload sets it (from the main thread, before
+	 * any worker runs a configuration with limits), never for a listener
+	 * without them, and never changes it afterwards.
+	 */
+	if (!cl->active || s->lr->stats == NULL || (t = s->lr->stats->clients) == NULL)
 		return true;
 	v = clienttab_admit(t, &cl->limits, &s->peer, now_ms(), &s->hold);
 	if (v == CLIENTTAB_OK)

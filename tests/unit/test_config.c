@@ -574,9 +574,12 @@ test_client_limits(void **state)
 	    "t.conf:2: listeners.[0].client_limits.prefix_ipv4: 33 is out of range (expected 1 to 32)");
 	expect_error(EDGE("  client_limits = { table_size = 8; };"),
 	    "t.conf:2: listeners.[0].client_limits.table_size: 8 is out of range (expected 16 to 16777216)");
-	expect_error(EDGE("  client_limits = { burst = 5; };"),
-	    "t.conf:2: listeners.[0].client_limits.burst: only applies with new_per_second "
-	    "(expected new_per_second > 0 too)");
+	expect_error(EDGE("  client_limits = { burst = 0; new_per_second = 1; };"),
+	    "t.conf:2: listeners.[0].client_limits.burst: 0 is out of range (expected 1 to 1000000)");
+	/* the block of starttls-proxy.conf(5) as written, every default spelled out */
+	expect_ok(EDGE("  client_limits = { sessions_per_address = 0; sessions_per_prefix = 0; "
+	    "prefix_ipv4 = 24; prefix_ipv6 = 64; new_per_second = 0; burst = 10; "
+	    "table_size = 65536; };"));
 	expect_error(EDGE("  client_limits = { per_address = 5; };"),
 	    "t.conf:2: listeners.[0].client_limits.per_address: unknown setting (expected one of "
 	    "sessions_per_address, sessions_per_prefix, prefix_ipv4, prefix_ipv6, new_per_second, "
