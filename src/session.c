@@ -1478,7 +1478,7 @@ session_close(struct session *s, enum session_end end, const char *fmt, ...)
 		snprintf(reason, sizeof(reason), "%s; then %s%s%s", s->refusal_why, end_name(end),
 		    first[0] ? ": " : "", first);
 		end = proto_refusal_end(s->refusal);
-	} else if (s->refusal_why != NULL && strcmp(reason, s->refusal_why) != 0 && reason[0] == '\0')
+	} else if (s->refusal_why != NULL && reason[0] == '\0')
 		snprintf(reason, sizeof(reason), "%s", s->refusal_why);
 	/* libevent's error queues are per bufferevent; the thread's must not leak into the next session */
 	ERR_clear_error();
