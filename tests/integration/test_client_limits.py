@@ -275,6 +275,8 @@ def test_limits_hold_across_workers(daemon, echo):
     workers = set(re.findall(r"accepted 127\.0\.0\.50:\d+ in worker (\d+)", d.log()))
     assert len(workers) > 1, "the kernel gave every connection to one worker"
     assert table(stats, "wide")["sessions"] == 3
+    values, _ = scrape(stats)
+    assert values['starttls_proxy_sessions_refused_total{listener="wide",reason="client_limit"}'] == 9
     for c in socks:
         c.close()
     wait_for(lambda: table(stats, "wide")["sessions"] == 0, 10, "every place given back")
