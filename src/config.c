@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "proto.h"
+#include "tbucket.h"
 #include "util.h"
 
 
@@ -32,8 +33,12 @@ static const char *const global_keys[] = {
 };
 static const char *const listener_keys[] = {
 	"name", "listen", "protocol", "client_tls", "require_tls",
-	"accept_proxy_protocol", "max_connections", "high_watermark",
-	"low_watermark", "timeouts", "tls", "backend", "routes", NULL
+	"accept_proxy_protocol", "access", "client_limits", "max_connections",
+	"high_watermark", "low_watermark", "timeouts", "tls", "backend", "routes", NULL
+};
+static const char *const client_limits_keys[] = {
+	"sessions_per_address", "sessions_per_prefix", "prefix_ipv4", "prefix_ipv6",
+	"new_per_second", "burst", "table_size", NULL
 };
 static const char *const timeout_keys[] = {
 	"connect", "handshake", "cleartext", "idle", NULL
@@ -73,6 +78,66 @@ parse_timeouts(struct cfg_walk *w, const config_setting_t *g, const char *path,
 		t->cleartext = (unsigned)v;
 	if (cfg_get_uint(w, g, path, "idle", 1, CONFIG_TIMEOUT_MAX, &v) == 1)
 		t->idle = (unsigned)v;
+}
+
+/* access = [ "allow 192.0.2.0/24", "deny all" ]; */
+static void
+parse_access(struct cfg_walk *w, const config_setting_t *g, const char *path,
+    struct listener_conf *lc)
+{
+	const char		**rules;
+	const config_setting_t	**where;
+	char			 p[CFG_PATH_MAX], ep[CFG_PATH_MAX], why[160];
+	size_t			 n;
+
+	if (cfg_get_string_list(w, g, path, "access", &rules, &where, &n) != 1)
+		return;
+	cfg_child_path(p, sizeof(p), path, "access");
+	if (n > CONFIG_ACCESS_MAX) {
+		cfg_problem(w, config_setting_get_member(g, "access"), p,
+		    "%zu rules (expected at most %d)", n, CONFIG_ACCESS_MAX);
+		n = 0;
+	} else if ((lc->access = cfg_calloc(w, n ? n : 1, sizeof(*lc->access))) == NULL)
+		n = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (cidr_rule_parse(rules[i], &lc->access[lc->naccess], why, sizeof(why)) == -1) {
+			cfg_index_path(ep, sizeof(ep), p, (unsigned)i);
+			cfg_problem(w, where[i], ep, "\"%.80s\": %s (expected \"allow PREFIX\", "
+			    "\"deny PREFIX\", \"allow all\" or \"deny all\", where PREFIX is "
+			    "an IPv4 or IPv6 address, optionally /length)", rules[i], why);
+			continue;
+		}
+		lc->naccess++;
+	}
+	free(rules);
+	free(where);
+}
+
+/* client_limits = { sessions_per_address = 10; ... }; */
+static void
+parse_client_limits(struct cfg_walk *w, const config_setting_t *g, const char *path,
+    struct client_limits_conf *c)
+{
+	struct clienttab_limits	*l = &c->limits;
+	unsigned long long	 v;
+
+	cfg_check_members(w, g, path, client_limits_keys);
+	c->where = cfg_where(w, g, path);
+	if (cfg_get_uint(w, g, path, "sessions_per_address", 0, CONFIG_MAX_CONNECTIONS_MAX, &v) == 1)
+		l->per_address = (unsigned)v;
+	if (cfg_get_uint(w, g, path, "sessions_per_prefix", 0, CONFIG_MAX_CONNECTIONS_MAX, &v) == 1)
+		l->per_prefix = (unsigned)v;
+	if (cfg_get_uint(w, g, path, "prefix_ipv4", 1, 32, &v) == 1)
+		l->prefix4 = (unsigned)v;
+	if (cfg_get_uint(w, g, path, "prefix_ipv6", 1, 128, &v) == 1)
+		l->prefix6 = (unsigned)v;
+	if (cfg_get_uint(w, g, path, "new_per_second", 0, TBUCKET_RATE_MAX, &v) == 1)
+		l->rate = (unsigned)v;
+	if (cfg_get_uint(w, g, path, "burst", 1, TBUCKET_BURST_MAX, &v) == 1)
+		l->burst = (unsigned)v;
+	if (cfg_get_uint(w, g, path, "table_size", CLIENTTAB_SIZE_MIN, CLIENTTAB_SIZE_MAX, &v) == 1)
+		c->table_size = (size_t)v;
+	c->active = l->per_address != 0 || l->per_prefix != 0 || l->rate != 0;
 }
 
 static void
@@ -496,6 +561,12 @@ parse_listener(struct cfg_walk *w, const config_setting_t *g, const char *path,
 	cfg_check_members(w, g, path, known);
 	lc->where = cfg_where(w, g, path);
 	lc->max_connections = cfg->max_connections;
+	lc->client_limits.limits = (struct clienttab_limits){
+		.prefix4 = CONFIG_DEFAULT_PREFIX_IPV4,
+		.prefix6 = CONFIG_DEFAULT_PREFIX_IPV6,
+		.burst = CONFIG_DEFAULT_BURST,
+	};
+	lc->client_limits.table_size = CONFIG_DEFAULT_TABLE_SIZE;
 	lc->high_watermark = CONFIG_DEFAULT_HIGH_WATERMARK;
 	lc->low_watermark = CONFIG_DEFAULT_LOW_WATERMARK;
 	lc->timeouts = (struct timeouts_conf){
@@ -567,6 +638,11 @@ parse_listener(struct cfg_walk *w, const config_setting_t *g, const char *path,
 		    "%zu must be below high_watermark (%zu)", lc->low_watermark,
 		    lc->high_watermark);
 	}
+
+	parse_access(w, g, path, lc);
+	cfg_child_path(sp, sizeof(sp), path, "client_limits");
+	if ((sub = cfg_get_group(w, g, path, "client_limits", &bad)) != NULL)
+		parse_client_limits(w, sub, sp, &lc->client_limits);
 
 	cfg_child_path(sp, sizeof(sp), path, "timeouts");
 	if ((sub = cfg_get_group(w, g, path, "timeouts", &bad)) != NULL)
@@ -843,6 +919,8 @@ listener_conf_free(struct listener_conf *lc)
 	free(lc->name);
 	free(lc->listen);
 	free(lc->where);
+	free(lc->access);
+	free(lc->client_limits.where);
 	for (size_t i = 0; i < lc->tls.ncerts; i++) {
 		free(lc->tls.certs[i].cert);
 		free(lc->tls.certs[i].key);

@@ -15,6 +15,8 @@
 #include <stddef.h>
 
 #include "cfg.h"
+#include "cidr.h"
+#include "clienttab.h"
 #include "log.h"
 #include "util.h"
 
@@ -58,6 +60,11 @@ enum proxy_proto_version {
 #define CONFIG_MAX_CONNECTIONS_MAX	1000000
 #define CONFIG_ROUTES_MAX		256	/* routes in a listener */
 #define CONFIG_ROUTE_NAMES_MAX		256	/* server_names in a route */
+#define CONFIG_ACCESS_MAX		4096	/* rules in one access list */
+#define CONFIG_DEFAULT_PREFIX_IPV4	24
+#define CONFIG_DEFAULT_PREFIX_IPV6	64
+#define CONFIG_DEFAULT_BURST		10
+#define CONFIG_DEFAULT_TABLE_SIZE	65536
 
 struct cert_conf {
 	char		*cert;
@@ -119,6 +126,14 @@ struct timeouts_conf {
 	unsigned	 idle;
 };
 
+/* client_limits = { ... }; all 0 (no limit) when the group is absent */
+struct client_limits_conf {
+	bool		 active;		/* some limit is not 0 */
+	struct clienttab_limits limits;
+	size_t		 table_size;
+	char		*where;
+};
+
 struct listener_conf {
 	char		*name;
 	struct addr	*listen;
@@ -128,6 +143,9 @@ struct listener_conf {
 	bool		 require_tls;
 	bool		 accept_proxy_protocol;
 	unsigned	 max_connections;
+	struct cidr_rule *access;		/* checked in order; NULL when none */
+	size_t		 naccess;
+	struct client_limits_conf client_limits;
 	size_t		 high_watermark;
 	size_t		 low_watermark;
 	struct timeouts_conf timeouts;

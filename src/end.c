@@ -25,6 +25,8 @@ static const char *const end_names[END_MAX] = {
 	[END_SHUTDOWN] = "shutdown",
 	[END_BUSY] = "busy",
 	[END_NO_ROUTE] = "no-route",
+	[END_DENIED] = "denied",
+	[END_CLIENT_LIMIT] = "client-limit",
 	[END_INTERNAL] = "internal",
 };
 

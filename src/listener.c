@@ -35,7 +35,6 @@
 
 #define LISTEN_BACKLOG		1024
 #define ACCEPT_PAUSE_MS		250	/* after EMFILE/ENFILE/ENOBUFS/ENOMEM */
-#define LISTENER_REFUSING_MAX	16	/* per worker: sessions kept only to refuse */
 
 /*
  * Past max_connections: the protocol's busy reply, if it has one and the
@@ -70,11 +69,11 @@ listener_refuse(struct worker *w, struct listen_sock *ls, int fd,
 			close(fd);
 		return;
 	}
-	if (lc->client_tls != CLIENT_TLS_IMPLICIT && lc->proto->busy != NULL) {
+	if (lc->client_tls != CLIENT_TLS_IMPLICIT && lc->proto->refuse != NULL) {
 		struct evbuffer	*reply = w->to_client;
 		size_t		 n;
 
-		lc->proto->busy(reply);
+		lc->proto->refuse(reply, PROTO_REFUSAL_BUSY);
 		n = evbuffer_get_length(reply);
 		(void)send(fd, evbuffer_pullup(reply, -1), n, MSG_DONTWAIT | MSG_NOSIGNAL);
 		evbuffer_drain(reply, n);

@@ -95,6 +95,10 @@ proto_refusal_end(enum proto_refusal r)
 	switch (r) {
 	case PROTO_REFUSAL_BUSY:
 		return END_BUSY;
+	case PROTO_REFUSAL_DENIED:
+		return END_DENIED;
+	case PROTO_REFUSAL_CLIENT_LIMIT:
+		return END_CLIENT_LIMIT;
 	case PROTO_REFUSAL_NONE:
 		break;
 	}
@@ -107,6 +111,10 @@ proto_refusal_name(enum proto_refusal r)
 	switch (r) {
 	case PROTO_REFUSAL_BUSY:
 		return "max_connections";
+	case PROTO_REFUSAL_DENIED:
+		return "access";
+	case PROTO_REFUSAL_CLIENT_LIMIT:
+		return "client_limits";
 	case PROTO_REFUSAL_NONE:
 		break;
 	}

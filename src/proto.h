@@ -16,7 +16,10 @@
  *                      the module still parses)
  *   backend_failed     when the backend cannot be reached: queue the
  *                      protocol's error reply (the session then closes)
- *   busy               past max_connections: the protocol's busy reply
+ *   refuse             a client refused at accept (past max_connections,
+ *                      denied by access, past client_limits): the
+ *                      protocol's reply for that refusal, if it has one
+ *                      that may be sent before the client speaks
  *   backend_starttls   with backend.tls = "starttls", the proxy as the
  *                      STARTTLS client: once when the backend's TCP
  *                      connection is up (io->in empty: the module may
@@ -51,6 +54,8 @@ struct evbuffer;
 enum proto_refusal {
 	PROTO_REFUSAL_NONE,
 	PROTO_REFUSAL_BUSY,	/* past max_connections */
+	PROTO_REFUSAL_DENIED,	/* by the listener's access list */
+	PROTO_REFUSAL_CLIENT_LIMIT, /* past one of its client_limits */
 };
 
 enum proto_verdict {
@@ -101,7 +106,7 @@ struct proto {
 	bool		 refuse_in_session;	/* the client speaks first, perhaps in TLS: a
 						   refused client is accepted as a session
 						   that the module answers (io->refusal);
-						   busy is not used */
+						   refuse is not used */
 	bool		 connect_on_verdict;	/* the backend is reached only when the module
 						   says so (PROTO_CONNECT, PROTO_TRANSPARENT),
 						   never at the start or at TLS */
@@ -133,7 +138,7 @@ struct proto {
 	enum proto_verdict (*tls_ready)(struct proto_io *);
 	enum proto_verdict (*backend_ready)(struct proto_io *);
 	void		 (*backend_failed)(struct proto_io *);
-	void		 (*busy)(struct evbuffer *to_client);
+	void		 (*refuse)(struct evbuffer *to_client, enum proto_refusal);
 	enum proto_verdict (*backend_starttls)(struct proto_io *);
 };
 

@@ -233,9 +233,14 @@ http_backend_failed(struct proto_io *io)
 }
 
 static void
-http_busy(struct evbuffer *to_client)
+http_refuse_client(struct evbuffer *to_client, enum proto_refusal r)
 {
-	http_respond(to_client, 503, NULL, "Too many connections, try again later.\n");
+	if (r == PROTO_REFUSAL_DENIED)
+		http_respond(to_client, 403, NULL, "Access denied.\n");
+	else
+		http_respond(to_client, 503, NULL, r == PROTO_REFUSAL_CLIENT_LIMIT ?
+		    "Too many connections from your address, try again later.\n" :
+		    "Too many connections, try again later.\n");
 }
 
 static void
@@ -341,5 +346,5 @@ const struct proto proto_http = {
 	.tls_ready = http_tls_ready,
 	.backend_ready = http_backend_ready,
 	.backend_failed = http_backend_failed,
-	.busy = http_busy,
+	.refuse = http_refuse_client,
 };

@@ -121,6 +121,8 @@ static const char *const imap_answer_text[] = {
 #define REPLY_MALFORMED		"* BAD Malformed command line\r\n"
 #define REPLY_UNAVAILABLE	"* BYE [UNAVAILABLE] Service not available\r\n"
 #define REPLY_BUSY		"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+#define REPLY_CLIENT_LIMIT	"* BYE [UNAVAILABLE] Too many connections from your address, try again later\r\n"
+#define REPLY_DENIED		"* BYE Access denied\r\n"
 #define REPLY_BACKEND_ERROR	"* BYE [UNAVAILABLE] Service not available: backend protocol error\r\n"
 
 struct imap_open {
@@ -814,9 +816,12 @@ imap_backend_failed(struct proto_io *io)
 }
 
 static void
-imap_busy(struct evbuffer *to_client)
+imap_refuse(struct evbuffer *to_client, enum proto_refusal r)
 {
-	evbuffer_add(to_client, REPLY_BUSY, strlen(REPLY_BUSY));
+	const char *reply = r == PROTO_REFUSAL_DENIED ? REPLY_DENIED :
+	    r == PROTO_REFUSAL_CLIENT_LIMIT ? REPLY_CLIENT_LIMIT : REPLY_BUSY;
+
+	evbuffer_add(to_client, reply, strlen(reply));
 }
 
 static enum proto_verdict
@@ -949,6 +954,6 @@ const struct proto proto_imap = {
 	.backend_input = imap_backend_input,
 	.tls_ready = imap_tls_ready,
 	.backend_failed = imap_backend_failed,
-	.busy = imap_busy,
+	.refuse = imap_refuse,
 	.backend_starttls = imap_backend_starttls,
 };

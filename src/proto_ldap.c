@@ -452,11 +452,18 @@ ldap_backend_failed(struct proto_io *io)
 }
 
 static void
-ldap_busy(struct evbuffer *to_client)
+ldap_refuse(struct evbuffer *to_client, enum proto_refusal r)
 {
 	uint8_t	 buf[LDAP_RESPONSE_MAX];
-	ssize_t	 n = ldap_build_notice(LDAP_BUSY, "too many connections, try again later",
-	    buf, sizeof(buf));
+	ssize_t	 n;
+
+	if (r == PROTO_REFUSAL_DENIED)
+		n = ldap_build_notice(LDAP_INSUFFICIENT_ACCESS_RIGHTS, "access denied",
+		    buf, sizeof(buf));
+	else
+		n = ldap_build_notice(LDAP_BUSY, r == PROTO_REFUSAL_CLIENT_LIMIT ?
+		    "too many connections from your address, try again later" :
+		    "too many connections, try again later", buf, sizeof(buf));
 
 	if (n > 0)
 		evbuffer_add(to_client, buf, (size_t)n);
@@ -533,6 +540,6 @@ const struct proto proto_ldap = {
 	.backend_input = ldap_backend_input,
 	.tls_ready = ldap_tls_ready,
 	.backend_failed = ldap_backend_failed,
-	.busy = ldap_busy,
+	.refuse = ldap_refuse,
 	.backend_starttls = ldap_backend_starttls,
 };

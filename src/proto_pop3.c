@@ -117,6 +117,8 @@ struct pop3 {
 #define REPLY_TOO_LONG		"-ERR Line too long\r\n"
 #define REPLY_UNAVAILABLE	"-ERR [SYS/TEMP] Service not available\r\n"
 #define REPLY_BUSY		"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
+#define REPLY_CLIENT_LIMIT	"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n"
+#define REPLY_DENIED		"-ERR Access denied\r\n"
 #define REPLY_BACKEND_ERROR	"-ERR [SYS/TEMP] Service not available: backend protocol error\r\n"
 
 static void
@@ -584,9 +586,12 @@ pop3_backend_failed(struct proto_io *io)
 }
 
 static void
-pop3_busy(struct evbuffer *to_client)
+pop3_refuse(struct evbuffer *to_client, enum proto_refusal r)
 {
-	evbuffer_add(to_client, REPLY_BUSY, strlen(REPLY_BUSY));
+	const char *reply = r == PROTO_REFUSAL_DENIED ? REPLY_DENIED :
+	    r == PROTO_REFUSAL_CLIENT_LIMIT ? REPLY_CLIENT_LIMIT : REPLY_BUSY;
+
+	evbuffer_add(to_client, reply, strlen(reply));
 }
 
 const struct proto proto_pop3 = {
@@ -602,6 +607,6 @@ const struct proto proto_pop3 = {
 	.backend_input = pop3_backend_input,
 	.tls_ready = pop3_tls_ready,
 	.backend_failed = pop3_backend_failed,
-	.busy = pop3_busy,
+	.refuse = pop3_refuse,
 	.backend_starttls = pop3_backend_starttls,
 };

@@ -29,9 +29,11 @@
  * the session ends when the backend closes, which the server does at
  * once, or when the client does.
  *
- * A client refused past max_connections (refuse_in_session) gets 53300,
- * "too many clients", at its StartupMessage, inside TLS when it asked
- * for TLS, as the server answers it.
+ * A client refused past max_connections or client_limits
+ * (refuse_in_session) gets 53300, "too many clients", at its
+ * StartupMessage, inside TLS when it asked for TLS, as the server answers
+ * it.  One the access list denies gets 28000 at its first message, in
+ * cleartext: no TLS handshake is spent on it.
  *
  * With backend.tls = "starttls" the proxy sends its own SSLRequest: 'S'
  * and nothing after it, then TLS; 'N', an error or any byte after the
@@ -121,8 +123,28 @@ pg_refusal(struct pg *m, struct proto_io *io, bool startup)
 		io->reason = m->why;
 		return PROTO_CLOSE;
 	}
-	return pg_refuse(io, "53300", "sorry, too many clients already",
+	return pg_refuse(io, "53300", io->refusal == PROTO_REFUSAL_CLIENT_LIMIT ?
+	    "sorry, too many connections from your address" : "sorry, too many clients already",
 	    proto_refusal_end(io->refusal), m->why);
+}
+
+/*
+ * A client the access list refuses: 28000 at once, before TLS, whatever
+ * it sent first (libpq reads an ErrorResponse as the answer to its
+ * SSLRequest, as the server sends one when it cannot start a backend);
+ * a ClientHello (direct TLS) gets a close.
+ */
+static enum proto_verdict
+pg_denied(struct proto_io *io, const uint8_t *p)
+{
+	if (p[0] == PG_TLS_RECORD_HANDSHAKE) {
+		evbuffer_drain(io->in, evbuffer_get_length(io->in));
+		io->end = END_DENIED;
+		io->reason = "denied by access (a direct TLS ClientHello: closed)";
+		return PROTO_CLOSE;
+	}
+	return pg_refuse(io, "28000", "no access from this address", END_DENIED,
+	    "denied by access");
 }
 
 static enum proto_verdict
@@ -146,6 +168,8 @@ pg_client_input(struct proto_io *io)
 		}
 		n = len < PG_PACKET_HEADER ? len : PG_PACKET_HEADER;
 		p = evbuffer_pullup(io->in, (ssize_t)n);
+		if (io->refusal == PROTO_REFUSAL_DENIED && !io->client_tls)
+			return pg_denied(io, p);
 		/* PostgreSQL 17's direct TLS: a ClientHello as the very first byte */
 		if (!io->client_tls && !m->spoke && p[0] == PG_TLS_RECORD_HANDSHAKE &&
 		    m->conf->client_tls == CLIENT_TLS_STARTTLS) {

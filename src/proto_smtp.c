@@ -113,6 +113,8 @@ struct smtp {
 #define REPLY_BARE_NEWLINE	"500 5.5.2 Bare CR or LF not allowed\r\n"
 #define REPLY_UNAVAILABLE	"421 4.3.2 Service not available\r\n"
 #define REPLY_BUSY		"421 4.3.2 Too many connections, try again later\r\n"
+#define REPLY_CLIENT_LIMIT	"421 4.7.0 Too many connections from your address, try again later\r\n"
+#define REPLY_DENIED		"554 5.7.1 Access denied\r\n"
 #define REPLY_BACKEND_ERROR	"421 4.3.0 Service not available: backend protocol error\r\n"
 
 static void
@@ -677,9 +679,12 @@ smtp_backend_failed(struct proto_io *io)
 }
 
 static void
-smtp_busy(struct evbuffer *to_client)
+smtp_refuse(struct evbuffer *to_client, enum proto_refusal r)
 {
-	evbuffer_add(to_client, REPLY_BUSY, strlen(REPLY_BUSY));
+	const char *reply = r == PROTO_REFUSAL_DENIED ? REPLY_DENIED :
+	    r == PROTO_REFUSAL_CLIENT_LIMIT ? REPLY_CLIENT_LIMIT : REPLY_BUSY;
+
+	evbuffer_add(to_client, reply, strlen(reply));
 }
 
 const struct proto proto_smtp = {
@@ -695,6 +700,6 @@ const struct proto proto_smtp = {
 	.backend_input = smtp_backend_input,
 	.tls_ready = smtp_tls_ready,
 	.backend_failed = smtp_backend_failed,
-	.busy = smtp_busy,
+	.refuse = smtp_refuse,
 	.backend_starttls = smtp_backend_starttls,
 };

@@ -24,6 +24,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "clienttab.h"
 #include "config.h"
 #include "log.h"
 #include "sdnotify.h"
@@ -101,6 +102,16 @@ server_attach_stats(struct daemon *d, struct runtime *rt)
 			d->stats = st;
 		}
 		rt->listeners[i].stats = st;
+		if (!lc->client_limits.active)
+			continue;
+		if (st->clients == NULL) {
+			if ((st->clients = clienttab_new(lc->client_limits.table_size)) == NULL)
+				return -1;
+		} else if (clienttab_size(st->clients) != lc->client_limits.table_size)
+			log_warnx("%s.table_size: %zu takes effect at the next restart; "
+			    "listener %s keeps its table of %zu entries and the sessions it counts",
+			    lc->client_limits.where, lc->client_limits.table_size, lc->name,
+			    clienttab_size(st->clients));
 	}
 	return 0;
 }
@@ -393,6 +404,7 @@ server_free(struct daemon *d)
 	for (st = d->stats; st != NULL; st = next) {
 		next = st->next;
 		free(st->workers);
+		clienttab_free(st->clients);
 		free(st);
 	}
 	runtime_unref(d->rt);

@@ -32,10 +32,20 @@ struct evconnlistener;
 struct session;
 struct daemon;
 
-/* Figures kept per listener name, a block per worker; they outlive reloads. */
+/* Per worker: sessions kept only to refuse a client (refuse_in_session). */
+#define LISTENER_REFUSING_MAX	16
+
+/*
+ * Figures kept per listener name, a block per worker; they outlive
+ * reloads.  So does the listener's client table (client_limits), made
+ * the first time a configuration of that name has limits, at its
+ * table_size, and kept at that size until the daemon restarts: the
+ * sessions it counts, old and new, count in the same table.
+ */
 struct listener_stats {
 	char			 name[65];
 	struct listener_counters *workers;	/* [nworkers] */
+	struct clienttab	*clients;	/* NULL until limits are configured */
 	struct listener_stats	*next;
 };
 

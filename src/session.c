@@ -39,6 +39,8 @@
 #include <openssl/err.h>
 
 #include "backend.h"
+#include "cidr.h"
+#include "clienttab.h"
 #include "config.h"
 #include "end.h"
 #include "log.h"
@@ -90,6 +92,11 @@ struct session {
 
 	enum session_state	 state;
 	enum proto_refusal	 refusal;	/* kept only to refuse the client */
+	bool			 counted;	/* in max_connections (else refused at accept) */
+	bool			 refusing;	/* in w->nrefusing */
+	char			*refusal_why;	/* access or client_limits: the log's reason */
+	struct cidr_addr	 peer;		/* the client's address, for access and limits */
+	struct clienttab_hold	 hold;		/* what it counts in the client table */
 	const struct proto	*proto;
 	void			*proto_state;
 	bool			 held;		/* client reading held by the module */
@@ -133,6 +140,7 @@ static void	session_client_tls(struct session *);
 static void	session_connect_backend(struct session *);
 static void	session_backend_failed(struct session *, enum session_end, const char *);
 static void	session_finish(struct session *, enum session_end, const char *);
+static void	session_flush_replies(struct session *);
 static void	session_close(struct session *, enum session_end, const char *, ...)
 		    PRINTFLIKE(3, 4);
 static void	session_free(struct session *);
@@ -241,11 +249,14 @@ session_accept(struct worker *w, struct listen_sock *ls, int fd,
 	session_set_client_addr(s, sa, salen);
 	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
 	w->nsessions++;
-	if (refusal != PROTO_REFUSAL_NONE)
+	cidr_addr_from_sockaddr(sa, salen, &s->peer);
+	if (refusal != PROTO_REFUSAL_NONE) {
 		w->nrefusing++;		/* counted refused by the listener */
-	else {
+		s->refusing = true;
+	} else {
 		atomic_fetch_add_explicit(&w->d->nsessions, 1, memory_order_relaxed);
 		STAT_INC(s->counters, accepted);
+		s->counted = true;
 	}
 
 	s->timer = event_new(w->base, -1, 0, session_tick, s);
@@ -303,12 +314,130 @@ session_connects_itself(const struct session *s)
 	return !s->proto->connect_on_verdict && s->refusal == PROTO_REFUSAL_NONE;
 }
 
+/*
+ * A client the listener's policy refuses (r, why in words).  A protocol
+ * whose client speaks first keeps the session to answer its first
+ * message (refuse_in_session), at most LISTENER_REFUSING_MAX of them per
+ * worker, except that a denied client of an implicit-TLS listener gets
+ * no handshake; every other one gets the protocol's reply, if it has one
+ * before TLS, and a close at once.  True when the session goes on, to
+ * refuse.
+ */
+static bool
+session_refuse(struct session *s, enum proto_refusal r, const char *why)
+{
+	const struct listener_conf *lc = s->lc;
+	enum session_end	 end = proto_refusal_end(r);
+
+	STAT_INC(s->counters, refused[r == PROTO_REFUSAL_DENIED ? REFUSED_DENIED :
+	    REFUSED_CLIENT_LIMIT]);
+	if (s->proto->refuse_in_session &&
+	    !(r == PROTO_REFUSAL_DENIED && lc->client_tls == CLIENT_TLS_IMPLICIT)) {
+		if (s->w->nrefusing >= LISTENER_REFUSING_MAX) {
+			session_close(s, end, "%s; closed: %u refusals under way in this worker",
+			    why, s->w->nrefusing);
+			return false;
+		}
+		if ((s->refusal_why = strdup(why)) == NULL) {
+			session_close(s, end, "%s", why);
+			return false;
+		}
+		s->refusal = r;
+		s->refusing = true;
+		s->w->nrefusing++;
+		return true;
+	}
+	if (lc->client_tls == CLIENT_TLS_IMPLICIT || s->proto->refuse == NULL) {
+		session_close(s, end, "%s", why);
+		return false;
+	}
+	/*
+	 * The reply, written once as the session closes (side_flush_final),
+	 * never lingering: a storm of refused clients that do not read holds
+	 * nothing.  What the client sent already is read away first, so that
+	 * the close is not a reset that destroys the reply in flight.
+	 */
+	s->proto->refuse(s->w->to_client, r);
+	session_flush_replies(s);
+	for (int i = 0; i < 4 && !s->dead; i++) {
+		char	 junk[4096];
+		ssize_t	 n = recv(s->client.fd, junk, sizeof(junk), MSG_DONTWAIT);
+
+		if (n <= 0)
+			break;
+		s->bytes_in += (uint64_t)n;
+	}
+	session_close(s, end, "%s", why);
+	return false;
+}
+
+/*
+ * The listener's policy on the client's real address (after a PROXY
+ * header): access first, then client_limits, which takes the session's
+ * place in the client table.  True when the session goes on.
+ */
+static bool
+session_admit(struct session *s)
+{
+	const struct listener_conf *lc = s->lc;
+	const struct client_limits_conf *cl = &lc->client_limits;
+	struct clienttab	*t;
+	enum clienttab_verdict	 v;
+	char			 why[160], rule[CIDR_FORMAT_MAX];
+	size_t			 which;
+	unsigned		 limit;
+
+	if (s->refusal != PROTO_REFUSAL_NONE)
+		return true;		/* refused already, past max_connections */
+	if (lc->naccess > 0 && !cidr_allowed(lc->access, lc->naccess, &s->peer, &which)) {
+		cidr_rule_format(&lc->access[which], rule, sizeof(rule));
+		snprintf(why, sizeof(why), "denied by access rule %zu, \"%s\"", which + 1, rule);
+		return session_refuse(s, PROTO_REFUSAL_DENIED, why);
+	}
+	/*
+	 * Only now the table: a reload sets it (from the main thread, before
+	 * any worker runs a configuration with limits), never for a listener
+	 * without them, and never changes it afterwards.
+	 */
+	if (!cl->active || s->lr->stats == NULL || (t = s->lr->stats->clients) == NULL)
+		return true;
+	v = clienttab_admit(t, &cl->limits, &s->peer, now_ms(), &s->hold);
+	if (v == CLIENTTAB_OK)
+		return true;
+	switch (v) {
+	case CLIENTTAB_ADDRESS:
+		limit = cl->limits.per_address;
+		break;
+	case CLIENTTAB_PREFIX:
+		limit = cl->limits.per_prefix;
+		break;
+	case CLIENTTAB_RATE:
+		limit = cl->limits.rate;
+		break;
+	default:
+		limit = (unsigned)clienttab_size(t);
+		break;
+	}
+	if (v == CLIENTTAB_FULL)
+		snprintf(why, sizeof(why), "over client_limits: every entry of the table "
+		    "(%u) holds sessions", limit);
+	else if (v == CLIENTTAB_PREFIX)
+		snprintf(why, sizeof(why), "over client_limits.sessions_per_prefix (%u, /%u)",
+		    limit, s->peer.family == AF_INET ? cl->limits.prefix4 : cl->limits.prefix6);
+	else
+		snprintf(why, sizeof(why), "over client_limits.%s (%u)",
+		    clienttab_verdict_name(v), limit);
+	return session_refuse(s, PROTO_REFUSAL_CLIENT_LIMIT, why);
+}
+
 /* The session proper, once the client's address is known. */
 static void
 session_start(struct session *s)
 {
 	const struct listener_conf *lc = s->lc;
 
+	if (!session_admit(s))
+		return;
 	s->phase_deadline = 0;
 	switch (lc->client_tls) {
 	case CLIENT_TLS_IMPLICIT:
@@ -816,7 +945,9 @@ session_verdict(struct session *s, enum proto_verdict v, struct proto_io *io)
 			return;
 		break;
 	case PROTO_CLOSE:
-		session_finish(s, io->end, io->reason);
+		/* a refusal by policy says which rule or limit it was */
+		session_finish(s, io->end, s->refusal_why != NULL &&
+		    io->end == proto_refusal_end(s->refusal) ? s->refusal_why : io->reason);
 		return;
 	}
 	if (s->dead)
@@ -910,6 +1041,7 @@ session_proxy_header(struct session *s)
 	evbuffer_drain(in, h.len);
 	if (!h.local) {
 		session_set_client_addr(s, (struct sockaddr *)&h.src, h.srclen);
+		cidr_addr_from_sockaddr((struct sockaddr *)&h.src, h.srclen, &s->peer);
 		memcpy(&s->addrs->src, &h.src, h.srclen);
 		s->addrs->srclen = h.srclen;
 		memcpy(&s->addrs->dst, &h.dst, h.dstlen);
@@ -1451,6 +1583,16 @@ session_close(struct session *s, enum session_end end, const char *fmt, ...)
 		vsnprintf(reason, sizeof(reason), fmt, ap);
 		va_end(ap);
 	}
+	/* refused by policy: so it is logged, however the refusal ended */
+	if (s->refusal_why != NULL && end != proto_refusal_end(s->refusal)) {
+		char	 first[sizeof(reason)];
+
+		snprintf(first, sizeof(first), "%s", reason);
+		snprintf(reason, sizeof(reason), "%s; then %s%s%s", s->refusal_why, end_name(end),
+		    first[0] ? ": " : "", first);
+		end = proto_refusal_end(s->refusal);
+	} else if (s->refusal_why != NULL && reason[0] == '\0')
+		snprintf(reason, sizeof(reason), "%s", s->refusal_why);
 	/* libevent's error queues are per bufferevent; the thread's must not leak into the next session */
 	ERR_clear_error();
 	session_count_skipped(s);	/* a handshake that failed or timed out after them */
@@ -1482,12 +1624,14 @@ session_free(struct session *s)
 	if (s->timer != NULL)
 		event_free(s->timer);
 	free(s->close_reason);
+	free(s->refusal_why);
 	free(s->addrs);
+	clienttab_release(&s->hold);	/* once, whatever ended the session */
 	TAILQ_REMOVE(&w->sessions, s, entry);
 	w->nsessions--;
-	if (s->refusal != PROTO_REFUSAL_NONE)
+	if (s->refusing)
 		w->nrefusing--;
-	else {
+	if (s->counted) {
 		atomic_fetch_sub_explicit(&w->d->nsessions, 1, memory_order_relaxed);
 		STAT_INC(s->counters, closed);
 	}

@@ -22,6 +22,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "clienttab.h"
 #include "http_parse.h"
 #include "log.h"
 #include "server.h"
@@ -79,6 +80,8 @@ stats_active(const struct listener_counters *workers, unsigned n)
 static const char *const refused_names[REFUSED_MAX] = {
 	[REFUSED_MAX_CONNECTIONS] = "max_connections",
 	[REFUSED_PROXY_HEADER] = "proxy_header",
+	[REFUSED_DENIED] = "denied",
+	[REFUSED_CLIENT_LIMIT] = "client_limit",
 };
 
 static const char *const hs_names[HS_FAIL_MAX] = {
@@ -147,6 +150,35 @@ resident_bytes(void)
 	return resident * (unsigned long long)sysconf(_SC_PAGESIZE);
 }
 
+/* The client tables of the listeners that have one (client_limits). */
+static void
+stats_render_clients(struct daemon *d, struct evbuffer *out)
+{
+	static const struct {
+		const char	*name, *help;
+	} m[] = {
+		{ "client_table_size", "Entries in the listener's client table (client_limits)." },
+		{ "client_table_entries", "Of them, in use (addresses and prefixes)." },
+		{ "client_table_sessions", "Sessions counted in the client table now." },
+		{ "client_table_evictions_total", "Idle entries reused for new keys." },
+	};
+
+	for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+		metric_head(out, m[k].name, k == 3 ? "counter" : "gauge", m[k].help);
+		for (struct listener_stats *st = d->stats; st != NULL; st = st->next) {
+			struct clienttab_counts c;
+			unsigned long long	 v;
+
+			if (st->clients == NULL)
+				continue;
+			clienttab_get_counts(st->clients, &c);
+			v = k == 0 ? c.size : k == 1 ? c.used : k == 2 ? c.held : c.evicted;
+			evbuffer_add_printf(out, "starttls_proxy_%s{listener=\"%s\"} %llu\n",
+			    m[k].name, st->name, v);
+		}
+	}
+}
+
 void
 stats_render(struct daemon *d, struct evbuffer *out)
 {
@@ -164,6 +196,7 @@ stats_render(struct daemon *d, struct evbuffer *out)
 			evbuffer_add_printf(out,
 			    "starttls_proxy_sessions_refused_total{listener=\"%s\",reason=\"%s\"} %llu\n",
 			    st->name, refused_names[r], SUM(st, n, refused[r]));
+	stats_render_clients(d, out);
 	metric_head(out, "upgrades_total", "counter", "Client sides that completed TLS, by kind.");
 	for (struct listener_stats *st = d->stats; st != NULL; st = st->next) {
 		evbuffer_add_printf(out, "starttls_proxy_upgrades_total{listener=\"%s\",kind=\"starttls\"} %llu\n",

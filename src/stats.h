@@ -18,6 +18,8 @@ struct evbuffer;
 enum stat_refused {
 	REFUSED_MAX_CONNECTIONS,
 	REFUSED_PROXY_HEADER,
+	REFUSED_DENIED,		/* by access */
+	REFUSED_CLIENT_LIMIT,	/* past client_limits */
 	REFUSED_MAX
 };
 

@@ -290,3 +290,29 @@ def s_client(port, args=(), data=b"", timeout=20):
     """openssl s_client; returns the CompletedProcess (stdout and stderr as text)."""
     argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-brief"] + list(args)
     return subprocess.run(argv, input=data, capture_output=True, timeout=timeout)
+
+
+PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_v2(src, dst=("127.0.0.1", 0)):
+    """A PROXY protocol v2 PROXY header (TCP over IPv4 or IPv6, by the
+    source address) saying that src (host, port) connected to dst, as a
+    balancer puts it before the client's first byte."""
+    import ipaddress
+    import struct
+    s, d = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
+    if s.version == 4:
+        d4 = d if d.version == 4 else ipaddress.ip_address("127.0.0.1")
+        body = s.packed + d4.packed + struct.pack("!HH", src[1], dst[1])
+        fam = 0x11
+    else:
+        d6 = d if d.version == 6 else ipaddress.ip_address("::1")
+        body = s.packed + d6.packed + struct.pack("!HH", src[1], dst[1])
+        fam = 0x21
+    return PROXY_V2_SIG + bytes([0x21, fam]) + struct.pack("!H", len(body)) + body
+
+
+def connect_from(port, source, host="127.0.0.1", timeout=10):
+    """A TCP connection to host:port from the loopback address source."""
+    return socket.create_connection((host, port), timeout=timeout, source_address=(source, 0))

@@ -215,7 +215,7 @@ test_unknown_settings(void **state)
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
 	    "  colour = \"blue\"; backend = { address = \"127.0.0.1:2\"; }; } );\n",
 	    "t.conf:2: listeners.[0].colour: unknown setting (expected one of name, listen, "
-	    "protocol, client_tls, require_tls, accept_proxy_protocol, max_connections, "
+	    "protocol, client_tls, require_tls, accept_proxy_protocol, access, client_limits, max_connections, "
 	    "high_watermark, low_watermark, timeouts, tls, backend, routes, http, line)");
 	expect_error(
 	    "listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n"
@@ -656,6 +656,115 @@ test_routes_errors(void **state)
 	    "/nonexistent/ca.pem: No such file or directory");
 }
 
+#define EDGE(lines) \
+	"listeners = ( { name = \"a\"; listen = \"127.0.0.1:1\"; protocol = \"tcp\";\n" \
+	lines "\n" \
+	"  backend = { address = \"127.0.0.1:2\"; }; } );\n"
+#define ACCESS_EXPECTED "(expected \"allow PREFIX\", \"deny PREFIX\", \"allow all\" or " \
+	"\"deny all\", where PREFIX is an IPv4 or IPv6 address, optionally /length)"
+
+/* access: rules as read, and each malformed one named with its index. */
+static void
+test_access(void **state)
+{
+	struct config	*cfg;
+	const struct listener_conf *lc;
+	char		 text[CIDR_FORMAT_MAX];
+
+	cfg = config_load_string(EDGE("  access = [ \"deny 192.0.2.7\", \"allow  192.0.2.0/24\", "
+	    "\"allow 2001:db8::/32\", \"deny ::ffff:198.51.100.0/120\", \"deny all\" ];"),
+	    "t.conf", &errs);
+	assert_non_null(cfg);
+	lc = &cfg->listeners[0];
+	assert_int_equal(lc->naccess, 5);
+	cidr_rule_format(&lc->access[0], text, sizeof(text));
+	assert_string_equal(text, "deny 192.0.2.7/32");
+	cidr_rule_format(&lc->access[1], text, sizeof(text));
+	assert_string_equal(text, "allow 192.0.2.0/24");
+	cidr_rule_format(&lc->access[2], text, sizeof(text));
+	assert_string_equal(text, "allow 2001:db8::/32");
+	cidr_rule_format(&lc->access[3], text, sizeof(text));
+	assert_string_equal(text, "deny 198.51.100.0/24");
+	cidr_rule_format(&lc->access[4], text, sizeof(text));
+	assert_string_equal(text, "deny all");
+	assert_false(lc->client_limits.active);
+	config_unref(cfg);
+
+	/* one string is a list of one */
+	cfg = config_load_string(EDGE("  access = \"deny all\";"), "t.conf", &errs);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->listeners[0].naccess, 1);
+	config_unref(cfg);
+
+	expect_error(EDGE("  access = [ \"allow 10.0.0.0/8\", \"permit 10.0.0.0/8\" ];"),
+	    "t.conf:2: listeners.[0].access.[1]: \"permit 10.0.0.0/8\": does not start with "
+	    "allow or deny " ACCESS_EXPECTED);
+	expect_error(EDGE("  access = [ \"deny 192.0.2.1/24\" ];"),
+	    "t.conf:2: listeners.[0].access.[0]: \"deny 192.0.2.1/24\": 192.0.2.1 has bits set "
+	    "past /24 (expected the network, 192.0.2.0/24, or the address alone) " ACCESS_EXPECTED);
+	expect_error(EDGE("  access = [ \"deny 192.0.2.0/33\" ];"),
+	    "t.conf:2: listeners.[0].access.[0]: \"deny 192.0.2.0/33\": \"/33\" is not a "
+	    "prefix length (expected 0 to 32) " ACCESS_EXPECTED);
+	expect_error(EDGE("  access = [ \"allow 2001:db8::/129\" ];"),
+	    "t.conf:2: listeners.[0].access.[0]: \"allow 2001:db8::/129\": \"/129\" is not a "
+	    "prefix length (expected 0 to 128) " ACCESS_EXPECTED);
+	expect_error(EDGE("  access = [ \"allow example.com\" ];"),
+	    "t.conf:2: listeners.[0].access.[0]: \"allow example.com\": no IPv4 or IPv6 "
+	    "address, prefix or \"all\" after the action " ACCESS_EXPECTED);
+	expect_error(EDGE("  access = [ \"deny all \" ];"),
+	    "t.conf:2: listeners.[0].access.[0]: \"deny all \": no IPv4 or IPv6 "
+	    "address, prefix or \"all\" after the action " ACCESS_EXPECTED);
+	expect_error(EDGE("  access = 7;"),
+	    "t.conf:2: listeners.[0].access: expected a string or a list of strings, found an integer");
+}
+
+/* client_limits: defaults, ranges, and what only applies with something else. */
+static void
+test_client_limits(void **state)
+{
+	struct config	*cfg;
+	const struct client_limits_conf *c;
+
+	cfg = config_load_string(EDGE("  client_limits = { sessions_per_address = 3; "
+	    "sessions_per_prefix = 20; prefix_ipv6 = 56; new_per_second = 5; table_size = 1024; };"),
+	    "t.conf", &errs);
+	assert_non_null(cfg);
+	c = &cfg->listeners[0].client_limits;
+	assert_true(c->active);
+	assert_int_equal(c->limits.per_address, 3);
+	assert_int_equal(c->limits.per_prefix, 20);
+	assert_int_equal(c->limits.prefix4, 24);
+	assert_int_equal(c->limits.prefix6, 56);
+	assert_int_equal(c->limits.rate, 5);
+	assert_int_equal(c->limits.burst, 10);
+	assert_int_equal(c->table_size, 1024);
+	config_unref(cfg);
+
+	/* an empty group limits nothing */
+	cfg = config_load_string(EDGE("  client_limits = { };"), "t.conf", &errs);
+	assert_non_null(cfg);
+	assert_false(cfg->listeners[0].client_limits.active);
+	assert_int_equal(cfg->listeners[0].client_limits.table_size, 65536);
+	config_unref(cfg);
+
+	expect_error(EDGE("  client_limits = { prefix_ipv4 = 33; };"),
+	    "t.conf:2: listeners.[0].client_limits.prefix_ipv4: 33 is out of range (expected 1 to 32)");
+	expect_error(EDGE("  client_limits = { table_size = 8; };"),
+	    "t.conf:2: listeners.[0].client_limits.table_size: 8 is out of range (expected 16 to 16777216)");
+	expect_error(EDGE("  client_limits = { burst = 0; new_per_second = 1; };"),
+	    "t.conf:2: listeners.[0].client_limits.burst: 0 is out of range (expected 1 to 1000000)");
+	/* the block of starttls-proxy.conf(5) as written, every default spelled out */
+	expect_ok(EDGE("  client_limits = { sessions_per_address = 0; sessions_per_prefix = 0; "
+	    "prefix_ipv4 = 24; prefix_ipv6 = 64; new_per_second = 0; burst = 10; "
+	    "table_size = 65536; };"));
+	expect_error(EDGE("  client_limits = { per_address = 5; };"),
+	    "t.conf:2: listeners.[0].client_limits.per_address: unknown setting (expected one of "
+	    "sessions_per_address, sessions_per_prefix, prefix_ipv4, prefix_ipv6, new_per_second, "
+	    "burst, table_size)");
+	expect_error(EDGE("  client_limits = 5;"),
+	    "t.conf:2: listeners.[0].client_limits: expected a group { ... }, found an integer");
+}
+
 /* Every problem is reported, not only the first. */
 static void
 test_all_errors_collected(void **state)
@@ -691,6 +800,8 @@ main(void)
 		cmocka_unit_test(test_routes_refused),
 		cmocka_unit_test(test_routes_errors),
 		cmocka_unit_test(test_all_errors_collected),
+		cmocka_unit_test(test_access),
+		cmocka_unit_test(test_client_limits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -700,7 +700,7 @@ test_pop3_unavailable(void **state)
 
 	(void)state;
 	assert_non_null(b);
-	proto_pop3.busy(b);
+	proto_pop3.refuse(b, PROTO_REFUSAL_BUSY);
 	assert_drained(b, "-ERR [SYS/TEMP] Too many connections, try again later\r\n");
 	evbuffer_free(b);
 	open_pop3(&h, true);
