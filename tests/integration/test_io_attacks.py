@@ -535,28 +535,19 @@ def test_tls12_renegotiation_is_refused(daemon, pki):
 
 # Lost bytes: both ways at once, random pieces, pauses and half-closes
 
-class Pump:
+class Pump(MemTLS):
     """A TLS client over memory BIOs on a non-blocking socket that sends
     and receives at once: send_plain() queues, step() moves what it can.
     eof: the proxy's close_notify (or FIN) came."""
 
     def __init__(self, sock, ca):
-        self.sock = sock
-        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = client_ctx(ca).wrap_bio(self.inc, self.out, server_hostname="localhost")
+        super().__init__(sock, client_ctx(ca), "localhost")
         self.wire = b""
         self.got = hashlib.sha256()
         self.ngot = 0
         self.eof = False
         sock.settimeout(10)
-        while True:
-            try:
-                self.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                sock.sendall(self.out.read())
-                self.inc.write(sock.recv(65536))
-        sock.sendall(self.out.read())
+        self.handshake()
         sock.setblocking(False)
 
     def send_plain(self, data):
