@@ -123,28 +123,35 @@ pg_refusal(struct pg *m, struct proto_io *io, bool startup)
 		io->reason = m->why;
 		return PROTO_CLOSE;
 	}
-	return pg_refuse(io, "53300", io->refusal == PROTO_REFUSAL_CLIENT_LIMIT ?
-	    "sorry, too many connections from your address" : "sorry, too many clients already",
+	/* past max_connections: a policy refusal was answered before TLS */
+	return pg_refuse(io, "53300", "sorry, too many clients already",
 	    proto_refusal_end(io->refusal), m->why);
 }
 
 /*
- * A client the access list refuses: 28000 at once, before TLS, whatever
- * it sent first (libpq reads an ErrorResponse as the answer to its
- * SSLRequest, as the server sends one when it cannot start a backend);
- * a ClientHello (direct TLS) gets a close.
+ * A client the listener's policy refuses (access, client_limits): 28000
+ * or 53300 at once, before TLS, whatever it sent first (libpq reads an
+ * ErrorResponse as the answer to its SSLRequest, as the server sends one
+ * when it cannot start a backend), so that a refused client costs no
+ * handshake; a ClientHello (direct TLS) gets a close.
  */
 static enum proto_verdict
-pg_denied(struct proto_io *io, const uint8_t *p)
+pg_policy_refusal(struct proto_io *io, const uint8_t *p)
 {
+	bool	 denied = io->refusal == PROTO_REFUSAL_DENIED;
+
 	if (p[0] == PG_TLS_RECORD_HANDSHAKE) {
 		evbuffer_drain(io->in, evbuffer_get_length(io->in));
-		io->end = END_DENIED;
-		io->reason = "denied by access (a direct TLS ClientHello: closed)";
+		io->end = proto_refusal_end(io->refusal);
+		io->reason = denied ? "denied by access (a direct TLS ClientHello: closed)" :
+		    "over client_limits (a direct TLS ClientHello: closed)";
 		return PROTO_CLOSE;
 	}
-	return pg_refuse(io, "28000", "no access from this address", END_DENIED,
-	    "denied by access");
+	if (denied)
+		return pg_refuse(io, "28000", "no access from this address", END_DENIED,
+		    "denied by access");
+	return pg_refuse(io, "53300", "sorry, too many connections from your address",
+	    END_CLIENT_LIMIT, "over client_limits");
 }
 
 static enum proto_verdict
@@ -168,8 +175,9 @@ pg_client_input(struct proto_io *io)
 		}
 		n = len < PG_PACKET_HEADER ? len : PG_PACKET_HEADER;
 		p = evbuffer_pullup(io->in, (ssize_t)n);
-		if (io->refusal == PROTO_REFUSAL_DENIED && !io->client_tls)
-			return pg_denied(io, p);
+		if ((io->refusal == PROTO_REFUSAL_DENIED ||
+		    io->refusal == PROTO_REFUSAL_CLIENT_LIMIT) && !io->client_tls)
+			return pg_policy_refusal(io, p);
 		/* PostgreSQL 17's direct TLS: a ClientHello as the very first byte */
 		if (!io->client_tls && !m->spoke && p[0] == PG_TLS_RECORD_HANDSHAKE &&
 		    m->conf->client_tls == CLIENT_TLS_STARTTLS) {

@@ -318,8 +318,8 @@ session_connects_itself(const struct session *s)
  * A client the listener's policy refuses (r, why in words).  A protocol
  * whose client speaks first keeps the session to answer its first
  * message (refuse_in_session), at most LISTENER_REFUSING_MAX of them per
- * worker, except that a denied client of an implicit-TLS listener gets
- * no handshake; every other one gets the protocol's reply, if it has one
+ * worker, except on an implicit-TLS listener: a refused client costs no
+ * handshake; every other one gets the protocol's reply, if it has one
  * before TLS, and a close at once.  True when the session goes on, to
  * refuse.
  */
@@ -331,8 +331,7 @@ session_refuse(struct session *s, enum proto_refusal r, const char *why)
 
 	STAT_INC(s->counters, refused[r == PROTO_REFUSAL_DENIED ? REFUSED_DENIED :
 	    REFUSED_CLIENT_LIMIT]);
-	if (s->proto->refuse_in_session &&
-	    !(r == PROTO_REFUSAL_DENIED && lc->client_tls == CLIENT_TLS_IMPLICIT)) {
+	if (s->proto->refuse_in_session && lc->client_tls != CLIENT_TLS_IMPLICIT) {
 		if (s->w->nrefusing >= LISTENER_REFUSING_MAX) {
 			session_close(s, end, "%s; closed: %u refusals under way in this worker",
 			    why, s->w->nrefusing);
@@ -345,6 +344,12 @@ session_refuse(struct session *s, enum proto_refusal r, const char *why)
 		s->refusal = r;
 		s->refusing = true;
 		s->w->nrefusing++;
+		/* a refused client takes no place of max_connections (w->nrefusing bounds it) */
+		if (s->counted) {
+			atomic_fetch_sub_explicit(&s->w->d->nsessions, 1, memory_order_relaxed);
+			STAT_INC(s->counters, closed);
+			s->counted = false;
+		}
 		return true;
 	}
 	if (lc->client_tls == CLIENT_TLS_IMPLICIT || s->proto->refuse == NULL) {

@@ -53,6 +53,7 @@ struct tls_server {
 	size_t		 nkeys;
 	const char	*alpn;		/* the protocol's ALPN id, or NULL */
 	bool		 alpn_required;	/* on every SSL: an implicit-TLS listener */
+	unsigned char	 sid[32];	/* the listener's session id context */
 };
 
 static int	ticket_ex_index = -1;
@@ -358,9 +359,72 @@ alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 }
 
 /*
- * A direct ClientHello with no ALPN extension at all: alpn_select_cb is
- * never called for it, so it is refused here, with the same alert and
- * the same reason in the log.
+ * The host name of a ClientHello's server_name extension (RFC 6066
+ * section 3), lower-cased into name; false when there is none.
+ */
+static bool
+client_hello_sni(SSL *ssl, char *name, size_t size)
+{
+	const unsigned char	*p;
+	size_t			 len, list, n;
+
+	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) != 1 || len < 2)
+		return false;
+	list = (size_t)p[0] << 8 | p[1];
+	if (list != len - 2)
+		return false;
+	for (p += 2; list >= 3; p += 3 + n, list -= 3 + n) {
+		n = (size_t)p[1] << 8 | p[2];
+		if (n > list - 3)
+			return false;
+		if (p[0] != TLSEXT_NAMETYPE_host_name)
+			continue;
+		if (n == 0 || n >= size)
+			return false;
+		for (size_t i = 0; i < n; i++)
+			name[i] = (char)tolower(p[3 + i]);
+		name[n] = '\0';
+		return true;
+	}
+	return false;
+}
+
+/*
+ * A session belongs to the server name it was made for.  OpenSSL keeps
+ * the TLS 1.2 session's name on a resumption whatever name the client
+ * sends (and RFC 6066 section 3 wants them equal), and a TLS 1.3 PSK
+ * would reach another name's route and certificate with the first
+ * name's authentication: the session id context, which OpenSSL checks
+ * before it resumes, is the listener's digested with the name.  It is
+ * set before OpenSSL looks for the session, and SSL_set_SSL_CTX (the
+ * certificate by SNI) keeps a context set on the SSL.
+ */
+static bool
+session_context_by_name(const struct tls_server *ts, SSL *ssl)
+{
+	unsigned char	 sid[SHA256_DIGEST_LENGTH];
+	char		 name[256];
+	EVP_MD_CTX	*md;
+	bool		 ok;
+
+	if (!client_hello_sni(ssl, name, sizeof(name)))
+		return true;	/* no name: the listener's own context */
+	if ((md = EVP_MD_CTX_new()) == NULL)
+		return false;
+	ok = EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(md, ts->sid, sizeof(ts->sid)) == 1 &&
+	    EVP_DigestUpdate(md, name, strlen(name)) == 1 &&
+	    EVP_DigestFinal_ex(md, sid, NULL) == 1 &&
+	    SSL_set_session_id_context(ssl, sid, sizeof(sid)) == 1;
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
+/*
+ * Every ClientHello, before OpenSSL looks for a session to resume: the
+ * session id context by server name, and a direct ClientHello with no
+ * ALPN extension at all (alpn_select_cb is never called for it) is
+ * refused here, with the same alert and the same reason in the log.
  */
 static int
 client_hello_cb(SSL *ssl, int *alert, void *arg)
@@ -369,7 +433,11 @@ client_hello_cb(SSL *ssl, int *alert, void *arg)
 	const unsigned char	*ext;
 	size_t			 len;
 
-	if (!alpn_required(ts, ssl) ||
+	if (!session_context_by_name(ts, ssl)) {
+		*alert = SSL_AD_INTERNAL_ERROR;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	if (ts->alpn == NULL || !alpn_required(ts, ssl) ||
 	    SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation,
 	    &ext, &len) == 1)
 		return SSL_CLIENT_HELLO_SUCCESS;
@@ -739,6 +807,7 @@ tls_server_new(const struct listener_conf *lc, const char *alpn, struct config_e
 	}
 	if (policy_load(&pol, lc, errs) == -1)
 		goto fail;
+	memcpy(ts->sid, pol.sid, sizeof(ts->sid));
 	for (size_t i = 0; i < n; i++) {
 		struct sni_entry *e = &ts->entries[i];
 
@@ -773,13 +842,14 @@ tls_server_new(const struct listener_conf *lc, const char *alpn, struct config_e
 		SSL_CTX_set_tlsext_servername_callback(ts->ctx, servername_cb);
 		SSL_CTX_set_tlsext_servername_arg(ts->ctx, ts);
 	}
+	/* the ClientHello is seen by the default context */
+	SSL_CTX_set_client_hello_cb(ts->ctx, client_hello_cb, ts);
 	if (alpn != NULL) {
 		ts->alpn = alpn;
 		ts->alpn_required = lc->client_tls == CLIENT_TLS_IMPLICIT;
 		if (direct_ex_index == -1)
 			direct_ex_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-		/* the ClientHello is seen by the default context; ALPN by the one SNI chose */
-		SSL_CTX_set_client_hello_cb(ts->ctx, client_hello_cb, ts);
+		/* ALPN is seen by the context SNI chose */
 		for (size_t i = 0; i < ts->nentries; i++)
 			SSL_CTX_set_alpn_select_cb(ts->entries[i].ctx, alpn_select_cb, ts);
 	}
