@@ -1,0 +1,122 @@
+"""Attacks on the edge policy (access, client_limits, routes): each test
+measures one thing an outsider can do; a confirmed break of a guarantee
+is marked xfail(strict=True) with the figure in its reason."""
+import re
+import subprocess
+
+import pytest
+
+from helpers import connect_from, free_port, recv_all, wait_for
+from protocols import listener
+from test_client_limits import stats_glob, table
+from test_routes import identified, routes
+
+VERSIONS = ["-tls1_2", "-tls1_3"]
+
+
+def sclient(port, pki, version, name, *args):
+    """openssl s_client -servername name: (New|Reused|failed, banner line or None)."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", name,
+                        "-ign_eof", version, *args],
+                       input=b"hi\n", capture_output=True, timeout=20)
+    out = r.stdout.decode(errors="replace")
+    how = "failed"
+    for line in out.splitlines():
+        if line.startswith(("New,", "Reused,")):
+            how = line.split(",")[0]
+    m = re.search(r"I am (\w+)", out)
+    return how, m.group(1) if m else None
+
+
+TLS12_SNI = ("a TLS 1.2 session made with SNI localhost resumes when the client "
+             "sends SNI alt.test (OpenSSL keeps the session's name, RFC 6066 s3 says a "
+             "full handshake): routed to localhost's backend A, logged sni=localhost; "
+             "session_pick_backend trusts SSL_get_servername, no resumption check")
+
+
+@pytest.mark.parametrize("version,extra", [
+    pytest.param("-tls1_2", (), marks=pytest.mark.xfail(strict=True, reason=TLS12_SNI),
+                 id="tls12-ticket"),
+    pytest.param("-tls1_2", ("-no_ticket",), marks=pytest.mark.xfail(strict=True, reason=TLS12_SNI),
+                 id="tls12-cache"),
+    pytest.param("-tls1_3", (), id="tls13-ticket"),
+])
+def test_resumed_session_follows_the_sni_it_sends(daemon, pki, tmp_path, version, extra):
+    """Routes say: the backend chosen by the SNI of the client's handshake.
+    A session made with SNI localhost (route A), then resumed with SNI
+    alt.test (route B, another certificate): it must reach B, or not be
+    resumed at all; and the log must say the name the client sent."""
+    a, b, c = identified(b"A"), identified(b"B"), identified(b"C")
+    port = free_port()
+    d = daemon(listener(port, c.port, name="edge", pki=pki,
+                        certificates=[(pki.server_cert, pki.server_key),
+                                      (pki.alt_cert, pki.alt_key)],
+                        block=routes((["localhost"], a.port), (["alt.test"], b.port))))
+    sess = tmp_path / "sess.pem"
+    try:
+        first = sclient(port, pki, version, "localhost", "-sess_out", str(sess), *extra)
+        assert first == ("New", "A")
+        again = sclient(port, pki, version, "alt.test", "-sess_in", str(sess), *extra)
+        d.wait_session(count=2)
+        snis = [re.search(r" sni=(\S+)", l).group(1) for l in d.session_lines()]
+        print(f"\n{version} {extra}: first {first}, then {again}; logged sni {snis}")
+        assert again[0] in ("New", "Reused"), again
+        assert again[1] == "B" or again[0] != "Reused", again
+        assert snis[1] == "alt.test", snis
+    finally:
+        for s in (a, b, c):
+            s.close()
+
+
+def test_no_route_reason_cannot_forge_lines(daemon, pki):
+    a = identified(b"A")
+    port = free_port()
+    d = daemon(listener(port, None, name="edge", pki=pki, block=routes((["a.test"], a.port))))
+    try:
+        evil = "x\nsession listener=forged end=client-closed\x1b[2J"
+        sclient(port, pki, "-tls1_3", evil)
+        sclient(port, pki, "-tls1_2", evil)
+        d.wait_session(count=2)
+        log = d.log()
+        print("\n" + "\n".join(l for l in log.splitlines() if "forged" in l))
+        lines = log.splitlines()
+        assert not any("forged" in l and "session listener=edge" not in l and "sni=" not in l
+                       for l in lines)
+        assert "\x1b" not in log
+        for l in d.session_lines():
+            bare = re.sub(r' reason="[^"]*"$', "", l)    # the quoted reason, whole
+            assert bare.count(" end=") == 1 and '"' not in bare, l
+    finally:
+        a.close()
+
+
+def test_routes_endings_give_the_place_back(daemon, pki):
+    """A routed listener (no default) with sessions_per_address = 2: ends
+    by no-route, a route's backend unreachable, a handshake timeout, a
+    failed handshake; afterwards the table counts no session and the
+    address is admitted again."""
+    a = identified(b"A")
+    port, stats = free_port(), free_port()
+    d = daemon(listener(port, None, name="edge", pki=pki,
+                        block=routes((["a.test"], a.port), (["dead.test"], free_port())),
+                        client_limits={"sessions_per_address": 2},
+                        timeouts={"handshake": 1},
+                        glob=stats_glob(stats, workers=2)))
+    try:
+        for _ in range(3):
+            sclient(port, pki, "-tls1_3", "nowhere.test")
+            sclient(port, pki, "-tls1_2", "dead.test")
+            with connect_from(port, "127.0.0.1") as c:
+                c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                recv_all(c)
+        quiet = [connect_from(port, "127.0.0.1") for _ in range(2)]
+        d.wait_session(count=11, timeout=20)
+        for c in quiet:
+            c.close()
+        got = [re.search(r" end=(\S+)", l).group(1) for l in d.session_lines()]
+        print("\n", sorted(set(got)), table(stats, "edge"))
+        wait_for(lambda: table(stats, "edge")["sessions"] == 0, 5, "no session counted")
+        assert sclient(port, pki, "-tls1_3", "a.test")[1] == "A"
+        assert sclient(port, pki, "-tls1_3", "a.test")[1] == "A"
+    finally:
+        a.close()
