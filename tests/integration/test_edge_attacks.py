@@ -120,3 +120,54 @@ def test_routes_endings_give_the_place_back(daemon, pki):
         assert sclient(port, pki, "-tls1_3", "a.test")[1] == "A"
     finally:
         a.close()
+
+
+def proxy_v2_unix(path=b"/run/client.sock"):
+    """A PROXY v2 PROXY header of family AF_UNIX stream (0x31)."""
+    import struct
+    body = path.ljust(108, b"\0") + b"/run/lb.sock".ljust(108, b"\0")
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x31]) + struct.pack("!H", len(body)) + body
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "client_limits skip a client whose PROXY v2 header says AF_UNIX: 5 of 5 sessions "
+    "admitted under sessions_per_address = 1 from one TCP peer, while UNKNOWN headers "
+    "from the same peer count against it (clienttab_admit returns OK with no hold "
+    "for any family but AF_INET/AF_INET6; cidr_addr_from_sockaddr gives AF_UNSPEC)"))
+def test_proxy_unix_source_is_limited_like_any_other(daemon):
+    """A PROXY v2 header may say AF_UNIX (a client of the balancer's unix
+    socket, every one with the same path).  sessions_per_address = 1 must
+    still bound them: as UNKNOWN keeps the connection's own address and
+    is counted on it, so must a header that names no IP address be
+    counted somewhere, else one forged header lifts every limit."""
+    import socket
+    from helpers import Server, echo_handler
+    echo = Server(echo_handler(banner=b"backend\n"))
+    port, stats = free_port(), free_port()
+    d = daemon(listener(port, echo.port, name="lb", client_tls="none", accept_proxy_protocol=True,
+                        client_limits={"sessions_per_address": 1},
+                        glob=stats_glob(stats)))
+    held = []
+
+    def attempt(header):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        held.append(s)
+        s.sendall(header)
+        s.settimeout(2)
+        try:
+            return s.recv(100)
+        except socket.timeout:
+            return b"(nothing)"
+    try:
+        unknown = [attempt(b"PROXY UNKNOWN\r\n") for _ in range(3)]
+        unix = [attempt(proxy_v2_unix()) for _ in range(5)]
+        t = table(stats, "lb")
+        print(f"\nUNKNOWN admitted {unknown.count(b'backend' + chr(10).encode())}/3, "
+              f"AF_UNIX admitted {unix.count(b'backend' + chr(10).encode())}/5, table {t}")
+        assert unknown.count(b"backend\n") == 1, unknown
+        # one more from the same unix socket: over the limit like any address
+        assert unix.count(b"backend\n") <= 1, unix
+    finally:
+        for s in held:
+            s.close()
+        echo.close()
