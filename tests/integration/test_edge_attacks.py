@@ -109,7 +109,11 @@ def test_routes_endings_give_the_place_back(daemon, pki):
             with connect_from(port, "127.0.0.1") as c:
                 c.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 recv_all(c)
+        d.wait_session(count=9, timeout=20)
+        # two that never start their handshake: counted while open (the
+        # gauge is live), given back by the handshake timeout
         quiet = [connect_from(port, "127.0.0.1") for _ in range(2)]
+        wait_for(lambda: table(stats, "edge")["sessions"] == 2, 5, "two sessions counted")
         d.wait_session(count=11, timeout=20)
         for c in quiet:
             c.close()
@@ -171,3 +175,23 @@ def test_proxy_unix_source_is_limited_like_any_other(daemon):
         for s in held:
             s.close()
         echo.close()
+
+
+def test_proxy_unix_path_cannot_forge_log_lines(daemon):
+    """The AF_UNIX path of a PROXY v2 header is the peer's bytes: escaped
+    in client= of the session line and in the debug lines, denied or not."""
+    import socket
+    port = free_port()
+    d = daemon(listener(port, free_port(), name="lb", client_tls="none",
+                        accept_proxy_protocol=True, access=["deny all"]))
+    evil = b'/x y=z "q"\nsession listener=forged end=client-closed\x7f\xff'
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(proxy_v2_unix(evil))
+        recv_all(s, timeout=5)
+    line = d.wait_session()[0]
+    print("\n" + line)
+    assert " end=denied " in line
+    client = re.search(r" client=(\S+) ", line).group(1)
+    assert client.startswith("unix:/x\\x20y\\x3dz"), client
+    for l in d.log().splitlines():
+        assert not l.startswith("session listener=forged") and "\x7f" not in l, l
