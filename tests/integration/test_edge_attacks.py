@@ -195,3 +195,58 @@ def test_proxy_unix_path_cannot_forge_log_lines(daemon):
     assert client.startswith("unix:/x\\x20y\\x3dz"), client
     for l in d.log().splitlines():
         assert not l.startswith("session listener=forged") and "\x7f" not in l, l
+
+
+def pg_startup():
+    import struct
+    body = struct.pack("!I", 196608) + b"user\0u\0database\0d\0\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+PLACES = ("postgres keeps a refused client as a session until its first message "
+          "(refuse_in_session, up to timeouts.cleartext = 60 s), still counted in "
+          "max_connections (session_refuse leaves s->counted, stats accepted): 9 silent "
+          "connections from one {} address made sessions_active 8 of 8 and a third "
+          "address got 53300 'too many clients already'; up to 16 x workers places per "
+          "refused address (LISTENER_REFUSING_MAX)")
+
+
+@pytest.mark.parametrize("why", [
+    pytest.param("client_limit", marks=pytest.mark.xfail(
+        strict=True, reason=PLACES.format("over-sessions_per_address"))),
+    pytest.param("denied", marks=pytest.mark.xfail(strict=True, reason=PLACES.format("denied"))),
+])
+def test_refused_clients_do_not_take_the_places_of_others(daemon, why):
+    """postgres (its refusals wait for the client's first message):
+    max_connections = 8.  An address over sessions_per_address = 1, or
+    one the access list denies, opens 9 connections and says nothing.
+    Another address must still be served: a refused client holds no
+    place that an admitted one needs."""
+    import socket
+    from helpers import Server, echo_handler
+    backend = Server(echo_handler(banner=b""))
+    port, stats = free_port(), free_port()
+    d = daemon(listener(port, backend.port, name="pg", protocol="postgres", client_tls="none",
+                        max_connections=8, access=["deny 127.0.0.66"],
+                        client_limits={"sessions_per_address": 1},
+                        glob=stats_glob(stats)))
+    bad = "127.0.0.65" if why == "client_limit" else "127.0.0.66"
+    hogs = [connect_from(port, bad) for _ in range(9)]
+    try:
+        wait_for(lambda: d.log().count(f"accepted {bad}:") >= 9, 10, "nine accepted")
+        from test_metrics import scrape
+        values, _ = scrape(stats)
+        active = values.get('starttls_proxy_sessions_active{listener="pg"}')
+        with connect_from(port, "127.0.0.67") as c:
+            c.sendall(pg_startup())
+            c.settimeout(3)
+            try:
+                got = c.recv(200)
+            except socket.timeout:
+                got = b"(nothing: relayed, the backend says nothing)"
+        print(f"\n{why}: {bad} x9 silent; active {active}; 127.0.0.67 got {got[:60]!r}")
+        assert b"53300" not in got and b"too many" not in got, got
+    finally:
+        for h in hogs:
+            h.close()
+        backend.close()
