@@ -250,3 +250,45 @@ def test_refused_clients_do_not_take_the_places_of_others(daemon, why):
         for h in hogs:
             h.close()
         backend.close()
+
+
+def test_mapped_and_plain_ipv4_are_one_address(daemon):
+    """PROXY v1 TCP4 192.0.2.80 holds the one session sessions_per_address
+    allows; the same address as TCP6 ::ffff:192.0.2.80 (v1 and v2) is
+    refused as that address, and a deny rule written for the IPv4 address
+    denies the mapped spelling (and the mapped rule the plain one)."""
+    import socket
+    from helpers import Server, echo_handler, proxy_v2
+    echo = Server(echo_handler(banner=b"backend\n"))
+    port = free_port()
+    d = daemon(listener(port, echo.port, name="lb", client_tls="none", accept_proxy_protocol=True,
+                        access=["deny 192.0.2.99", "deny ::ffff:192.0.2.98"],
+                        client_limits={"sessions_per_address": 1, "sessions_per_prefix": 2}))
+    held = []
+
+    def attempt(header):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        held.append(s)
+        s.sendall(header)
+        s.settimeout(3)
+        try:
+            return s.recv(100) == b"backend\n"
+        except (socket.timeout, ConnectionError):
+            return False
+    try:
+        got = [attempt(b"PROXY TCP4 192.0.2.80 127.0.0.1 4000 25\r\n"),
+               attempt(b"PROXY TCP6 ::ffff:192.0.2.80 ::1 4000 25\r\n"),
+               attempt(proxy_v2(("::ffff:192.0.2.80", 4000), ("::1", 25))),
+               attempt(b"PROXY TCP6 ::ffff:192.0.2.99 ::1 4000 25\r\n"),
+               attempt(b"PROXY TCP4 192.0.2.98 127.0.0.1 4000 25\r\n"),
+               attempt(b"PROXY TCP6 ::ffff:192.0.2.81 ::1 4000 25\r\n"),
+               attempt(b"PROXY TCP4 192.0.2.82 127.0.0.1 4000 25\r\n")]
+        print("\n", got)
+        assert got == [True, False, False, False, False, True, False], got
+        ends = [re.search(r" end=(\S+)", l).group(1) for l in d.wait_session(count=5)]
+        assert sorted(ends) == ["client-limit", "client-limit", "client-limit",
+                                "denied", "denied"], ends
+    finally:
+        for s in held:
+            s.close()
+        echo.close()
