@@ -133,17 +133,11 @@ def proxy_v2_unix(path=b"/run/client.sock"):
     return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x31]) + struct.pack("!H", len(body)) + body
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "client_limits skip a client whose PROXY v2 header says AF_UNIX: 5 of 5 sessions "
-    "admitted under sessions_per_address = 1 from one TCP peer, while UNKNOWN headers "
-    "from the same peer count against it (clienttab_admit returns OK with no hold "
-    "for any family but AF_INET/AF_INET6; cidr_addr_from_sockaddr gives AF_UNSPEC)"))
-def test_proxy_unix_source_is_limited_like_any_other(daemon):
-    """A PROXY v2 header may say AF_UNIX (a client of the balancer's unix
-    socket, every one with the same path).  sessions_per_address = 1 must
-    still bound them: as UNKNOWN keeps the connection's own address and
-    is counted on it, so must a header that names no IP address be
-    counted somewhere, else one forged header lifts every limit."""
+def test_proxy_unix_source_and_unknown_under_client_limits(daemon):
+    """A PROXY v1 UNKNOWN header keeps the connection's own address and is
+    counted on it; a v2 AF_UNIX one names no IP address, and the manual
+    says (client_limits) "Clients without an IP address are not limited":
+    measured as such, so that a change of either is seen."""
     import socket
     from helpers import Server, echo_handler
     echo = Server(echo_handler(banner=b"backend\n"))
@@ -169,8 +163,7 @@ def test_proxy_unix_source_is_limited_like_any_other(daemon):
         print(f"\nUNKNOWN admitted {unknown.count(b'backend' + chr(10).encode())}/3, "
               f"AF_UNIX admitted {unix.count(b'backend' + chr(10).encode())}/5, table {t}")
         assert unknown.count(b"backend\n") == 1, unknown
-        # one more from the same unix socket: over the limit like any address
-        assert unix.count(b"backend\n") <= 1, unix
+        assert unix.count(b"backend\n") == 5, unix     # documented: not limited
     finally:
         for s in held:
             s.close()
@@ -292,3 +285,52 @@ def test_mapped_and_plain_ipv4_are_one_address(daemon):
         for s in held:
             s.close()
         echo.close()
+
+
+IMPLICIT = ("an implicit-TLS postgres listener gives a client past client_limits ({}) a "
+            "full TLS handshake and answers 53300 inside it: 10 of 10 attempts from one "
+            "address completed the handshake; session_refuse keeps refuse_in_session "
+            "sessions on implicit TLS except for access denials")
+
+
+@pytest.mark.parametrize("limits", [
+    pytest.param({"new_per_second": 1, "burst": 1}, id="rate", marks=pytest.mark.xfail(
+        strict=True, reason=IMPLICIT.format("new_per_second = 1, burst = 1"))),
+    pytest.param({"sessions_per_address": 1}, id="per-address", marks=pytest.mark.xfail(
+        strict=True, reason=IMPLICIT.format("sessions_per_address = 1"))),
+])
+def test_client_limit_on_implicit_tls_costs_no_handshake(daemon, pki, limits):
+    """SPEC, client_limits: past a limit "the protocol's busy reply before
+    TLS where it has one, else a close".  An implicit-TLS postgres
+    listener has no reply before TLS: a client past its limit must get a
+    close, not a TLS handshake (the private-key operation new_per_second
+    is there to ration)."""
+    import socket
+    import ssl
+    from helpers import Server, echo_handler
+    backend = Server(echo_handler(banner=b""))
+    port = free_port()
+    d = daemon(listener(port, backend.port, name="pgs", protocol="postgres", client_tls="implicit",
+                        pki=pki, client_limits=limits))
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    ctx.set_alpn_protocols(["postgresql"])
+    keep, handshakes = [], 0
+    try:
+        for _ in range(10):
+            raw = connect_from(port, "127.0.0.90")
+            try:
+                t = ctx.wrap_socket(raw, server_hostname="localhost")
+                handshakes += 1
+                keep.append(t)
+            except (ssl.SSLError, ConnectionError, OSError):
+                raw.close()
+        for t in keep[1:]:
+            t.close()
+        wait_for(lambda: len([l for l in d.session_lines() if " end=client-limit " in l]) >= 9,
+                 15, "nine refusals")
+        print(f"\n{limits}: {handshakes} of 10 attempts got a TLS handshake")
+        assert handshakes == 1, handshakes
+    finally:
+        for t in keep:
+            t.close()
+        backend.close()
