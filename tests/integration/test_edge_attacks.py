@@ -334,3 +334,37 @@ def test_client_limit_on_implicit_tls_costs_no_handshake(daemon, pki, limits):
         for t in keep:
             t.close()
         backend.close()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "STARTTLS postgres: an address past sessions_per_address gets 'S' to its SSLRequest "
+    "and a TLS handshake, the 53300 only inside TLS after the StartupMessage, while a "
+    "denied one gets 'E' before TLS; pg_client_input answers SSLRequest before it "
+    "looks at io->refusal (only DENIED is answered at once)"))
+def test_postgres_client_limit_answers_before_tls(daemon, pki):
+    """STARTTLS postgres, sessions_per_address = 1, one session open: the
+    over-limit client's SSLRequest gets the busy reply before TLS (an
+    ErrorResponse, as access answers 28000), not 'S' and a handshake."""
+    import struct
+    from helpers import Server, echo_handler
+    backend = Server(echo_handler(banner=b""))
+    port = free_port()
+    d = daemon(listener(port, backend.port, name="pg", protocol="postgres", pki=pki,
+                        access=["deny 127.0.0.92"], client_limits={"sessions_per_address": 1}))
+    ssl_request = struct.pack("!II", 8, 80877103)
+    holder = connect_from(port, "127.0.0.91")
+    try:
+        wait_for(lambda: "accepted 127.0.0.91:" in d.log(), 10, "the holder")
+        answers = {}
+        for who in ("127.0.0.91", "127.0.0.92"):
+            with connect_from(port, who) as c:
+                c.sendall(ssl_request)
+                c.settimeout(5)
+                answers[who] = c.recv(1)
+        print(f"\nSSLRequest answered: over the limit {answers['127.0.0.91']!r}, "
+              f"denied {answers['127.0.0.92']!r}")
+        assert answers["127.0.0.92"] == b"E"
+        assert answers["127.0.0.91"] == b"E", answers
+    finally:
+        holder.close()
+        backend.close()
