@@ -368,3 +368,50 @@ def test_postgres_client_limit_answers_before_tls(daemon, pki):
     finally:
         holder.close()
         backend.close()
+
+
+RELOAD = ("a reload that adds {new} to a listener limited by {old} only: the two sessions "
+          "open before it are not counted in it (clienttab_admit made no {kind} entry for a "
+          "limit that was 0, and the hold names none), so 4 sessions are open where "
+          "{new} = 2 allows 2")
+
+
+@pytest.mark.parametrize("before,after,second", [
+    pytest.param({"sessions_per_prefix": 10}, {"sessions_per_prefix": 10, "sessions_per_address": 2},
+                 "127.0.4.1", id="add-per-address", marks=pytest.mark.xfail(strict=True, reason=RELOAD.format(
+                     new="sessions_per_address", old="sessions_per_prefix", kind="address"))),
+    pytest.param({"sessions_per_address": 10}, {"sessions_per_address": 10, "sessions_per_prefix": 2},
+                 "127.0.4.2", id="add-per-prefix", marks=pytest.mark.xfail(strict=True, reason=RELOAD.format(
+                     new="sessions_per_prefix", old="sessions_per_address", kind="prefix"))),
+])
+def test_reload_that_adds_a_limit_counts_open_sessions(daemon, before, after, second):
+    """The manual: "sessions opened before a reload still count, and give
+    their place back when they end, under the new limits too".  Two
+    sessions from 127.0.4.1 open under one limit; a reload adds the other
+    at 2: the address (or its /24) is at that limit, so no session more
+    from it (or from 127.0.4.2 in the same /24) may open."""
+    from helpers import Server, echo_handler
+    from test_client_limits import admitted
+    echo = Server(echo_handler(banner=b"backend\n"))
+    port, stats = free_port(), free_port()
+
+    def conf(limits):
+        return listener(port, echo.port, name="kept", client_tls="none", client_limits=limits,
+                        glob=stats_glob(stats))
+    d = daemon(conf(before))
+    old = [admitted(port, "127.0.4.1") for _ in range(2)]
+    try:
+        assert all(old)
+        assert table(stats, "kept")["sessions"] == 2
+        d.reload(conf(after))
+        more = [admitted(port, second) for _ in range(3)]
+        old.extend(more)
+        t = table(stats, "kept")
+        opened = 2 + sum(c is not None for c in more)
+        print(f"\nafter the reload to {after}: {opened} sessions open; table {t}")
+        assert opened == 2, "sessions opened before the reload are not counted under the new limit"
+    finally:
+        for c in old:
+            if c:
+                c.close()
+        echo.close()
