@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from helpers import connect_from, free_port, recv_all, wait_for
-from protocols import listener
+from protocols import group, listener, listeners
 from test_client_limits import stats_glob, table
 from test_routes import identified, routes
 
@@ -415,3 +415,38 @@ def test_reload_that_adds_a_limit_counts_open_sessions(daemon, before, after, se
             if c:
                 c.close()
         echo.close()
+
+
+def test_refusal_flood_log_volume(daemon, pki):
+    """1,000 connections from one address past new_per_second (smtp: 554
+    at once, then a close) and 1,000 past max_connections: measured, and
+    each refusal by policy is one line at most (no second line per
+    refusal at the default level), every one of them escaped."""
+    from helpers import Server, echo_handler
+    backend = Server(echo_handler(banner=b""))
+    p1, p2 = free_port(), free_port()
+    d = daemon(listeners(
+        group(p1, backend.port, protocol="smtp", name="rate", pki=pki,
+              client_limits={"new_per_second": 1, "burst": 1}),
+        group(p2, backend.port, protocol="smtp", name="full", pki=pki, max_connections=1)),
+        debug=False)
+    hold = connect_from(p2, "127.0.6.1")
+    try:
+        wait_for(lambda: backend.connections >= 1, 10, "the holder on full")
+        for port in (p1, p2):
+            for b in range(0, 1000, 100):
+                socks = [connect_from(port, "127.0.6.2") for _ in range(100)]
+                for s in socks:
+                    s.close()
+        wait_for(lambda: d.log().count(" listener=rate ") >= 999, 30, "the refusals on rate")
+        import time as _t
+        _t.sleep(0.5)
+        log = d.log().splitlines()
+        rate = [l for l in log if "listener=rate" in l or "listener rate" in l]
+        full = [l for l in log if "listener=full" in l or "listener full" in l]
+        print(f"\nnew_per_second: {len(rate)} lines, {sum(map(len, rate))} bytes for 1,000 "
+              f"attempts; max_connections: {len(full)} lines, {sum(map(len, full))} bytes")
+        assert len(rate) <= 1001 and len(full) <= 1000    # (one admitted on rate)
+    finally:
+        hold.close()
+        backend.close()
