@@ -3,6 +3,7 @@ measures one thing an outsider can do; a confirmed break of a guarantee
 is marked xfail(strict=True) with the figure in its reason."""
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -439,8 +440,7 @@ def test_refusal_flood_log_volume(daemon, pki):
                 for s in socks:
                     s.close()
         wait_for(lambda: d.log().count(" listener=rate ") >= 999, 30, "the refusals on rate")
-        import time as _t
-        _t.sleep(0.5)
+        time.sleep(0.5)
         log = d.log().splitlines()
         rate = [l for l in log if "listener=rate" in l or "listener rate" in l]
         full = [l for l in log if "listener=full" in l or "listener full" in l]
