@@ -216,9 +216,18 @@ def _psql(port, pki, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(HOME=str(tmp_path), PGPASSFILE=os.devnull, KRB5CCNAME=f"FILE:{tmp_path}/none",
                KRB5_CONFIG=os.devnull)
-    r = subprocess.run(["psql", "-X", "-At", f"host=127.0.0.1 port={port} user=alice "
-                        "dbname=postgres sslmode=require gssencmode=disable connect_timeout=10",
-                        "-c", "SELECT 1"], capture_output=True, text=True, timeout=30, env=env)
+    def psql(sslmode):
+        return subprocess.run(["psql", "-X", "-At", f"host=127.0.0.1 port={port} user=alice "
+                               f"dbname=postgres sslmode={sslmode} gssencmode=disable "
+                               "connect_timeout=10", "-c", "SELECT 1"],
+                              capture_output=True, text=True, timeout=30, env=env)
+    # the 53300 answers the SSLRequest, before any handshake: libpq 15
+    # (after CVE-2024-10977) shows no server text there, only that it came
+    r = psql("require")
+    assert r.returncode != 0
+    assert "server sent an error response during SSL exchange" in r.stderr, r.stderr
+    # and as the answer to a StartupMessage, in its words
+    r = psql("disable")
     assert r.returncode != 0
     assert "FATAL:  sorry, too many connections from your address" in r.stderr, r.stderr
 
@@ -247,8 +256,9 @@ def test_busy_reply_of_each_protocol(daemon, pki, silent, tmp_path, proto):
     try:
         wait_for(lambda: "accepted 127.0.0.1:" in d.log(), 10, "the holder")
         client(port, pki, tmp_path)
-        lines = limit_lines(d, 1)
-        assert len(lines) == 1 and " backend=- " in lines[0], lines
+        want = 2 if proto == "postgres" else 1      # psql tries twice
+        lines = limit_lines(d, want)
+        assert len(lines) == want and all(" backend=- " in l for l in lines), lines
         time.sleep(0.3)
         assert silent.connections <= 1   # the holder's, where the protocol connects early
     finally:
