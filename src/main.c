@@ -307,7 +307,18 @@ pidfile_open(struct pidfile *pf, const char *path)
 	return 0;
 }
 
-/* After daemon(3): the pid into the file checked by pidfile_open(). */
+/* Its mode, while the daemon may still change it (before privileges are dropped). */
+static int
+pidfile_mode(struct pidfile *pf)
+{
+	if (fchmod(pf->fd, 0644) == -1) {
+		log_errorx("pidfile: cannot set the mode of %s: %s", pf->path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* After daemon(3) and the privilege drop: the pid into the file checked by pidfile_open(). */
 static int
 pidfile_write(struct pidfile *pf)
 {
@@ -315,8 +326,7 @@ pidfile_write(struct pidfile *pf)
 	int	 n;
 
 	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-	if (fchmod(pf->fd, 0644) == -1 || ftruncate(pf->fd, 0) == -1 ||
-	    write(pf->fd, buf, (size_t)n) != n) {
+	if (ftruncate(pf->fd, 0) == -1 || write(pf->fd, buf, (size_t)n) != n) {
 		log_errorx("pidfile: cannot write %s: %s", pf->path, strerror(errno));
 		return -1;
 	}
@@ -432,11 +442,15 @@ main(int argc, char **argv)
 	}
 	server_warn_selfsigned(cfg);
 
-	if (pf.path != NULL && pidfile_write(&pf) == -1) {
+	if ((pf.path != NULL && pidfile_mode(&pf) == -1) || privs_drop(&privs) == -1) {
 		pidfile_remove(&pf, true);
 		exit(EXIT_CONFIG);
 	}
-	if (privs_drop(&privs) == -1) {
+	/*
+	 * Once privileges are dropped, through the file opened before: the
+	 * pid a supervisor reads is that of the daemon as it runs.
+	 */
+	if (pf.path != NULL && pidfile_write(&pf) == -1) {
 		pidfile_remove(&pf, true);
 		exit(EXIT_CONFIG);
 	}
