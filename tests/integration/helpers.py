@@ -117,6 +117,15 @@ class Server:
     stop = close  # the name the other test backends use
 
 
+def record_handler(conn, srv):
+    """Reads and records until EOF, and never writes."""
+    while True:
+        d = conn.recv(65536)
+        if not d:
+            return
+        srv.record(d)
+
+
 def echo_handler(banner=b"hello from the backend\n"):
     """Sends a banner, then echoes until EOF, then half-closes."""
     def handler(conn, srv):

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, recv_until, tls_connect, wait_for
+from helpers import (MemTLS, Server, client_ctx, echo_handler, free_port, record_handler, recv_until,
+                     tls_connect, wait_for)
 from protocols import (PROTOCOLS, line_server, listener, message, read_messages, read_reply,
                        search_request, starttls_request, tlv)
 from test_attacks import late_ldap_server, late_smtp_server
@@ -133,13 +134,7 @@ class RawTLS:
 
 def quiet_backend():
     """Reads and records, never writes."""
-    def handler(conn, srv):
-        while True:
-            b = conn.recv(65536)
-            if not b:
-                return
-            srv.record(b)
-    return Server(handler)
+    return Server(record_handler)
 
 
 def ping_backend():

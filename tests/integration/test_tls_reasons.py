@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import BIN
-from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, server_ctx
+from helpers import MemTLS, Server, client_ctx, echo_handler, free_port, record_handler, server_ctx
 from protocols import listener
 from slapd_backend import Slapd
 
@@ -69,13 +69,7 @@ def tcp_conf(port, backend_port, pki, backend_extra=""):
 @pytest.fixture
 def quiet():
     """A backend that reads and records, and never writes."""
-    def handler(conn, srv):
-        while True:
-            b = conn.recv(65536)
-            if not b:
-                return
-            srv.record(b)
-    s = Server(handler)
+    s = Server(record_handler)
     yield s
     s.close()
 
