@@ -103,6 +103,8 @@ def test_routes_endings_give_the_place_back(daemon, pki):
                 c.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 recv_all(c)
         d.wait_session(count=9, timeout=20)
+        # a session gives its place back when it is freed, after its line
+        wait_for(lambda: table(stats, "edge")["sessions"] == 0, 5, "the places given back")
         # two that never start their handshake: counted while open (the
         # gauge is live), given back by the handshake timeout
         quiet = [connect_from(port, "127.0.0.1") for _ in range(2)]
